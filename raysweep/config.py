@@ -1,0 +1,433 @@
+"""Experiment configuration: frozen dataclasses, presets and command-line overrides.
+
+A run is described by one :class:`Config`, made of five sections that follow the flow of
+DESIGN.md: :class:`DataConfig`, :class:`ModelConfig`, :class:`TrainConfig`,
+:class:`NTKConfig` and :class:`SweepConfig`. Every section validates itself on
+construction and names the bad value and the allowed ones.
+
+Presets are functions (``smoke``, ``cifar10``, ``mnist``, ``cifar2``); ``get_preset(name)``
+looks one up. Overrides use dotted ``key=value`` pairs, as on the command line::
+
+    cfg = apply_overrides(get_preset("smoke"), ["train.epochs=3", "sweep.eigen_indices=0,4,9"])
+
+The resolved config is written next to every result with :func:`save_config` and read back
+with :func:`load_config` (JSON; tuples round-trip).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DATASET_NAMES = ("digits", "digits2", "mnist", "mnist2", "cifar10", "cifar2")
+MODEL_NAMES = ("mlp", "lenet5", "resnet18")
+ACTIVATIONS = ("relu", "gelu", "tanh", "softplus", "sigmoid")
+OPTIMIZERS = ("sgd", "adam")
+NTK_METHODS = ("auto", "contraction", "structured", "ntvp")
+EIGEN_METHODS = ("auto", "dense", "block", "nystrom")
+DTYPES = ("float32", "float64")
+
+
+def _choice(section: str, name: str, value: Any, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(
+            f"{section}.{name}={value!r} is not supported; choose one of {', '.join(allowed)}."
+        )
+
+
+def _positive(section: str, name: str, value: Any, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        hint = " or None" if allow_none else ""
+        raise ValueError(f"{section}.{name} must be a positive integer{hint}, got {value!r}.")
+
+
+def _non_negative_int(section: str, name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{section}.{name} must be a non-negative integer, got {value!r}.")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, where its files are, and how much of it to use.
+
+    ``root=None`` means the ``RAYSWEEP_DATA`` environment variable, else the default data
+    folder of :mod:`raysweep.data`. ``num_train``/``num_test`` subsample (stratified,
+    deterministic in ``seed``); ``None`` keeps the whole split.
+    """
+
+    name: str = "digits"
+    root: str | None = None
+    num_train: int | None = None
+    num_test: int | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        _choice("data", "name", self.name, DATASET_NAMES)
+        _positive("data", "num_train", self.num_train, allow_none=True)
+        _positive("data", "num_test", self.num_test, allow_none=True)
+        _non_negative_int("data", "seed", self.seed)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture, activation and initialization seed of the network f(θ, x)."""
+
+    name: str = "mlp"
+    activation: str = "relu"
+    seed: int = 0
+
+    def __post_init__(self):
+        _choice("model", "name", self.name, MODEL_NAMES)
+        _choice("model", "activation", self.activation, ACTIVATIONS)
+        _non_negative_int("model", "seed", self.seed)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The paper's training scheme: one logit, binary cross-entropy, SGD or Adam.
+
+    The learning rate decays linearly from ``learning_rate`` to 0 over all steps.
+    ``loss_threshold`` defines the "iterations to reach 0.01 training loss" metric.
+    """
+
+    optimizer: str = "sgd"
+    learning_rate: float = 0.05
+    momentum: float = 0.9
+    batch_size: int = 128
+    epochs: int = 100
+    loss_threshold: float = 0.01
+    seed: int = 0
+
+    def __post_init__(self):
+        _choice("train", "optimizer", self.optimizer, OPTIMIZERS)
+        if not (isinstance(self.learning_rate, int | float) and self.learning_rate > 0):
+            raise ValueError(
+                f"train.learning_rate must be a positive number, got {self.learning_rate!r}."
+            )
+        if not (isinstance(self.momentum, int | float) and 0 <= self.momentum < 1):
+            raise ValueError(f"train.momentum must be in [0, 1), got {self.momentum!r}.")
+        _positive("train", "batch_size", self.batch_size)
+        _positive("train", "epochs", self.epochs)
+        if not (isinstance(self.loss_threshold, int | float) and self.loss_threshold > 0):
+            raise ValueError(
+                f"train.loss_threshold must be a positive number, got {self.loss_threshold!r}."
+            )
+        _non_negative_int("train", "seed", self.seed)
+
+
+@dataclass(frozen=True)
+class NTKConfig:
+    """How the Gram matrix Θ₀ is computed and eigendecomposed.
+
+    ``num_eigen`` is k, the number of top eigenpairs kept (the paper: 1,000).
+    ``tile_size`` is the block size of the tiled Gram; ``memory_budget_mb`` bounds the
+    per-example Jacobian block a worker holds; ``num_workers`` Gram actors (``None``: one per
+    GPU, else one per CPU).
+    """
+
+    method: str = "auto"
+    eigen_method: str = "auto"
+    num_eigen: int = 1000
+    tile_size: int = 1024
+    memory_budget_mb: int = 2048
+    num_workers: int | None = None
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        _choice("ntk", "method", self.method, NTK_METHODS)
+        _choice("ntk", "eigen_method", self.eigen_method, EIGEN_METHODS)
+        _positive("ntk", "num_eigen", self.num_eigen)
+        _positive("ntk", "tile_size", self.tile_size)
+        _positive("ntk", "memory_budget_mb", self.memory_budget_mb)
+        _positive("ntk", "num_workers", self.num_workers, allow_none=True)
+        _choice("ntk", "dtype", self.dtype, DTYPES)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """The grid of trials: eigen-indices × optimizers × {network, linearized}.
+
+    ``eigen_indices`` are 0-based positions in the descending eigenvalue order and must be
+    smaller than ``ntk.num_eigen``. ``pack_size`` targets share one compiled program.
+    ``storage_path`` is where sweeps are written (made absolute at run time).
+    """
+
+    name: str = "eigen_sweep"
+    eigen_indices: tuple[int, ...] = (0, 1, 2, 4, 8, 16, 32, 64)
+    optimizers: tuple[str, ...] = ("sgd", "adam")
+    linearized: tuple[bool, ...] = (False, True)
+    pack_size: int = 8
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_retries: int = 2
+    storage_path: str = "results"
+
+    def __post_init__(self):
+        if not self.eigen_indices:
+            raise ValueError("sweep.eigen_indices is empty; give at least one index, e.g. 0,1,2.")
+        for j in self.eigen_indices:
+            _non_negative_int("sweep", "eigen_indices[...]", j)
+        if len(set(self.eigen_indices)) != len(self.eigen_indices):
+            raise ValueError(f"sweep.eigen_indices has duplicates: {self.eigen_indices!r}.")
+        if not self.optimizers:
+            raise ValueError("sweep.optimizers is empty; choose from sgd, adam.")
+        for opt in self.optimizers:
+            _choice("sweep", "optimizers[...]", opt, OPTIMIZERS)
+        if not self.linearized or any(not isinstance(v, bool) for v in self.linearized):
+            raise ValueError(
+                "sweep.linearized must be a non-empty tuple of booleans "
+                f"(False = network, True = linearization), got {self.linearized!r}."
+            )
+        _positive("sweep", "pack_size", self.pack_size)
+        if not (isinstance(self.cpus_per_trial, int | float) and self.cpus_per_trial > 0):
+            raise ValueError(f"sweep.cpus_per_trial must be > 0, got {self.cpus_per_trial!r}.")
+        if not (isinstance(self.gpus_per_trial, int | float) and self.gpus_per_trial >= 0):
+            raise ValueError(f"sweep.gpus_per_trial must be >= 0, got {self.gpus_per_trial!r}.")
+        _non_negative_int("sweep", "max_retries", self.max_retries)
+        if not self.storage_path:
+            raise ValueError("sweep.storage_path is empty; give a folder for the results.")
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole experiment. ``preset`` records which preset it started from."""
+
+    preset: str = "smoke"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    ntk: NTKConfig = field(default_factory=NTKConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+
+    def __post_init__(self):
+        for name, cls in _SECTIONS.items():
+            if not isinstance(getattr(self, name), cls):
+                raise TypeError(
+                    f"Config.{name} must be a {cls.__name__}, got {type(getattr(self, name))}."
+                )
+        too_big = [j for j in self.sweep.eigen_indices if j >= self.ntk.num_eigen]
+        if too_big:
+            raise ValueError(
+                f"sweep.eigen_indices {too_big} are >= ntk.num_eigen={self.ntk.num_eigen}; "
+                "indices are 0-based into the top-k eigenvectors: raise ntk.num_eigen or "
+                "drop those indices."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serializable nested dict (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "ntk": NTKConfig,
+    "sweep": SweepConfig,
+}
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+def smoke() -> Config:
+    """Offline default: digits (1,797 8x8 images), MLP, 8 eigen-indices, few epochs.
+
+    Minutes on a 2-core CPU: Gram 1,797², top 128 eigenpairs, 2 optimizers x 2 models x
+    8 indices = 32 targets in 4 packed trials of 5 epochs.
+    """
+    return Config(
+        preset="smoke",
+        data=DataConfig(name="digits"),
+        model=ModelConfig(name="mlp"),
+        train=TrainConfig(epochs=5),
+        ntk=NTKConfig(num_eigen=128, tile_size=512),
+        sweep=SweepConfig(eigen_indices=(0, 1, 2, 4, 8, 16, 32, 64)),
+    )
+
+
+def _paper_indices(num_eigen: int = 1000) -> tuple[int, ...]:
+    """The paper's eigen-index grid: dense at the top of the spectrum, sparser below."""
+    dense = list(range(0, 10))
+    mid = list(range(10, 100, 10))
+    tail = list(range(100, num_eigen, 100))
+    return tuple(dense + mid + tail)
+
+
+def cifar10() -> Config:
+    """Paper scale: CIFAR-10 train+test (60,000 images), LeNet5, top 1,000 eigenfunctions,
+    100 epochs of SGD/Adam, network and linearized. Needs GPUs (see README)."""
+    return Config(
+        preset="cifar10",
+        data=DataConfig(name="cifar10"),
+        model=ModelConfig(name="lenet5"),
+        train=TrainConfig(epochs=100),
+        ntk=NTKConfig(num_eigen=1000, tile_size=2048),
+        sweep=SweepConfig(eigen_indices=_paper_indices(), gpus_per_trial=0.25),
+    )
+
+
+def mnist() -> Config:
+    """Paper scale on MNIST train+test (70,000 images), LeNet5, top 1,000 eigenfunctions."""
+    return Config(
+        preset="mnist",
+        data=DataConfig(name="mnist"),
+        model=ModelConfig(name="lenet5"),
+        train=TrainConfig(epochs=100),
+        ntk=NTKConfig(num_eigen=1000, tile_size=2048),
+        sweep=SweepConfig(eigen_indices=_paper_indices(), gpus_per_trial=0.25),
+    )
+
+
+def cifar2() -> Config:
+    """CIFAR2 (classes 0-4 vs 5-9): the binary-task baseline, 200 epochs as in the paper."""
+    return Config(
+        preset="cifar2",
+        data=DataConfig(name="cifar2"),
+        model=ModelConfig(name="lenet5"),
+        train=TrainConfig(epochs=200),
+        ntk=NTKConfig(num_eigen=1000, tile_size=2048),
+        sweep=SweepConfig(eigen_indices=_paper_indices(), gpus_per_trial=0.25),
+    )
+
+
+PRESETS: dict[str, Callable[[], Config]] = {
+    "smoke": smoke,
+    "cifar10": cifar10,
+    "mnist": mnist,
+    "cifar2": cifar2,
+}
+
+
+def get_preset(name: str) -> Config:
+    """The preset called ``name`` (one of ``PRESETS``)."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+    return PRESETS[name]()
+
+
+# ----------------------------------------------------------------------------- overrides
+
+
+def _field_type(cls: type, name: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    return hints[name]
+
+
+def _parse_scalar(text: str, typ: Any, key: str) -> Any:
+    origin = typing.get_origin(typ)
+    args = typing.get_args(typ)
+    if origin in (typing.Union, types.UnionType):
+        if text.lower() in ("none", "null", ""):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _parse_scalar(text, inner[0], key)
+    try:
+        if typ is bool:
+            low = text.lower()
+            if low in ("true", "1", "yes", "on"):
+                return True
+            if low in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(text)
+        if typ is int:
+            return int(text)
+        if typ is float:
+            return float(text)
+    except ValueError:
+        raise ValueError(
+            f"Override {key}={text!r}: expected a value of type {typ.__name__}."
+        ) from None
+    return text
+
+
+def _parse_value(text: str, typ: Any, key: str) -> Any:
+    if typing.get_origin(typ) is tuple:
+        (inner, *_rest) = typing.get_args(typ)
+        text = text.strip()
+        if text.startswith("["):
+            try:
+                items = [str(v) for v in json.loads(text)]
+            except json.JSONDecodeError as err:
+                raise ValueError(f"Override {key}={text!r} is not a valid JSON list.") from err
+        else:
+            items = [t for t in (s.strip() for s in text.split(",")) if t]
+        return tuple(_parse_scalar(item, inner, key) for item in items)
+    return _parse_scalar(text, typ, key)
+
+
+def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
+    """Apply ``section.field=value`` strings (e.g. ``train.epochs=3``) to ``config``.
+
+    Tuples take comma-separated values (``sweep.eigen_indices=0,5,9``) or a JSON list.
+    ``None`` is written ``none``. Unknown keys raise ``ValueError`` naming the valid ones.
+    """
+    sections = {name: getattr(config, name) for name in _SECTIONS}
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"Override {item!r} must look like section.field=value.")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if key.count(".") != 1:
+            raise ValueError(
+                f"Override key {key!r} must be section.field with a section among "
+                f"{', '.join(_SECTIONS)} (e.g. train.epochs=3)."
+            )
+        section, name = key.split(".")
+        if section not in _SECTIONS:
+            raise ValueError(
+                f"Unknown config section {section!r} in {key!r}; choose one of "
+                f"{', '.join(_SECTIONS)}."
+            )
+        cls = _SECTIONS[section]
+        names = [f.name for f in dataclasses.fields(cls)]
+        if name not in names:
+            raise ValueError(
+                f"Unknown field {name!r} in section {section!r}; fields are {', '.join(names)}."
+            )
+        value = _parse_value(text, _field_type(cls, name), key)
+        sections[section] = dataclasses.replace(sections[section], **{name: value})
+    return dataclasses.replace(config, **sections)
+
+
+# ----------------------------------------------------------------------------- JSON
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Inverse of :meth:`Config.to_dict` (lists become tuples again)."""
+    kwargs: dict[str, Any] = {"preset": data.get("preset", "custom")}
+    for name, cls in _SECTIONS.items():
+        raw = dict(data.get(name, {}))
+        for f in dataclasses.fields(cls):
+            if f.name in raw and isinstance(raw[f.name], list):
+                raw[f.name] = tuple(raw[f.name])
+        unknown = set(raw) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"Unknown fields {sorted(unknown)} in config section {name!r}.")
+        kwargs[name] = cls(**raw)
+    return Config(**kwargs)
+
+
+def save_config(config: Config, path: str | os.PathLike) -> Path:
+    """Write the resolved config as JSON (atomically: temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read a config written by :func:`save_config`."""
+    return config_from_dict(json.loads(Path(path).read_text()))

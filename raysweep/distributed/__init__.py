@@ -1,0 +1,41 @@
+"""Distributed empirical NTK Gram matrices on Ray (the only package of raysweep using Ray).
+
+Typical use::
+
+    from raysweep.distributed import compute_gram, ensure_ray
+
+    ensure_ray()                                   # $RAY_ADDRESS, or a local cluster
+    with compute_gram(apply_fn, params, x, store_dir="results/gram_mlp",
+                      tile_size=1024, model_id="mlp relu") as gram:
+        y = gram.matmat(v)                          # (N, b) float64, tiles stay on workers
+        theta = gram.to_numpy()                     # (N, N) float32, if it fits in RAM
+
+Modules, one idea each:
+
+- ``cluster``: :func:`ensure_ray`; one actor per GPU, else per CPU (:func:`worker_layout`).
+- ``fingerprint``: sha256 of the dataset and of the parameters.
+- ``store``: the on-disk tile store (``tiles/tile_{i:05d}_{j:05d}.npy`` + ``manifest.json``).
+- ``worker``: the ``GramWorker`` actor (engine, resident panels, partial matmat).
+- ``pool``: actor slots and replacement of dead actors.
+- ``schedule``: dynamic largest-panel-first assignment, progress bar, recovery.
+- ``handle``: :class:`DistributedGram` (matmat, matvec, to_numpy, close).
+- ``compute``: :func:`compute_gram`, the entry point.
+"""
+
+from raysweep.distributed.cluster import ensure_ray, worker_layout
+from raysweep.distributed.compute import compute_gram
+from raysweep.distributed.fingerprint import dataset_fingerprint, params_fingerprint
+from raysweep.distributed.handle import DistributedGram
+from raysweep.distributed.schedule import PanelEvent
+from raysweep.distributed.store import TileStore
+
+__all__ = [
+    "DistributedGram",
+    "PanelEvent",
+    "TileStore",
+    "compute_gram",
+    "dataset_fingerprint",
+    "ensure_ray",
+    "params_fingerprint",
+    "worker_layout",
+]

@@ -1,0 +1,262 @@
+"""DistributedGram: the handle to a Gram matrix held by Ray workers and a tile store.
+
+The matrix Θ ``(N, N)`` is never assembled unless asked for (:meth:`to_numpy`). Its upper
+triangle of tiles lives in the tile store on disk, and (with ``keep_resident=True``) in the
+host memory of the Gram workers, each holding the row panels it computed. Products with Θ run
+where the tiles are:
+
+``matmat(V)`` for ``V`` ``(N, b)``
+    ``ray.put(V)`` once; every worker returns the partial product of its panels (tile
+    ``(i, j)`` contributes ``T_ij V_j`` to rows ``i`` and ``T_ijᵀ V_i`` to rows ``j`` for
+    ``j > i``); the driver sums the partials. Tiles are float32, upcast to float64; products
+    and the sum are accumulated in float64; the result is float64 ``(N, b)`` (what the
+    eigensolver's float64 Rayleigh-Ritz wants). Cost per call: one pass over the triangle,
+    N²/2 stored entries, split over the workers.
+
+If a worker dies during ``matmat``, its panels are reloaded from the tile store into a
+replacement actor (or, once the restart budget is spent, into the least-loaded survivor) and
+only its partial product is redone.
+
+The handle owns the actors: :meth:`close` (or leaving a ``with`` block) kills them. After
+``close`` the store-backed methods (:meth:`to_numpy`, :meth:`tile`) still work.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import ray
+from ray.exceptions import RayActorError
+
+from raysweep.distributed.pool import WorkerPool
+from raysweep.distributed.store import TileStore
+
+_MEMORY_MARGIN = 0.9
+
+
+def available_memory_bytes() -> int:
+    """Memory available to this process now: ``MemAvailable`` on Linux, else free pages."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+class DistributedGram:
+    """The empirical NTK Gram matrix of a dataset, distributed over Gram workers.
+
+    Returned by :func:`raysweep.distributed.compute_gram`; not constructed directly.
+
+    Attributes:
+      shape: ``(N, N)``. n: N. dtype: the tile dtype (float32 by default).
+      tile_size, num_blocks: the block decomposition. method: the resolved NTK method.
+      store_dir: the tile store. tiles_total: ``num_blocks (num_blocks + 1) / 2``.
+      tiles_computed: tiles computed by the call that made this handle.
+      tiles_loaded: tiles found in the store at its start and reused, not recomputed.
+      worker_restarts: actors replaced after failures so far.
+    """
+
+    def __init__(
+        self,
+        pool: WorkerPool,
+        store: TileStore,
+        owners: dict[int, int],
+        *,
+        tiles_computed: int,
+        tiles_loaded: int,
+        keep_resident: bool,
+    ):
+        self._pool = pool
+        self._store = store
+        self._owners = dict(owners)
+        self._keep_resident = keep_resident
+        self.tiles_computed = int(tiles_computed)
+        self.tiles_loaded = int(tiles_loaded)
+
+    # ----------------------------------------------------------------- description
+
+    @property
+    def n(self) -> int:
+        return self._store.n
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n, self.n)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._store.dtype
+
+    @property
+    def tile_size(self) -> int:
+        return self._store.tile_size
+
+    @property
+    def num_blocks(self) -> int:
+        return self._store.num_blocks
+
+    @property
+    def method(self) -> str:
+        return self._store.manifest["method"]
+
+    @property
+    def store_dir(self) -> Path:
+        return self._store.root
+
+    @property
+    def manifest(self) -> dict:
+        return dict(self._store.manifest)
+
+    @property
+    def tiles_total(self) -> int:
+        return self._store.tiles_total
+
+    @property
+    def tiles_done(self) -> int:
+        """Tiles present in the store (all of them once :func:`compute_gram` returned)."""
+        return len(self._store.done_tiles())
+
+    @property
+    def num_workers(self) -> int:
+        return len(self._pool.live_slots())
+
+    @property
+    def worker_restarts(self) -> int:
+        return self._pool.restarts
+
+    def __repr__(self) -> str:
+        return (
+            f"DistributedGram(shape={self.shape}, dtype={self.dtype.name}, "
+            f"tile_size={self.tile_size}, method={self.method!r}, workers={self.num_workers}, "
+            f"store_dir='{self.store_dir}')"
+        )
+
+    # ----------------------------------------------------------------- products
+
+    def matmat(self, v) -> np.ndarray:
+        """Θ V for ``V`` ``(N, b)`` (any real dtype) -> float64 ``(N, b)``; see module doc."""
+        v = np.asarray(v)
+        if v.ndim != 2 or v.shape[0] != self.n:
+            raise ValueError(f"matmat expects V of shape ({self.n}, b); got {v.shape}.")
+        if not np.issubdtype(v.dtype, np.floating) and not np.issubdtype(v.dtype, np.integer):
+            raise TypeError(f"matmat expects a real-valued V; got dtype {v.dtype}.")
+        if self._pool.closed:
+            raise RuntimeError(
+                "this DistributedGram is closed (its workers were killed); to_numpy() and "
+                "tile() still read the store, or call compute_gram again to reload it."
+            )
+        v_ref = ray.put(np.ascontiguousarray(v, dtype=np.float64))
+        tasks = [(s, panels, self._submit(s, v_ref, panels)) for s, panels in self._by_slot()]
+        out = np.zeros(v.shape, dtype=np.float64)
+        while tasks:
+            slot, panels, ref = tasks.pop(0)
+            try:
+                out += ray.get(ref)
+            except RayActorError as err:
+                self._pool.raise_if_init_failed(err)
+                target = self._recover(slot, panels)
+                tasks.append((target, panels, self._submit(target, v_ref, panels)))
+        return out
+
+    def matvec(self, v) -> np.ndarray:
+        """Θ v for ``v`` ``(N,)`` -> float64 ``(N,)``."""
+        v = np.asarray(v)
+        if v.shape != (self.n,):
+            raise ValueError(f"matvec expects v of shape ({self.n},); got {v.shape}.")
+        return self.matmat(v[:, None])[:, 0]
+
+    def _by_slot(self) -> list[tuple[int, list[int]]]:
+        slots: dict[int, list[int]] = {}
+        for panel, slot in sorted(self._owners.items()):
+            slots.setdefault(slot, []).append(panel)
+        return sorted(slots.items())
+
+    def _submit(self, slot: int, v_ref, panels: list[int]):
+        return self._pool.actors[slot].matmat.remote(v_ref, panels)
+
+    def _recover(self, slot: int, panels: list[int]) -> int:
+        """Move ``panels`` of the dead ``slot`` to a fresh or surviving actor; returns it."""
+        while True:
+            if self._pool.replace(slot):
+                target = slot
+            else:
+                live = self._pool.live_slots()
+                if not live:
+                    raise RuntimeError(
+                        "every Gram worker died during matmat and the restart budget "
+                        f"({self._pool.max_restarts}) is spent; the tiles are safe in "
+                        f"{self.store_dir}: call compute_gram again to reload them."
+                    )
+                load = {s: 0 for s in live}
+                for p, s in self._owners.items():
+                    if s in load:
+                        load[s] += self.num_blocks - p
+                target = min(live, key=lambda s: (load[s], s))
+            try:
+                ray.get(self._pool.actors[target].load_panels.remote(panels))
+            except RayActorError as err:
+                self._pool.raise_if_init_failed(err)
+                slot = target
+                continue
+            for p in panels:
+                self._owners[p] = target
+            return target
+
+    # ----------------------------------------------------------------- store access
+
+    def tile(self, i: int, j: int) -> np.ndarray:
+        """Θ[block i, block j] from the store (any i, j; transposed when i > j)."""
+        nb = self.num_blocks
+        if not (0 <= i < nb and 0 <= j < nb):
+            raise ValueError(f"block indices must be in [0, {nb}); got ({i}, {j}).")
+        return self._store.load(i, j) if i <= j else self._store.load(j, i).T
+
+    def to_numpy(self, out: np.ndarray | None = None) -> np.ndarray:
+        """Assemble the full symmetric ``(N, N)`` matrix from the tile store.
+
+        Args:
+          out: optional ``(N, N)`` array of the Gram dtype to fill, e.g. a
+            ``numpy.lib.format.open_memmap`` file when the matrix exceeds RAM.
+
+        Raises:
+          MemoryError: without ``out``, when ``N*N*itemsize`` exceeds 90% of the available
+            memory (nothing is allocated then).
+        """
+        n, dtype = self.n, self.dtype
+        if out is None:
+            need, avail = n * n * dtype.itemsize, available_memory_bytes()
+            if need > _MEMORY_MARGIN * avail:
+                raise MemoryError(
+                    f"to_numpy needs {need / 2**30:.2f} GiB for the ({n}, {n}) {dtype.name} "
+                    f"matrix but only {avail / 2**30:.2f} GiB is available. Use matmat/matvec "
+                    "(tiles stay distributed), tile(i, j), or pass out= a numpy memmap."
+                )
+            out = np.empty((n, n), dtype=dtype)
+        elif out.shape != (n, n) or out.dtype != dtype:
+            raise ValueError(f"out must be ({n}, {n}) {dtype.name}; got {out.shape} {out.dtype}.")
+        slices = self._store.slices
+        for i in range(self.num_blocks):
+            for _, j in self._store.panel_tiles(i):
+                t = self._store.load(i, j)
+                out[slices[i], slices[j]] = t
+                if j != i:
+                    out[slices[j], slices[i]] = t.T
+        return out
+
+    # ----------------------------------------------------------------- lifetime
+
+    def close(self) -> None:
+        """Kill the Gram workers (idempotent); store-backed methods keep working."""
+        self._pool.close()
+
+    def __enter__(self) -> DistributedGram:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,161 @@
+"""The Gram worker: a Ray actor that computes row panels of tiles and multiplies by them.
+
+One :class:`GramWorker` runs per GPU (or CPU slot). It builds its
+:class:`raysweep.ntk.NTKEngine` once, with ``block_size = tile_size`` (so every tile is the
+same compiled program, and bit-identical to :func:`raysweep.ntk.ntk_gram` with
+``batch_size=tile_size``), and then serves three kinds of calls from the driver:
+
+``compute_panel(i)``
+    Row panel ``i`` = tiles ``(i, j)`` for ``j = i .. num_blocks-1``. Tiles already in the
+    tile store are loaded (when ``keep_resident``), missing ones are computed through
+    ``engine.panel`` (row features once for the whole panel), symmetrized on the diagonal
+    (``0.5 (T + Tᵀ)``, as ``ntk_gram`` does), written to the store atomically and kept in host
+    memory. It is a generator: one ``(i, j, status)`` event per tile, ``status`` being
+    ``"computed"`` or ``"stored"``, so the driver can show per-tile progress.
+``load_panels(panels)``
+    Make panels resident from the store (after another actor holding them died).
+``matmat(v, panels)``
+    The partial product of the given panels with ``v`` ``(N, b)``, using symmetry: tile
+    ``(i, j)`` adds ``T_ij v_j`` to rows of block ``i`` and, for ``j > i``, ``T_ijᵀ v_i`` to
+    rows of block ``j``. Tiles are upcast to float64 and products accumulate in float64;
+    returns float64 ``(N, b)``. Non-resident panels are streamed from the store.
+
+The inputs ``x`` arrive once per actor as an object-store reference resolved by Ray (read-only,
+zero-copy on the same node); ``apply_fn`` and ``params`` arrive once per actor too. Workers
+never talk to each other: the tile store and the driver are the only shared state.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import numpy as np
+import ray
+
+from raysweep.distributed.store import TileStore
+
+
+@ray.remote
+class GramWorker:
+    """Ray actor holding one NTK engine and the resident row panels assigned to it.
+
+    Args:
+      model: ``(apply_fn, params)`` (shipped once; Ray resolves the object reference).
+      x: inputs ``(N, ...)`` as a numpy array (from ``ray.put``; read-only).
+      store_dir: the tile store directory (must exist: the driver writes the manifest first).
+      method: resolved NTK method (``"structured"``, ``"contraction"`` or ``"ntvp"``).
+      memory_budget_mb, precision: passed to :class:`~raysweep.ntk.NTKEngine`.
+      keep_resident: keep computed/loaded panels in host memory for :meth:`matmat`.
+    """
+
+    def __init__(
+        self,
+        model,
+        x,
+        store_dir: str,
+        *,
+        method: str,
+        memory_budget_mb: float,
+        precision: str,
+        keep_resident: bool,
+    ):
+        from raysweep.ntk import NTKEngine
+
+        apply_fn, params = model
+        self.store = TileStore.open(store_dir)
+        self.x = x
+        self.keep_resident = keep_resident
+        self.engine = NTKEngine(
+            apply_fn,
+            params,
+            x[:1],
+            method=method,
+            block_size=self.store.tile_size,
+            memory_budget_mb=memory_budget_mb,
+            precision=precision,
+        )
+        if np.dtype(self.engine.dtype) != self.store.dtype or self.engine.method != method:
+            raise ValueError(
+                f"worker engine resolved to method={self.engine.method!r} "
+                f"dtype={np.dtype(self.engine.dtype).name}, but the store expects "
+                f"method={method!r} dtype={self.store.dtype.name}; enable jax_enable_x64 "
+                "consistently on the driver and the workers."
+            )
+        self.resident: dict[int, dict[int, np.ndarray]] = {}
+        self.compute_seconds = 0.0
+
+    def info(self) -> dict:
+        """Where this actor runs: pid, host, JAX devices, method, resident tiles."""
+        import jax
+
+        return {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "devices": [str(d) for d in jax.devices()],
+            "method": self.engine.method,
+            "resident_tiles": sum(len(p) for p in self.resident.values()),
+            "compute_seconds": self.compute_seconds,
+        }
+
+    def compute_panel(self, i: int):
+        """Generator of ``(i, j, "computed" | "stored")`` for every tile of row panel ``i``."""
+        store, slices = self.store, self.store.slices
+        keep = self.resident.setdefault(i, {}) if self.keep_resident else None
+        missing = []
+        for _, j in store.panel_tiles(i):
+            if store.has(i, j):
+                if keep is not None and j not in keep:
+                    keep[j] = store.load(i, j)
+                yield i, j, "stored"
+            else:
+                missing.append(j)
+        if not missing:
+            return
+        start = time.perf_counter()
+        tiles = self.engine.panel(self.x[slices[i]], [self.x[slices[j]] for j in missing])
+        for j, tile in zip(missing, tiles, strict=True):
+            tile = np.asarray(tile)
+            if j == i:
+                tile = 0.5 * (tile + tile.T)
+            store.save(i, j, tile)
+            if keep is not None:
+                keep[j] = tile
+            self.compute_seconds += time.perf_counter() - start
+            yield i, j, "computed"
+            start = time.perf_counter()
+
+    def load_panels(self, panels: list[int]) -> int:
+        """Make ``panels`` resident from the store (no-op without keep_resident)."""
+        loaded = 0
+        if not self.keep_resident:
+            return loaded
+        for i in panels:
+            keep = self.resident.setdefault(i, {})
+            for _, j in self.store.panel_tiles(i):
+                if j not in keep:
+                    keep[j] = self.store.load(i, j)
+                    loaded += 1
+        return loaded
+
+    def _tile(self, i: int, j: int) -> np.ndarray:
+        panel = self.resident.get(i)
+        if panel is not None and j in panel:
+            return panel[j]
+        return self.store.load(i, j)
+
+    def matmat(self, v: np.ndarray, panels: list[int]) -> np.ndarray:
+        """Σ over ``panels`` of the symmetric tile products with ``v`` ``(N, b)`` -> float64."""
+        slices = self.store.slices
+        v = np.asarray(v, dtype=np.float64)
+        out = np.zeros(v.shape, dtype=np.float64)
+        for i in panels:
+            rs = slices[i]
+            for _, j in self.store.panel_tiles(i):
+                cs = slices[j]
+                tile = self._tile(i, j).astype(np.float64)
+                out[rs] += tile @ v[cs]
+                if j != i:
+                    out[cs] += tile.T @ v[rs]
+        return out

@@ -1,0 +1,64 @@
+"""The paper's three models (MLP, LeNet5, ResNet18) behind a pure functional boundary.
+
+Conventions: inputs are float NHWC batches ``(n, H, W, C)``; every model outputs one logit per
+example, shape ``(n, 1)``, float32. Variables are Flax dicts
+``{"params": ..., "batch_stats": ...}`` (``batch_stats`` only for ResNet18).
+
+Typical use::
+
+    from raysweep.models import get_model, init_variables, make_apply_fn
+
+    module = get_model("lenet5", activation="relu")
+    variables = init_variables(module, (32, 32, 3), seed=0)
+    apply_fn = make_apply_fn(module, variables)        # inference mode, BN stats frozen
+    logits = apply_fn(variables["params"], x)          # (n, 1) float32
+
+Files: ``activations`` (names -> functions), ``inputs`` (shape conventions), ``mlp``, ``lenet``,
+``resnet`` (the modules), ``functional`` (init/apply/count), ``registry`` (by-name builders).
+"""
+
+from raysweep.models.activations import ACTIVATION_NAMES, DEFAULT_ACTIVATION, get_activation
+from raysweep.models.functional import (
+    ApplyFn,
+    TrainApplyFn,
+    count_params,
+    init_variables,
+    make_apply_fn,
+    make_train_apply_fn,
+)
+from raysweep.models.inputs import validate_batch, validate_input_shape
+from raysweep.models.lenet import LeNet5, lenet5_param_count
+from raysweep.models.mlp import MLP
+from raysweep.models.registry import (
+    MODEL_NAMES,
+    ModelBundle,
+    create_model,
+    get_model,
+    normalize_model_name,
+)
+from raysweep.models.resnet import BasicBlock, ResNet18, resnet18_param_count
+
+__all__ = [
+    "ACTIVATION_NAMES",
+    "DEFAULT_ACTIVATION",
+    "MLP",
+    "MODEL_NAMES",
+    "ApplyFn",
+    "BasicBlock",
+    "LeNet5",
+    "ModelBundle",
+    "ResNet18",
+    "TrainApplyFn",
+    "count_params",
+    "create_model",
+    "get_activation",
+    "get_model",
+    "init_variables",
+    "lenet5_param_count",
+    "make_apply_fn",
+    "make_train_apply_fn",
+    "normalize_model_name",
+    "resnet18_param_count",
+    "validate_batch",
+    "validate_input_shape",
+]

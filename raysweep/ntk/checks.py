@@ -1,0 +1,73 @@
+"""Input validation at the public boundary of :mod:`raysweep.ntk`.
+
+Every check runs before any compilation or long work and raises ``ValueError``/``TypeError``
+with the expected and the received values.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+METHODS = ("auto", "contraction", "structured", "ntvp")
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not supported; choose one of {', '.join(METHODS)}.")
+
+
+def check_inputs(x1, x2=None) -> None:
+    """x1 (and x2) are non-empty arrays with a leading example axis and equal feature shapes."""
+    for name, x in (("x1", x1), ("x2", x2)):
+        if x is None:
+            continue
+        shape = np.shape(x)
+        if len(shape) < 2:
+            raise ValueError(
+                f"{name} must have a leading example axis and feature axes, e.g. (n, H, W, C); "
+                f"got shape {shape}."
+            )
+        if shape[0] == 0:
+            raise ValueError(f"{name} is empty (shape {shape}); pass at least one example.")
+    if x2 is not None and np.shape(x1)[1:] != np.shape(x2)[1:]:
+        raise ValueError(
+            f"x1 and x2 must have the same per-example shape; got {np.shape(x1)[1:]} and "
+            f"{np.shape(x2)[1:]}."
+        )
+
+
+def check_params(params) -> None:
+    """Every parameter leaf is a finite floating-point array."""
+    leaves = jax.tree_util.tree_leaves(params)
+    if not leaves:
+        raise ValueError("params has no array leaves; pass the model's parameter pytree.")
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        arr = np.asarray(leaf)
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise TypeError(
+                f"parameter {jax.tree_util.keystr(path)} has dtype {arr.dtype}; the NTK needs "
+                "floating-point parameters."
+            )
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(
+                f"parameter {jax.tree_util.keystr(path)} contains NaN or inf; the NTK of a "
+                "non-finite model is undefined (check the initialization or training run)."
+            )
+
+
+def check_single_output(apply_fn, params, x) -> None:
+    """``apply_fn(params, x[:1])`` has shape (1, 1): one logit per example."""
+    try:
+        out = jax.eval_shape(apply_fn, params, x[:1])
+    except Exception as err:  # noqa: BLE001 - re-raised with context
+        raise ValueError(
+            f"apply_fn(params, x) failed on one example of shape {np.shape(x)[1:]}: {err}"
+        ) from err
+    if not hasattr(out, "shape") or tuple(out.shape) != (1, 1):
+        shape = getattr(out, "shape", type(out))
+        raise ValueError(
+            "apply_fn must return one logit per example, shape (n, 1); on 1 example it returned "
+            f"{shape}. For a multi-output model, select one output, e.g. "
+            "lambda p, x: f(p, x)[:, :1]."
+        )

@@ -1,0 +1,281 @@
+"""raysweep.distributed: Gram matrices on Ray actors, tile store, resumption, fault tolerance.
+
+One local Ray cluster (2 CPUs, no dashboard) is started for the whole module. Each
+``compute_gram`` call starts its own actors (a few seconds each on a busy 2-core machine, JIT
+included), so the tests share one computed Gram (``computed``) wherever they can.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import ray
+
+from raysweep.distributed import (
+    DistributedGram,
+    TileStore,
+    compute_gram,
+    dataset_fingerprint,
+    ensure_ray,
+    params_fingerprint,
+)
+from raysweep.models import get_model, init_variables, make_apply_fn
+from raysweep.ntk import ntk_gram
+
+N, TILE = 70, 16  # 5 blocks (last one 6 examples), 15 tiles
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    started = ensure_ray(address="local", num_cpus=2, include_dashboard=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    module = get_model("mlp", hidden_sizes=(16, 16))
+    variables = init_variables(module, (8, 8, 1), seed=0)
+    return make_apply_fn(module, variables), variables["params"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return np.random.default_rng(0).standard_normal((N, 8, 8, 1)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def computed(ray_cluster, mlp, data, tmp_path_factory):
+    """One 2-worker Gram of the Flax MLP, shared by several tests; closed at the end."""
+    apply_fn, params = mlp
+    store = tmp_path_factory.mktemp("gram") / "store"
+    gram = compute_gram(
+        apply_fn,
+        params,
+        data,
+        store_dir=store,
+        tile_size=TILE,
+        num_workers=2,
+        model_id="mlp 16x16",
+        progress=False,
+    )
+    reference = ntk_gram(apply_fn, params, data, batch_size=TILE)
+    yield gram, reference, store
+    gram.close()
+
+
+def tanh_mlp():
+    """A tiny pure-JAX model (no Flax) for the fault-tolerance test."""
+    k1, k2 = jax.random.split(jax.random.PRNGKey(1))
+    params = {"w1": jax.random.normal(k1, (64, 12)) / 8.0, "w2": jax.random.normal(k2, (12, 1))}
+
+    def apply_fn(p, x):
+        return jnp.tanh(x.reshape(x.shape[0], -1) @ p["w1"]) @ p["w2"] / np.sqrt(12.0)
+
+    return apply_fn, params
+
+
+# ----------------------------------------------------------------- correctness
+
+
+def test_two_workers_match_single_process(computed):
+    gram, reference, store = computed
+    assert isinstance(gram, DistributedGram)
+    assert gram.shape == (N, N) and gram.n == N and gram.dtype == np.float32
+    assert gram.tiles_total == 15 and gram.tiles_done == 15
+    assert (gram.tiles_computed, gram.tiles_loaded) == (15, 0)
+    theta = gram.to_numpy()
+    np.testing.assert_allclose(theta, reference, rtol=1e-6, atol=1e-7 * np.abs(reference).max())
+    np.testing.assert_array_equal(theta, theta.T)
+
+
+def test_store_layout_and_manifest(computed, mlp, data):
+    gram, _, store = computed
+    names = sorted(p.name for p in (store / "tiles").iterdir())
+    assert names[0] == "tile_00000_00000.npy" and names[-1] == "tile_00004_00004.npy"
+    assert len(names) == 15
+    assert np.load(store / "tiles" / "tile_00001_00004.npy").shape == (16, 6)
+    manifest = json.loads((store / "manifest.json").read_text())
+    assert manifest["n"] == N and manifest["tile_size"] == TILE and manifest["dtype"] == "float32"
+    assert manifest["method"] == gram.method == "structured"
+    assert manifest["model_id"] == "mlp 16x16" and manifest["format_version"] == 1
+    assert manifest["dataset_fingerprint"] == dataset_fingerprint(data)
+    assert manifest["params_fingerprint"] == params_fingerprint(mlp[1])
+
+
+def test_matmat_matvec_and_tiles(computed):
+    gram, reference, _ = computed
+    dense = gram.to_numpy().astype(np.float64)
+    v = np.random.default_rng(1).standard_normal((N, 3))
+    out = gram.matmat(v)
+    assert out.shape == (N, 3) and out.dtype == np.float64
+    np.testing.assert_allclose(out, dense @ v, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gram.matvec(v[:, 0]), dense @ v[:, 0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(gram.tile(3, 1), dense[48:64, 16:32].astype(np.float32))
+    with pytest.raises(ValueError, match=r"shape \(70, b\)"):
+        gram.matmat(np.ones((N + 1, 2)))
+    with pytest.raises(ValueError, match=r"shape \(70,\)"):
+        gram.matvec(np.ones((N, 1)))
+
+
+def test_to_numpy_refuses_when_memory_is_short(computed, monkeypatch):
+    gram, _, _ = computed
+    monkeypatch.setattr("raysweep.distributed.handle.available_memory_bytes", lambda: 1000)
+    with pytest.raises(MemoryError, match="GiB is available"):
+        gram.to_numpy()
+    out = np.zeros((N, N), np.float32)  # an explicit out (e.g. a memmap) skips the check
+    assert gram.to_numpy(out=out) is out
+
+
+# ----------------------------------------------------------------- resumption and identity
+
+
+def test_resume_recomputes_only_missing_tiles(computed, mlp, data, tmp_path):
+    gram, _, store = computed
+    resumed_dir = tmp_path / "store"
+    shutil.copytree(store, resumed_dir)  # a store "interrupted" after 12 of 15 tiles
+    for name in ("tile_00000_00000.npy", "tile_00001_00003.npy", "tile_00004_00004.npy"):
+        (resumed_dir / "tiles" / name).unlink()
+    apply_fn, params = mlp
+    with compute_gram(
+        apply_fn,
+        params,
+        data,
+        store_dir=resumed_dir,
+        tile_size=TILE,
+        num_workers=1,
+        model_id="mlp 16x16",
+        progress=False,
+        keep_resident=False,
+    ) as resumed:
+        assert (resumed.tiles_computed, resumed.tiles_loaded) == (3, 12)
+        np.testing.assert_array_equal(resumed.to_numpy(), gram.to_numpy())
+        v = np.random.default_rng(2).standard_normal((N, 2))
+        np.testing.assert_allclose(resumed.matmat(v), gram.matmat(v), rtol=1e-12)
+
+
+def test_store_of_other_inputs_is_refused(computed, mlp, data):
+    _, _, store = computed
+    apply_fn, params = mlp
+    other_params = jax.tree_util.tree_map(lambda a: a * 1.01, params)
+    kwargs = dict(store_dir=store, tile_size=TILE, model_id="mlp 16x16", progress=False)
+    with pytest.raises(ValueError, match="params_fingerprint.*another store_dir"):
+        compute_gram(apply_fn, other_params, data, **kwargs)
+    with pytest.raises(ValueError, match="dataset_fingerprint"):
+        compute_gram(apply_fn, params, data[::-1], **kwargs)
+    with pytest.raises(ValueError, match=r"model_id: store has \"mlp 16x16\""):
+        compute_gram(apply_fn, params, data, **{**kwargs, "model_id": "lenet5"})
+    with pytest.raises(ValueError, match="tile_size"):
+        compute_gram(apply_fn, params, data, **{**kwargs, "tile_size": 32})
+    assert len(list((store / "tiles").iterdir())) == 15  # untouched
+
+
+def test_unrelated_nonempty_directory_is_refused(mlp, data, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="no manifest.json"):
+        compute_gram(*mlp, data, store_dir=tmp_path, tile_size=TILE, progress=False)
+
+
+# ----------------------------------------------------------------- fault tolerance
+
+
+def test_worker_killed_mid_run_gives_identical_matrix(ray_cluster, tmp_path, capfd):
+    apply_fn, params = tanh_mlp()
+    x = np.random.default_rng(3).standard_normal((100, 8, 8, 1)).astype(np.float32)
+    killed = []
+
+    def kill_first_finisher(event):
+        # The driver already handed this worker its next panel: kill it while that panel is in
+        # flight and with a finished panel resident.
+        if not killed:
+            killed.append(event.panel)
+            ray.kill(event.actor)
+
+    kwargs = dict(tile_size=TILE, num_workers=2, method="contraction")
+    with compute_gram(
+        apply_fn, params, x, store_dir=tmp_path / "a", on_panel_done=kill_first_finisher, **kwargs
+    ) as gram:
+        assert killed and gram.worker_restarts == 1 and gram.tiles_done == 28
+        theta = gram.to_numpy()
+        v = np.random.default_rng(4).standard_normal((100, 2))
+        np.testing.assert_allclose(gram.matmat(v), theta.astype(np.float64) @ v, rtol=1e-12)
+    assert "NTK Gram" in capfd.readouterr().err  # the progress bar
+    reference = ntk_gram(apply_fn, params, x, method="contraction", batch_size=TILE)
+    np.testing.assert_allclose(theta, reference, rtol=1e-6, atol=1e-7 * np.abs(reference).max())
+
+
+def test_worker_killed_before_matmat_is_recovered(computed):
+    gram, _, _ = computed
+    dense = gram.to_numpy().astype(np.float64)
+    restarts = gram.worker_restarts
+    ray.kill(gram._pool.actors[0])
+    v = np.random.default_rng(5).standard_normal((N, 2))
+    np.testing.assert_allclose(gram.matmat(v), dense @ v, rtol=1e-12, atol=1e-12)
+    assert gram.worker_restarts == restarts + 1 and gram.num_workers == 2
+
+
+# ----------------------------------------------------------------- validation and helpers
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"tile_size": 0}, ValueError, "tile_size must be >= 1"),
+        ({"tile_size": -4}, ValueError, "tile_size must be >= 1"),
+        ({"tile_size": 2.5}, TypeError, "tile_size must be an int"),
+        ({"num_workers": 0}, ValueError, "num_workers must be >= 1"),
+        ({"num_workers": 3}, ValueError, "only 2 CPU slot"),
+        ({"method": "fast"}, ValueError, "method='fast' is not supported"),
+        ({"max_worker_restarts": -1}, ValueError, "max_worker_restarts must be >= 0"),
+    ],
+)
+def test_bad_arguments_fail_before_workers_start(
+    ray_cluster, mlp, data, tmp_path, change, error, match
+):
+    kwargs = {"store_dir": tmp_path / "s", "tile_size": TILE, "progress": False, **change}
+    with pytest.raises(error, match=match):
+        compute_gram(*mlp, data, **kwargs)
+
+
+def test_bad_inputs_fail_before_anything_is_written(mlp, data, tmp_path):
+    store = tmp_path / "s"
+    with pytest.raises(ValueError, match="is empty"):
+        compute_gram(*mlp, data[:0], store_dir=store, tile_size=TILE)
+    with pytest.raises(TypeError, match="floating point"):
+        compute_gram(*mlp, data.astype(np.int32), store_dir=store, tile_size=TILE)
+    with pytest.raises(ValueError, match="one logit per example"):
+        compute_gram(lambda p, x: x.reshape(x.shape[0], -1), mlp[1], data, store_dir=store)
+    assert not store.exists()
+
+
+def test_ensure_ray_is_idempotent(ray_cluster):
+    assert ray.is_initialized()
+    assert ensure_ray() is False
+
+
+def test_fingerprints_and_atomic_tiles(mlp, data, tmp_path):
+    params = mlp[1]
+    copy = jax.tree_util.tree_map(np.array, params)
+    assert params_fingerprint(params) == params_fingerprint(copy)
+    copy["Dense_0"]["bias"][0] += 1e-7
+    assert params_fingerprint(params) != params_fingerprint(copy)
+    assert dataset_fingerprint(data) != dataset_fingerprint(data.reshape(N, 64, 1, 1))
+    manifest = TileStore.make_manifest(
+        n=20, tile_size=8, dtype=np.float32, method="structured", precision="highest",
+        example_shape=(8, 8, 1), dataset_fingerprint="d", params_fingerprint="p", model_id="",
+    )  # fmt: skip
+    store = TileStore.open_or_create(tmp_path / "t", manifest)
+    assert store.num_blocks == 3 and store.tiles_total == 6 and store.done_tiles() == set()
+    store.save(1, 2, np.ones((8, 4), np.float32))
+    assert store.done_tiles() == {(1, 2)} and [p.name for p in store.tiles_dir.iterdir()] == [
+        "tile_00001_00002.npy"
+    ]  # no temporary file left behind
+    with pytest.raises(ValueError, match=r"must be \(8, 8\) float32"):
+        store.save(0, 0, np.ones((8, 8), np.float64))
+    assert TileStore.open_or_create(tmp_path / "t", manifest).done_tiles() == {(1, 2)}
