@@ -95,12 +95,15 @@ class ModelConfig:
 class TrainConfig:
     """The paper's training scheme: one logit, binary cross-entropy, SGD or Adam.
 
-    The learning rate decays linearly from ``learning_rate`` to 0 over all steps.
-    ``loss_threshold`` defines the "iterations to reach 0.01 training loss" metric.
+    The learning rate decays linearly to 0 over all steps, from ``learning_rate`` for SGD
+    (paper: 0.05, momentum 0.9) and from ``adam_learning_rate`` for Adam (the paper does not
+    give one; Adam's usual 1e-3). ``loss_threshold`` defines the "iterations to reach 0.01
+    training loss" metric.
     """
 
     optimizer: str = "sgd"
     learning_rate: float = 0.05
+    adam_learning_rate: float = 0.001
     momentum: float = 0.9
     batch_size: int = 128
     epochs: int = 100
@@ -112,6 +115,11 @@ class TrainConfig:
         if not (isinstance(self.learning_rate, int | float) and self.learning_rate > 0):
             raise ValueError(
                 f"train.learning_rate must be a positive number, got {self.learning_rate!r}."
+            )
+        if not (isinstance(self.adam_learning_rate, int | float) and self.adam_learning_rate > 0):
+            raise ValueError(
+                "train.adam_learning_rate must be a positive number, got "
+                f"{self.adam_learning_rate!r}."
             )
         if not (isinstance(self.momentum, int | float) and 0 <= self.momentum < 1):
             raise ValueError(f"train.momentum must be in [0, 1), got {self.momentum!r}.")

@@ -1,14 +1,20 @@
 """raysweep.distributed: Gram matrices on Ray actors, tile store, resumption, fault tolerance.
 
-One local Ray cluster (2 CPUs, no dashboard) is started for the whole module. Each
-``compute_gram`` call starts its own actors (a few seconds each on a busy 2-core machine, JIT
-included), so the tests share one computed Gram (``computed``) wherever they can.
+One local Ray cluster (no dashboard) is started for the whole module, with 4 logical CPUs on
+what may be a 2-core machine: the shared Gram (``computed``, 2 workers) stays alive while other
+tests start 1-2 workers of their own, and each Gram actor asks for one CPU slot. Each
+``compute_gram`` call starts its own actors (a few seconds each on a busy machine, JIT
+included), so the tests share one computed Gram wherever they can.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +29,7 @@ from raysweep.distributed import (
     dataset_fingerprint,
     ensure_ray,
     params_fingerprint,
+    worker_layout,
 )
 from raysweep.models import get_model, init_variables, make_apply_fn
 from raysweep.ntk import ntk_gram
@@ -32,7 +39,7 @@ N, TILE = 70, 16  # 5 blocks (last one 6 examples), 15 tiles
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    started = ensure_ray(address="local", num_cpus=2, include_dashboard=False)
+    started = ensure_ray(address="local", num_cpus=4, include_dashboard=False)
     yield
     if started:
         ray.shutdown()
@@ -71,7 +78,7 @@ def computed(ray_cluster, mlp, data, tmp_path_factory):
 
 
 def tanh_mlp():
-    """A tiny pure-JAX model (no Flax) for the fault-tolerance test."""
+    """A tiny pure-JAX model (no Flax)."""
     k1, k2 = jax.random.split(jax.random.PRNGKey(1))
     params = {"w1": jax.random.normal(k1, (64, 12)) / 8.0, "w2": jax.random.normal(k2, (12, 1))}
 
@@ -117,6 +124,9 @@ def test_matmat_matvec_and_tiles(computed):
     assert out.shape == (N, 3) and out.dtype == np.float64
     np.testing.assert_allclose(out, dense @ v, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(gram.matvec(v[:, 0]), dense @ v[:, 0], rtol=1e-12, atol=1e-12)
+    fast = gram.matmat(v.astype(np.float32))  # float32 products, float64 accumulation
+    assert fast.dtype == np.float64
+    np.testing.assert_allclose(fast, dense @ v.astype(np.float32), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(gram.tile(3, 1), dense[48:64, 16:32].astype(np.float32))
     with pytest.raises(ValueError, match=r"shape \(70, b\)"):
         gram.matmat(np.ones((N + 1, 2)))
@@ -160,6 +170,43 @@ def test_resume_recomputes_only_missing_tiles(computed, mlp, data, tmp_path):
         np.testing.assert_allclose(resumed.matmat(v), gram.matmat(v), rtol=1e-12)
 
 
+KILLED_DRIVER = """
+import os, signal, sys
+import numpy as np
+from raysweep.distributed import compute_gram, ensure_ray
+from raysweep.models import get_model, init_variables, make_apply_fn
+
+ensure_ray()  # joins the test's cluster through RAY_ADDRESS
+module = get_model("mlp", hidden_sizes=(16, 16))
+variables = init_variables(module, (8, 8, 1), seed=0)
+x = np.random.default_rng(0).standard_normal((70, 8, 8, 1)).astype(np.float32)
+
+def die(event):  # the driver is SIGKILLed after its first finished row panel
+    os.kill(os.getpid(), signal.SIGKILL)
+
+compute_gram(make_apply_fn(module, variables), variables["params"], x, store_dir=sys.argv[1],
+             tile_size=16, num_workers=2, model_id="mlp 16x16", on_panel_done=die)
+"""
+
+
+def test_killed_driver_resumes_from_the_store(computed, mlp, data, tmp_path):
+    gram, _, _ = computed
+    store = tmp_path / "store"
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_DRIVER, str(store)], env=env, capture_output=True, timeout=240
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    on_disk = len(list((store / "tiles").glob("tile_*.npy")))
+    assert 0 < on_disk < 15
+    with compute_gram(
+        *mlp, data, store_dir=store, tile_size=TILE, num_workers=1, model_id="mlp 16x16",
+        progress=False,
+    ) as resumed:  # fmt: skip
+        assert (resumed.tiles_loaded, resumed.tiles_computed) == (on_disk, 15 - on_disk)
+        np.testing.assert_array_equal(resumed.to_numpy(), gram.to_numpy())
+
+
 def test_store_of_other_inputs_is_refused(computed, mlp, data):
     _, _, store = computed
     apply_fn, params = mlp
@@ -185,9 +232,8 @@ def test_unrelated_nonempty_directory_is_refused(mlp, data, tmp_path):
 # ----------------------------------------------------------------- fault tolerance
 
 
-def test_worker_killed_mid_run_gives_identical_matrix(ray_cluster, tmp_path, capfd):
-    apply_fn, params = tanh_mlp()
-    x = np.random.default_rng(3).standard_normal((100, 8, 8, 1)).astype(np.float32)
+def test_worker_killed_mid_run_gives_identical_matrix(computed, mlp, data, tmp_path, capfd):
+    gram, _, _ = computed
     killed = []
 
     def kill_first_finisher(event):
@@ -197,15 +243,38 @@ def test_worker_killed_mid_run_gives_identical_matrix(ray_cluster, tmp_path, cap
             killed.append(event.panel)
             ray.kill(event.actor)
 
-    kwargs = dict(tile_size=TILE, num_workers=2, method="contraction")
     with compute_gram(
-        apply_fn, params, x, store_dir=tmp_path / "a", on_panel_done=kill_first_finisher, **kwargs
-    ) as gram:
-        assert killed and gram.worker_restarts == 1 and gram.tiles_done == 28
-        theta = gram.to_numpy()
-        v = np.random.default_rng(4).standard_normal((100, 2))
-        np.testing.assert_allclose(gram.matmat(v), theta.astype(np.float64) @ v, rtol=1e-12)
+        *mlp,
+        data,
+        store_dir=tmp_path / "store",
+        tile_size=TILE,
+        num_workers=2,
+        model_id="mlp 16x16",
+        on_panel_done=kill_first_finisher,
+    ) as survivor:
+        assert killed and survivor.worker_restarts == 1
+        assert survivor.tiles_done == survivor.tiles_computed == 15
+        np.testing.assert_array_equal(survivor.to_numpy(), gram.to_numpy())  # bit-identical
+        v = np.random.default_rng(4).standard_normal((N, 2))
+        np.testing.assert_allclose(survivor.matmat(v), gram.matmat(v), rtol=1e-12)
     assert "NTK Gram" in capfd.readouterr().err  # the progress bar
+
+
+def test_pure_jax_model_contraction(ray_cluster, tmp_path):
+    apply_fn, params = tanh_mlp()
+    x = np.random.default_rng(3).standard_normal((40, 8, 8, 1)).astype(np.float32)
+    with compute_gram(
+        apply_fn,
+        params,
+        x,
+        store_dir=tmp_path / "store",
+        tile_size=TILE,
+        num_workers=1,
+        method="contraction",
+        progress=False,
+    ) as gram:
+        assert gram.method == "contraction" and gram.tiles_computed == 6
+        theta = gram.to_numpy()
     reference = ntk_gram(apply_fn, params, x, method="contraction", batch_size=TILE)
     np.testing.assert_allclose(theta, reference, rtol=1e-6, atol=1e-7 * np.abs(reference).max())
 
@@ -230,7 +299,7 @@ def test_worker_killed_before_matmat_is_recovered(computed):
         ({"tile_size": -4}, ValueError, "tile_size must be >= 1"),
         ({"tile_size": 2.5}, TypeError, "tile_size must be an int"),
         ({"num_workers": 0}, ValueError, "num_workers must be >= 1"),
-        ({"num_workers": 3}, ValueError, "only 2 CPU slot"),
+        ({"num_workers": 5}, ValueError, "only 4 CPU slot"),
         ({"method": "fast"}, ValueError, "method='fast' is not supported"),
         ({"max_worker_restarts": -1}, ValueError, "max_worker_restarts must be >= 0"),
     ],
@@ -252,6 +321,23 @@ def test_bad_inputs_fail_before_anything_is_written(mlp, data, tmp_path):
     with pytest.raises(ValueError, match="one logit per example"):
         compute_gram(lambda p, x: x.reshape(x.shape[0], -1), mlp[1], data, store_dir=store)
     assert not store.exists()
+
+
+def test_worker_layout_one_actor_per_gpu(monkeypatch):
+    nodes = [
+        {"Alive": True, "Resources": {"CPU": 64.0}},  # CPU-only head node
+        {"Alive": True, "Resources": {"CPU": 32.0, "GPU": 4.0}},
+        {"Alive": True, "Resources": {"CPU": 24.0, "GPU": 4.0}},
+    ]
+    monkeypatch.setattr(ray, "nodes", lambda: nodes)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 120.0, "GPU": 8.0})
+    layout = worker_layout(None, num_panels=59)
+    assert (layout.device, layout.num_workers, layout.slots) == ("gpu", 8, 8)
+    assert layout.options["num_gpus"] == 1 and layout.options["num_cpus"] == 6
+    assert layout.options["runtime_env"]["env_vars"]["OMP_NUM_THREADS"] == "6"
+    assert worker_layout(None, num_panels=3).num_workers == 3  # never more than panels
+    with pytest.raises(ValueError, match="only 8 GPU slot"):
+        worker_layout(9, num_panels=59)
 
 
 def test_ensure_ray_is_idempotent(ray_cluster):

@@ -60,9 +60,9 @@ def tiny_mlp():
 @pytest.fixture(scope="module")
 def data():
     rng = np.random.default_rng(0)
-    return rng.normal(size=(21, 2, 2, 3)).astype(np.float32), rng.normal(
-        size=(9, 2, 2, 3)
-    ).astype(np.float32)
+    return rng.normal(size=(21, 2, 2, 3)).astype(np.float32), rng.normal(size=(9, 2, 2, 3)).astype(
+        np.float32
+    )
 
 
 @pytest.fixture(scope="module", params=["mlp", "lenet5", "resnet18"])
@@ -73,6 +73,19 @@ def flax_model(request):
     apply_fn = make_apply_fn(module, variables)
     x = np.random.default_rng(1).normal(size=(10, 8, 8, 1)).astype(np.float32)
     return request.param, apply_fn, variables["params"], x
+
+
+@pytest.fixture(scope="module")
+def flax_jacobians():
+    """Brute-force Jacobians, computed once per Flax model (keyed by model name)."""
+    return {}
+
+
+def flax_jacobian(flax_model, cache) -> np.ndarray:
+    name, apply_fn, params, x = flax_model
+    if name not in cache:
+        cache[name] = brute_jacobian(apply_fn, params, x)
+    return cache[name]
 
 
 # ----------------------------------------------------------------------------- brute force
@@ -92,9 +105,9 @@ def test_every_method_matches_brute_force_on_pure_jax_mlp(method, data):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_every_method_matches_brute_force_on_flax_models(method, flax_model):
+def test_every_method_matches_brute_force_on_flax_models(method, flax_model, flax_jacobians):
     name, apply_fn, params, x = flax_model
-    jac = brute_jacobian(apply_fn, params, x)
+    jac = flax_jacobian(flax_model, flax_jacobians)
     got = ntk_gram(apply_fn, params, x, x[:4], method=method, batch_size=4)
     assert rel_err(got, jac @ jac[:4].T) <= RTOL, name
 
@@ -129,9 +142,7 @@ def test_gram_matches_neural_tangents_fixture(path, method):
 def test_linearize_matches_neural_tangents_fixture(path):
     fx = load_fixture(path)
     apply_lin = linearize(fx["apply_fn"], fx["params"])
-    np.testing.assert_allclose(
-        apply_lin(fx["params"], fx["x1"]), fx["f0_x1"], rtol=1e-5, atol=1e-6
-    )
+    np.testing.assert_allclose(apply_lin(fx["params"], fx["x1"]), fx["f0_x1"], rtol=1e-5, atol=1e-6)
     assert rel_err(apply_lin(fx["shifted_params"], fx["x1"]), fx["lin_out_shifted"]) <= RTOL
 
 
@@ -232,10 +243,10 @@ def test_linearize_is_trainable_by_the_same_optimizer_code(flax_model):
 # ----------------------------------------------------------------------------- alignment
 
 
-def test_alignment_equals_quadratic_form_of_explicit_gram(flax_model):
+def test_alignment_equals_quadratic_form_of_explicit_gram(flax_model, flax_jacobians):
     _, apply_fn, params, x = flax_model
     targets = np.random.default_rng(3).normal(size=(5, len(x))).astype(np.float32)
-    jac = brute_jacobian(apply_fn, params, x)
+    jac = flax_jacobian(flax_model, flax_jacobians)
     expected = np.einsum("mi,ij,mj->m", targets, jac @ jac.T, targets) / len(x) ** 2
     got = alignment(apply_fn, params, x, targets, batch_size=4, target_chunk=2)
     assert got.shape == (5,)

@@ -11,9 +11,10 @@
 
 :func:`worker_layout` reads the cluster's resources and returns how many Gram actors to start
 and the Ray options for each: with GPUs, one actor per GPU (``num_gpus=1``, so Ray sets
-``CUDA_VISIBLE_DEVICES`` and each actor's JAX sees exactly one device); without, one actor per
-CPU slot (``num_cpus=1``, with XLA limited to one intra-op thread so that N actors on N cores do
-not oversubscribe them). ``JAX_ENABLE_X64`` is forwarded when the driver enabled x64, so
+``CUDA_VISIBLE_DEVICES`` and each actor's JAX sees exactly one device, plus that node's CPUs per
+GPU for the host-side BLAS of ``matmat``); without, one actor per CPU slot (``num_cpus=1``,
+with XLA limited to one intra-op thread so that N actors on N cores do not oversubscribe
+them). ``JAX_ENABLE_X64`` is forwarded when the driver enabled x64, so
 float64 parameters stay float64 in the workers.
 """
 
@@ -76,6 +77,16 @@ class WorkerLayout:
     options: dict = field(default_factory=dict)
 
 
+def cpus_per_gpu() -> int:
+    """CPUs a GPU actor may take: min over alive GPU nodes of floor(CPUs / GPUs), at least 1."""
+    shares = []
+    for node in ray.nodes():
+        res = node.get("Resources", {})
+        if node.get("Alive") and res.get("GPU", 0) >= 1:
+            shares.append(int(res.get("CPU", 0) // res["GPU"]))
+    return max(1, min(shares, default=1))
+
+
 def worker_layout(num_workers: int | None, num_panels: int) -> WorkerLayout:
     """Pick actor count and resources from ``ray.cluster_resources()``.
 
@@ -89,7 +100,9 @@ def worker_layout(num_workers: int | None, num_panels: int) -> WorkerLayout:
     if jax.config.jax_enable_x64:
         env["JAX_ENABLE_X64"] = "1"
     if gpus > 0:
-        device, slots, options = "gpu", gpus, {"num_gpus": 1, "num_cpus": 1}
+        per_gpu = cpus_per_gpu()
+        device, slots, options = "gpu", gpus, {"num_gpus": 1, "num_cpus": per_gpu}
+        env["OMP_NUM_THREADS"] = str(per_gpu)  # host BLAS threads for matmat
     else:
         device, slots, options = "cpu", cpus, {"num_cpus": 1}
         flags = " ".join(filter(None, [os.environ.get("XLA_FLAGS", ""), _CPU_XLA_FLAGS]))
@@ -107,6 +120,7 @@ def worker_layout(num_workers: int | None, num_panels: int) -> WorkerLayout:
             f"slot(s) for Gram workers (one actor per {device.upper()}); pass "
             f"num_workers<={slots} or add nodes."
         )
+    num_workers = min(num_workers, num_panels)
     if env:
         options["runtime_env"] = {"env_vars": env}
-    return WorkerLayout(min(num_workers, num_panels), device, slots, options)
+    return WorkerLayout(num_workers, device, slots, options)

@@ -141,12 +141,21 @@ class WorkerPool:
         self.actors[slot] = self._new_actor()
         return True
 
-    def close(self) -> None:
-        """Kill every actor (idempotent)."""
+    def close(self, wait_s: float = 10.0) -> None:
+        """Kill every actor and wait (up to ``wait_s``) until Ray reports them dead, so their
+        CPU/GPU slots are free for the next job when this returns. Idempotent."""
+        probes = []
         for slot, actor in enumerate(self.actors):
-            if actor is not None:
-                try:
-                    ray.kill(actor)
-                except Exception:  # noqa: BLE001 - Ray already shut down or actor gone
-                    pass
-                self.actors[slot] = None
+            if actor is None:
+                continue
+            self.actors[slot] = None
+            try:
+                ray.kill(actor)
+                probes.append(actor.info.remote())
+            except Exception:  # noqa: BLE001 - Ray already shut down or actor gone
+                pass
+        if probes:
+            try:
+                ray.wait(probes, num_returns=len(probes), timeout=wait_s)
+            except Exception:  # noqa: BLE001 - best effort
+                pass

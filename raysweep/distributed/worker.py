@@ -17,8 +17,9 @@ same compiled program, and bit-identical to :func:`raysweep.ntk.ntk_gram` with
 ``matmat(v, panels)``
     The partial product of the given panels with ``v`` ``(N, b)``, using symmetry: tile
     ``(i, j)`` adds ``T_ij v_j`` to rows of block ``i`` and, for ``j > i``, ``T_ijᵀ v_i`` to
-    rows of block ``j``. Tiles are upcast to float64 and products accumulate in float64;
-    returns float64 ``(N, b)``. Non-resident panels are streamed from the store.
+    rows of block ``j``. float32 ``v``: products in float32, accumulated in float64; float64
+    ``v``: tiles upcast, all float64. Returns float64 ``(N, b)``. Non-resident panels are
+    streamed from the store.
 
 The inputs ``x`` arrive once per actor as an object-store reference resolved by Ray (read-only,
 zero-copy on the same node); ``apply_fn`` and ``params`` arrive once per actor too. Workers
@@ -87,7 +88,8 @@ class GramWorker:
         self.compute_seconds = 0.0
 
     def info(self) -> dict:
-        """Where this actor runs: pid, host, JAX devices, method, resident tiles."""
+        """pid, host, JAX devices, method, resident tiles, and ``compute_seconds`` (time spent
+        computing and writing this actor's tiles, i.e. excluding start-up and idle waits)."""
         import jax
 
         return {
@@ -146,15 +148,23 @@ class GramWorker:
         return self.store.load(i, j)
 
     def matmat(self, v: np.ndarray, panels: list[int]) -> np.ndarray:
-        """Σ over ``panels`` of the symmetric tile products with ``v`` ``(N, b)`` -> float64."""
+        """Σ over ``panels`` of the symmetric tile products with ``v`` ``(N, b)``.
+
+        float32 ``v`` with float32 tiles: each tile product in float32 (no upcast), added
+        into a float64 result. Any other ``v``: tiles upcast, products in float64. Returns
+        float64 ``(N, b)``.
+        """
         slices = self.store.slices
-        v = np.asarray(v, dtype=np.float64)
+        v = np.asarray(v)
+        single = v.dtype == np.float32 and self.store.dtype == np.float32
+        compute = np.float32 if single else np.float64
+        v = v.astype(compute, copy=False)
         out = np.zeros(v.shape, dtype=np.float64)
         for i in panels:
             rs = slices[i]
             for _, j in self.store.panel_tiles(i):
                 cs = slices[j]
-                tile = self._tile(i, j).astype(np.float64)
+                tile = self._tile(i, j).astype(compute, copy=False)
                 out[rs] += tile @ v[cs]
                 if j != i:
                     out[cs] += tile.T @ v[rs]

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from raysweep.eigen.checks import check_array, check_handle, check_real_dtype
+from raysweep.eigen.checks import check_array, check_handle
 
 __all__ = ["KernelOperator", "available_memory_bytes", "is_handle"]
 
@@ -95,7 +95,7 @@ class KernelOperator:
             raise ValueError(
                 f"K.to_numpy() returned shape {array.shape}, expected {(self.n, self.n)}."
             )
-        check_real_dtype(array.dtype, "K.to_numpy()")
+        check_array(array)
         self.array = array.astype(self.dtype, copy=False)
         return self.array
 

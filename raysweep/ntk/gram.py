@@ -84,6 +84,7 @@ class NTKEngine:
         self.num_params = _num_params(params)
         self.dtype = jax.tree_util.tree_leaves(params)[0].dtype
         budget = float(memory_budget_mb) * 2**20
+        self.memory_budget_bytes = budget
         itemsize = np.dtype(self.dtype).itemsize
         example = jnp.zeros(self.example_shape, x_example.dtype)
 
@@ -179,16 +180,24 @@ class NTKEngine:
 
     # ----------------------------------------------------------------- blocks and tiles
 
-    def fit_block_size(self, n: int) -> int:
+    def fit_block_size(self, n: int, *, min_blocks: int = 1, min_size: int = 256) -> int:
         """Shrink ``block_size`` to split ``n`` examples into equal blocks (less padding).
 
-        The number of blocks stays ``ceil(n / block_size)``; the new size is rounded up to a
-        multiple of 8. Returns the new block size.
+        Uses at least ``min_blocks`` blocks while blocks stay ``>= min_size`` examples (a
+        symmetric Gram computes only the upper triangle of tiles, so more blocks skip more of
+        the lower triangle). Sizes are rounded up to a multiple of 8. Returns the new size.
         """
-        num_blocks = math.ceil(n / self.block_size)
-        balanced = math.ceil(math.ceil(n / num_blocks) / 8) * 8
-        self.block_size = int(min(self.block_size, balanced))
+        num_blocks = max(math.ceil(n / self.block_size), min(min_blocks, n // min_size))
+        balanced = math.ceil(math.ceil(n / max(num_blocks, 1)) / 8) * 8
+        self.block_size = int(max(1, min(self.block_size, balanced)))
         return self.block_size
+
+    def fits_in_budget(self, n: int) -> bool:
+        """Whether the features of ``n`` examples fit the memory budget at once."""
+        if self.feature_width is None:
+            return False
+        itemsize = np.dtype(self.dtype).itemsize
+        return n * self.feature_width * itemsize <= self.memory_budget_bytes
 
     def _pad(self, x_block) -> tuple[jax.Array, int]:
         n = x_block.shape[0]
@@ -197,7 +206,9 @@ class NTKEngine:
         pad = self.block_size - n
         x_block = jnp.asarray(x_block)
         if pad:
-            x_block = jnp.concatenate([x_block, jnp.zeros((pad, *x_block.shape[1:]), x_block.dtype)])
+            x_block = jnp.concatenate(
+                [x_block, jnp.zeros((pad, *x_block.shape[1:]), x_block.dtype)]
+            )
         return x_block, n
 
     def features(self, x_block):
@@ -273,7 +284,7 @@ def ntk_gram(
         precision=precision,
     )
     if batch_size is None:
-        engine.fit_block_size(max(len(x1), len(x2)))
+        engine.fit_block_size(max(len(x1), len(x2)), min_blocks=4 if symmetric else 1)
     return gram_with_engine(engine, x1, None if symmetric else x2)
 
 
@@ -285,11 +296,14 @@ def gram_with_engine(engine: NTKEngine, x1, x2=None) -> np.ndarray:
     rows = block_slices(n1, engine.block_size)
     cols = block_slices(n2, engine.block_size)
     out = np.empty((n1, n2), dtype=np.dtype(engine.dtype))
-    # Keep every column block's features when they fit the budget twice over; else stream.
-    cache_cols = engine.feature_width is not None and math.ceil(n2 / engine.block_size) <= 2
+    # Keep every column block's features when they all fit the budget (each block's features
+    # are then computed once); otherwise stream them, once per row panel.
+    cache_cols = engine.fits_in_budget(len(cols) * engine.block_size)
     col_cache: dict[int, tuple] = {}
     for bi, rs in enumerate(rows):
-        f_rows = engine.features(x1[rs])
+        f_rows = col_cache.get(bi) if symmetric else None
+        if f_rows is None:
+            f_rows = engine.features(x1[rs])
         for bj, cs in enumerate(cols):
             if symmetric and bj < bi:
                 continue

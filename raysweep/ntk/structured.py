@@ -64,9 +64,7 @@ def _walk_uses(jaxpr, arg_alias: list[int | None], uses: Counter, candidates: di
     """Count how each parameter leaf is used; collect dense sites (analysis pass)."""
     alias: dict = {v: a for v, a in zip(jaxpr.invars, arg_alias, strict=True) if a is not None}
     for eqn in jaxpr.eqns:
-        in_alias = [
-            None if isinstance(v, jex_core.Literal) else alias.get(v) for v in eqn.invars
-        ]
+        in_alias = [None if isinstance(v, jex_core.Literal) else alias.get(v) for v in eqn.invars]
         sub = _sub_closed_jaxpr(eqn) if eqn.primitive.name in _CALL_PRIMITIVES else None
         if sub is not None:
             _walk_uses(sub.jaxpr, in_alias, uses, candidates)

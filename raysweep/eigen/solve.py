@@ -1,0 +1,163 @@
+"""``top_eigenpairs``: the top-k eigenpairs of a symmetric PSD kernel matrix or operator.
+
+Methods (``method=``):
+
+``"dense"``
+    LAPACK subset ``eigh`` (``?syevr``) of the dense matrix (numpy arrays, or handles with
+    ``to_numpy()``). Exact; ``O(N³)`` time and ``N²`` memory.
+``"block"``
+    Chebyshev-filtered subspace iteration with locking over ``matmat`` only
+    (:mod:`raysweep.eigen.block`): the distributed workhorse, and on one machine several times
+    faster than LAPACK when ``k`` is a small fraction of ``N``.
+``"nystrom"``
+    The paper's Nyström approximation from ``num_landmarks`` columns
+    (:mod:`raysweep.eigen.nystrom`); residuals against the true K show its accuracy.
+``"auto"``
+    ``"dense"`` when the dense matrix is at hand (array, or a handle with ``to_numpy()`` whose
+    ``N²`` entries fit in ``max_dense_bytes``) *and* LAPACK is the faster choice: ``N <=``
+    :data:`DENSE_MAX_N` or ``k > N ·`` :data:`DENSE_MIN_FRACTION`; ``"block"`` otherwise.
+    The thresholds come from ``benchmarks/bench_eigen.py`` (2-core CPU, float32).
+
+Every method ends with one product of K and the returned vectors accumulated in float64, which
+gives the reported residuals (and, for ``dense``/``block``, the eigenvalues: float64 Rayleigh
+quotients of the returned vectors).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+from raysweep.eigen.block import block_eigenpairs, default_block_size, suggested_max_iter
+from raysweep.eigen.checks import (
+    check_block_size,
+    check_int,
+    check_k,
+    check_method,
+    check_num_landmarks,
+    check_tol,
+)
+from raysweep.eigen.dense import DENSE_DRIVERS, dense_eigenpairs
+from raysweep.eigen.nystrom import default_num_landmarks, nystrom_eigenpairs
+from raysweep.eigen.operator import KernelOperator, available_memory_bytes
+from raysweep.eigen.pairs import EigenPairs, finalize_pairs, warn_unconverged
+
+__all__ = ["DEFAULT_TOL", "DENSE_MAX_N", "DENSE_MIN_FRACTION", "resolve_method", "top_eigenpairs"]
+
+DEFAULT_TOL = 1e-6
+DENSE_MAX_N = 1000
+DENSE_MIN_FRACTION = 0.3
+DEFAULT_MAX_DEGREE = 16
+
+
+def resolve_method(op: KernelOperator, k: int, method: str, max_dense_bytes: int) -> str:
+    """The method ``"auto"`` stands for (others are returned unchanged); see module docstring."""
+    if method != "auto":
+        return method
+    dense_at_hand = op.array is not None or (
+        op.has_dense and op.dense_bytes() <= max_dense_bytes
+    )
+    lapack_wins = op.n <= DENSE_MAX_N or k > DENSE_MIN_FRACTION * op.n
+    return "dense" if dense_at_hand and lapack_wins else "block"
+
+
+def top_eigenpairs(
+    K,
+    k: int,
+    *,
+    method: str = "auto",
+    tol: float = DEFAULT_TOL,
+    max_iter: int | None = None,
+    seed: int | None = 0,
+    block_size: int | None = None,
+    max_degree: int = DEFAULT_MAX_DEGREE,
+    num_landmarks: int | None = None,
+    driver: str = "evr",
+    max_dense_bytes: int | None = None,
+) -> EigenPairs:
+    """Top-``k`` eigenpairs of a symmetric positive semi-definite ``K``.
+
+    Args:
+      K: ``(N, N)`` numpy array (or array-like; float32 stays float32, other dtypes compute in
+        float64), or an operator handle with ``.shape == (N, N)``, ``.dtype`` and
+        ``matmat(V) -> K @ V`` for ``V`` ``(N, b)``, optionally ``to_numpy()`` (a
+        ``scipy.sparse.linalg.LinearOperator`` qualifies). Arrays are checked for NaN/inf and
+        symmetry (``max|K − Kᵀ| <= 1e-5 max|K|``) before any work.
+      k: number of pairs, ``1 <= k < N``.
+      method: ``"auto"``, ``"dense"``, ``"block"`` or ``"nystrom"`` (module docstring).
+      tol: relative residual target: pair ``i`` is converged when
+        ``‖K v_i − λ_i v_i‖₂ <= tol · λ_max``. The block method iterates until every pair meets
+        it; for the direct methods it only sets ``result.converged``. Default ``1e-6``,
+        reliably reached from float32 Grams (their rounding floor is ~1e-7 · λ_max).
+      max_iter: block: outer iterations at most (default ``100 + 10 log2(k + 1)``; typical runs
+        take 5-20). When exhausted, a :class:`ConvergenceWarning` names the pairs above ``tol``.
+      seed: block: seed of the random start block; nystrom: seed of the landmark sample. Same
+        seed and input -> the same result. ``None`` draws fresh entropy.
+      block_size: block: columns of the start block, ``k < block_size <= N`` (default
+        ``k + max(16, k // 4)``).
+      max_degree: block: largest Chebyshev degree per outer iteration (default 16).
+      num_landmarks: nystrom: landmark columns ``m``, ``k <= m <= N`` (default ``min(N, 4k)``).
+      driver: dense: LAPACK driver, ``"evr"`` (default) or ``"evx"``.
+      max_dense_bytes: auto: largest dense matrix a handle's ``to_numpy()`` may produce
+        (default a quarter of the available physical memory).
+
+    Returns:
+      :class:`EigenPairs` ``(eigvals, eigvecs)``: float64 ``(k,)`` descending and ``(k, N)``
+      unit rows in K's working dtype (row ``i`` belongs to ``eigvals[i]``), each flipped so
+      its largest-magnitude entry is positive (first index on ties); plus ``.residuals``
+      ``(k,)``, ``.method``, ``.iterations``, ``.matvecs`` (all K-vector products, the final
+      residual product included), ``.converged``, ``.tol``.
+
+    Raises:
+      ValueError / TypeError: invalid K, k or options (before any work).
+    """
+    check_method(method)
+    op = KernelOperator(K)
+    n = op.n
+    k = check_k(k, n)
+    tol = check_tol(tol)
+    max_iter = suggested_max_iter(k) if max_iter is None else check_int(max_iter, "max_iter",
+                                                                         minimum=1)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise TypeError(f"seed must be an int or None, got {seed!r}.")
+    block_size = default_block_size(k, n) if block_size is None else check_block_size(
+        block_size, k, n
+    )
+    max_degree = check_int(max_degree, "max_degree", minimum=1, maximum=64)
+    if method == "nystrom":
+        num_landmarks = (
+            default_num_landmarks(k, n)
+            if num_landmarks is None
+            else check_num_landmarks(num_landmarks, k, n)
+        )
+    elif num_landmarks is not None:
+        raise ValueError(
+            f"num_landmarks={num_landmarks} only applies to method='nystrom', got "
+            f"method={method!r}."
+        )
+    if driver not in DENSE_DRIVERS:
+        raise ValueError(f"driver={driver!r} is not supported; choose one of {DENSE_DRIVERS}.")
+    if max_dense_bytes is None:
+        max_dense_bytes = available_memory_bytes() // 4
+    method = resolve_method(op, k, method, int(max_dense_bytes))
+
+    if method == "dense":
+        vectors, _ = dense_eigenpairs(op, k, driver=driver)
+        return finalize_pairs(op, vectors, method="dense", iterations=1, tol=tol)
+    if method == "nystrom":
+        vectors, values = nystrom_eigenpairs(op, k, num_landmarks=num_landmarks, seed=seed)
+        return finalize_pairs(
+            op, vectors, method="nystrom", iterations=1, tol=tol, eigvals=values
+        )
+    raw = block_eigenpairs(
+        op,
+        k,
+        tol=tol,
+        max_iter=max_iter,
+        seed=seed,
+        block_size=block_size,
+        max_degree=max_degree,
+    )
+    result = finalize_pairs(op, raw.vectors, method="block", iterations=raw.iterations, tol=tol)
+    reason = "within tolerance" if raw.converged else f"max_iter={max_iter} reached"
+    warn_unconverged(result, reason)
+    return result
