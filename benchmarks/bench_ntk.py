@@ -136,7 +136,9 @@ def print_table(model: str, n: int, rows: list[dict], gemm: float) -> None:
         f"{'GFLOP/s':>10}{'gemm%':>7}{'peak MB':>9}"
     )
     for r in rows:
-        name = r["method"] + (f" ({r['resolved']})" if r.get("method") == "auto" else "")
+        name = r["method"] + (
+            f" ({r['resolved']})" if "resolved" in r and r["method"] == "auto" else ""
+        )
         if "seconds" not in r:
             print(f"  {name:<22}  {r.get('error', 'failed')}")
             continue
@@ -160,9 +162,13 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=600, help="seconds per measurement")
     ap.add_argument("--skip-nt", action="store_true", help="raysweep only")
     ap.add_argument("--json", type=Path, help="also write all rows to this file")
+    ap.add_argument("--gemm-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker", nargs=3, metavar=("MODEL", "N", "METHOD"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
+    if args.gemm_worker:
+        print(json.dumps({"gflops": gemm_rate()}), flush=True)
+        return 0
     if args.worker:
         model, n, method = args.worker
         try:
@@ -173,7 +179,8 @@ def main(argv=None) -> int:
         return 0
 
     cases = args.cases or list(GPU_CASES if args.gpu else CPU_CASES)
-    gemm = gemm_rate()
+    # In a subprocess: JAX in this process would hold device memory the measurements need.
+    gemm = _subprocess_json([sys.executable, __file__, "--gemm-worker"], args.timeout)["gflops"]
     print(f"float32 GEMM rate on this machine: {gemm:.1f} GFLOP/s", flush=True)
     everything = []
     for case in cases:

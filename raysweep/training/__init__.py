@@ -1,0 +1,43 @@
+"""Packed training of networks and their linearizations on ±1 labels (plain JAX + Optax).
+
+Typical use (one trial of the sweep: T eigenfunction targets, one compiled program)::
+
+    from raysweep.training import METRIC_NAMES, train_pack
+
+    rows = train_pack(apply_fn, params0, x_train, y_train, x_test, y_test,
+                      train=TrainConfig(optimizer="sgd", epochs=100), linearized=False)
+    rows[t][-1]["test_accuracy"], rows[t][-1]["steps_to_threshold"]
+
+``y_train`` is ``(T, n_tr)`` with entries ``±1`` (e.g. ``sign(φ_j)``), ``rows[t][e]`` a dict
+with keys :data:`METRIC_NAMES`. For batch-norm models use :func:`train_pack_model` (or pass
+``train_apply_fn``, ``batch_stats`` and ``eval_apply_fn``). :func:`fit_pack` /
+:func:`fit_pack_model` also return the final parameters and optimizer states.
+
+Files: ``metrics`` (losses, accuracy, distances, rows), ``optim`` (SGD/Adam and schedules),
+``checks`` (input validation), ``program`` (the jitted, vmapped epoch), ``pack`` (entry
+points and the epoch loop).
+"""
+
+from raysweep.training.metrics import LOSSES, METRIC_NAMES, STATUSES
+from raysweep.training.optim import SCHEDULES, make_optimizer, make_schedule
+from raysweep.training.pack import (
+    PackResult,
+    fit_pack,
+    fit_pack_model,
+    train_pack,
+    train_pack_model,
+)
+
+__all__ = [
+    "LOSSES",
+    "METRIC_NAMES",
+    "SCHEDULES",
+    "STATUSES",
+    "PackResult",
+    "fit_pack",
+    "fit_pack_model",
+    "make_optimizer",
+    "make_schedule",
+    "train_pack",
+    "train_pack_model",
+]

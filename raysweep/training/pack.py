@@ -1,0 +1,403 @@
+"""Packed training entry points: validate, build the program, loop over epochs, report rows.
+
+:func:`train_pack` is the function the sweep calls for one trial: ``T`` targets (label
+vectors ``y_t = sign(φ_j)``) trained from the same θ₀ in one compiled program (see
+:mod:`raysweep.training.program`), returning ``rows[t][e]``, the metric dict of target ``t``
+after epoch ``e + 1`` (keys :data:`~raysweep.training.metrics.METRIC_NAMES`). Pack size 1 is
+an ordinary trial. :func:`fit_pack` is the same and also returns the final state.
+:func:`train_pack_model` / :func:`fit_pack_model` take a Flax ``module`` and its
+``variables`` instead of functions and handle batch norm themselves.
+
+Reporting: after every epoch the host pulls the ``(T,)`` metrics once and appends one row per
+still-active target. A target whose loss became NaN/inf (any minibatch, or the evaluation)
+gets one final row with ``status="diverged"`` (its metrics may be NaN/inf) and no more rows;
+the other targets continue (the diverged one keeps running inside the program, unreported,
+because the program's shapes are fixed). The last epoch's rows have ``status="finished"``.
+``on_epoch(latest)`` is called after every epoch with a list of T dicts, the latest row of each
+target — a target that stopped earlier repeats its final ``"diverged"`` row, so check
+``status``/``epoch``. The loop ends early when every target has diverged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from raysweep.config import TrainConfig
+from raysweep.training.checks import (
+    PackData,
+    check_data,
+    check_logits,
+    check_lr_scale,
+    check_options,
+    check_params0,
+    check_train_config,
+)
+from raysweep.training.metrics import make_row
+from raysweep.training.optim import base_learning_rate
+from raysweep.training.program import (
+    Forward,
+    PackConsts,
+    ProgramSpec,
+    epoch_orders,
+    get_program,
+)
+
+__all__ = ["PackResult", "fit_pack", "fit_pack_model", "train_pack", "train_pack_model"]
+
+Rows = list[list[dict[str, Any]]]
+
+
+class PackResult(NamedTuple):
+    """What :func:`fit_pack` returns.
+
+    ``rows``: ``rows[t][e]`` metric dicts. ``params``: final θ, every leaf with the leading
+    pack axis ``T`` (float32). ``batch_stats``: final running statistics per target in network
+    mode with batch norm, else ``{}`` (the linearization keeps its initial statistics).
+    ``opt_state``: final optimizer state per target.
+    """
+
+    rows: Rows
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+def _forward_for_functions(
+    apply_fn, train_apply_fn, eval_apply_fn, batch_stats, linearized: bool
+) -> tuple[Forward, Any]:
+    """The :class:`Forward` of the function entry point and the initial statistics."""
+    if not callable(apply_fn):
+        raise TypeError(
+            f"apply_fn must be callable (params, x) -> (n, 1), got {type(apply_fn).__name__}; "
+            "build it with raysweep.models.make_apply_fn(module, variables)."
+        )
+    if linearized:
+        # The linearization uses apply_fn's own (frozen, initial) statistics.
+        return Forward(apply_fn=apply_fn), {}
+    stats = {} if batch_stats is None else batch_stats
+    if not isinstance(stats, Mapping):
+        raise TypeError(f"batch_stats must be a dict (or None), got {type(stats).__name__}.")
+    for name, fn in (("train_apply_fn", train_apply_fn), ("eval_apply_fn", eval_apply_fn)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{name} must be callable or None, got {type(fn).__name__}.")
+    if stats and train_apply_fn is None:
+        raise ValueError(
+            "batch_stats was given but train_apply_fn is None; pass "
+            "train_apply_fn=raysweep.models.make_train_apply_fn(module) too, or use "
+            "train_pack_model(module, variables, ...)."
+        )
+    if stats and eval_apply_fn is None:
+        raise ValueError(
+            "a network with batch norm (non-empty batch_stats) is evaluated with its running "
+            "statistics, which apply_fn cannot take; pass eval_apply_fn=(params, batch_stats, "
+            "x) -> (n, 1), or use train_pack_model(module, variables, ...) which builds it."
+        )
+    return Forward(apply_fn, train_apply_fn, eval_apply_fn if stats else None), stats
+
+
+def _fit(
+    forward: Forward,
+    params0: Any,
+    stats0: Any,
+    data: PackData,
+    *,
+    train: TrainConfig,
+    linearized: bool,
+    seed: int,
+    on_epoch: Callable[[list[dict]], Any] | None,
+    eval_batch_size: int,
+    loss: str,
+    schedule: str,
+    lr_scale: Any,
+) -> PackResult:
+    pack_size = data.pack_size
+    scale = check_lr_scale(lr_scale, pack_size)
+    n_train, n_test = data.x_train.shape[0], data.x_test.shape[0]
+    batch = min(train.batch_size, n_train)
+    spec = ProgramSpec(
+        forward=forward,
+        linearized=bool(linearized),
+        optimizer=train.optimizer,
+        momentum=float(train.momentum),
+        schedule=schedule,
+        loss=loss,
+        epochs=train.epochs,
+        batch_size=batch,
+        steps_per_epoch=n_train // batch,
+        eval_block_train=min(eval_batch_size, n_train),
+        eval_block_test=min(eval_batch_size, n_test),
+    )
+    x_probe = jnp.asarray(data.x_train[:batch])
+    check_logits("apply_fn(params0, x)", forward.infer, params0, stats0, x_probe, n=batch)
+    if not linearized:
+        out = check_logits(
+            "train_apply_fn(params0, batch_stats, x)",
+            forward.train,
+            params0,
+            stats0,
+            x_probe,
+            n=batch,
+        )
+        if jax.tree_util.tree_structure(out[1]) != jax.tree_util.tree_structure(stats0):
+            raise ValueError(
+                "train_apply_fn must return (logits, new_batch_stats) with new_batch_stats "
+                "shaped like batch_stats; got a different structure."
+            )
+
+    program = get_program(spec)
+    consts = PackConsts(
+        params0=jax.tree_util.tree_map(jnp.asarray, params0),
+        stats0=jax.tree_util.tree_map(jnp.asarray, stats0),
+        x_train=jnp.asarray(data.x_train),
+        y_train=jnp.asarray(data.y_train),
+        x_test=jnp.asarray(data.x_test),
+        y_test=jnp.asarray(data.y_test),
+        lr_scale=jnp.asarray(scale),
+        learning_rate=jnp.asarray(base_learning_rate(train), jnp.float32),
+        loss_threshold=jnp.asarray(train.loss_threshold, jnp.float32),
+        orders=epoch_orders(seed, train.epochs, n_train, spec.steps_per_epoch, batch),
+    )
+    state = program.init_state(consts.params0, consts.stats0, pack_size)
+    rows: Rows = [[] for _ in range(pack_size)]
+    active = [True] * pack_size
+    for epoch in range(train.epochs):
+        state, metrics = program.run_epoch(state, consts, epoch)
+        metrics = jax.device_get(metrics)
+        last = epoch == train.epochs - 1
+        for t in range(pack_size):
+            if not active[t]:
+                continue
+            if metrics["diverged"][t]:
+                status, active[t] = "diverged", False
+            else:
+                status = "finished" if last else "running"
+            rows[t].append(make_row(metrics, t, epoch=epoch + 1, status=status))
+        if on_epoch is not None:
+            on_epoch([r[-1] for r in rows])
+        if not any(active):
+            break
+    return PackResult(rows, state.params, state.batch_stats, state.opt_state)
+
+
+def fit_pack(
+    apply_fn: Callable,
+    params0: Any,
+    x_train: Any,
+    y_train: Any,
+    x_test: Any,
+    y_test: Any,
+    *,
+    train: TrainConfig,
+    linearized: bool,
+    train_apply_fn: Callable | None = None,
+    batch_stats: Any = None,
+    eval_apply_fn: Callable | None = None,
+    seed: int = 0,
+    on_epoch: Callable[[list[dict]], Any] | None = None,
+    eval_batch_size: int = 1024,
+    loss: str = "bce",
+    schedule: str = "linear",
+    lr_scale: Any = None,
+) -> PackResult:
+    """:func:`train_pack` returning the final state too (a :class:`PackResult`)."""
+    train = check_train_config(train)
+    check_options(
+        linearized=linearized,
+        seed=seed,
+        eval_batch_size=eval_batch_size,
+        loss=loss,
+        schedule=schedule,
+        on_epoch=on_epoch,
+    )
+    data = check_data(x_train, y_train, x_test, y_test)
+    check_params0(params0)
+    forward, stats0 = _forward_for_functions(
+        apply_fn, train_apply_fn, eval_apply_fn, batch_stats, bool(linearized)
+    )
+    return _fit(
+        forward,
+        params0,
+        stats0,
+        data,
+        train=train,
+        linearized=bool(linearized),
+        seed=seed,
+        on_epoch=on_epoch,
+        eval_batch_size=eval_batch_size,
+        loss=loss,
+        schedule=schedule,
+        lr_scale=lr_scale,
+    )
+
+
+def train_pack(
+    apply_fn: Callable,
+    params0: Any,
+    x_train: Any,
+    y_train: Any,
+    x_test: Any,
+    y_test: Any,
+    *,
+    train: TrainConfig,
+    linearized: bool,
+    train_apply_fn: Callable | None = None,
+    batch_stats: Any = None,
+    eval_apply_fn: Callable | None = None,
+    seed: int = 0,
+    on_epoch: Callable[[list[dict]], Any] | None = None,
+    eval_batch_size: int = 1024,
+    loss: str = "bce",
+    schedule: str = "linear",
+    lr_scale: Any = None,
+) -> Rows:
+    """Train a pack of T targets (network or linearization) and return their metric rows.
+
+    Args:
+      apply_fn: inference ``apply_fn(params, x) -> (n, 1)`` float32 logits (closes over frozen
+        batch-norm statistics, as :func:`raysweep.models.make_apply_fn` builds it).
+      params0: θ₀, the parameter pytree shared by the network and its linearization.
+      x_train: ``(n_tr, H, W, C)`` float inputs (any ``(n_tr, ...)`` ``apply_fn`` accepts).
+      y_train: ``(T, n_tr)`` labels in ``{-1, +1}``, one row per target.
+      x_test: ``(n_te, ...)`` with the per-example shape of ``x_train``.
+      y_test: ``(T, n_te)`` labels in ``{-1, +1}``, rows in the order of ``y_train``.
+      train: :class:`~raysweep.config.TrainConfig` — optimizer (SGD with ``momentum`` from
+        ``learning_rate``, or Adam from ``adam_learning_rate``), ``batch_size`` (``B =
+        min(batch_size, n_tr)``, last incomplete minibatch dropped), ``epochs`` and
+        ``loss_threshold``. ``train.seed`` is not used; the data order comes from ``seed``.
+      linearized: ``False`` trains the network; ``True`` trains
+        ``f(θ₀, x) + J(θ₀, x)(θ − θ₀)`` (``raysweep.ntk.linearize(apply_fn, params0)``) with
+        the same code and apply_fn's statistics frozen.
+      train_apply_fn: network with batch norm: training-mode ``(params, batch_stats, x) ->
+        (logits, new_batch_stats)`` (:func:`raysweep.models.make_train_apply_fn`). Ignored
+        when ``linearized``.
+      batch_stats: initial running statistics for ``train_apply_fn`` (``None``/``{}``: none).
+      eval_apply_fn: required with non-empty ``batch_stats`` in network mode: inference
+        ``(params, batch_stats, x) -> (n, 1)`` with the given running statistics, used for
+        evaluation. :func:`train_pack_model` builds all three from a module.
+      seed: data-order seed; epoch ``e`` (0-based) uses
+        ``jax.random.fold_in(jax.random.key(seed), e)``, the same order for all targets.
+      on_epoch: called after every epoch with the list of the T latest rows.
+      eval_batch_size: examples per evaluation block (memory bound; results do not depend on
+        it beyond float rounding).
+      loss: ``"bce"`` (the paper's; targets ``(y + 1) / 2``) or ``"mse"`` (``½ (f − y)²``).
+      schedule: ``"linear"`` (the paper's decay to 0 over ``epochs × S`` steps) or
+        ``"constant"``.
+      lr_scale: optional ``(T,)`` positive factors; target ``t`` uses learning rate
+        ``lr_scale[t] × η_k``. Default ones.
+
+    Returns:
+      ``rows[t][e]``: dicts with keys :data:`~raysweep.training.metrics.METRIC_NAMES` after
+      epoch ``e + 1``; ``len(rows[t]) == train.epochs`` unless target ``t`` diverged.
+
+    Raises:
+      TypeError / ValueError: before anything is compiled, for a bad config, data shapes,
+      labels other than ±1, non-finite inputs or parameters, options, or an ``apply_fn`` that
+      does not return ``(n, 1)``. Non-finite losses never raise (status ``"diverged"``).
+    """
+    return fit_pack(
+        apply_fn,
+        params0,
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        train=train,
+        linearized=linearized,
+        train_apply_fn=train_apply_fn,
+        batch_stats=batch_stats,
+        eval_apply_fn=eval_apply_fn,
+        seed=seed,
+        on_epoch=on_epoch,
+        eval_batch_size=eval_batch_size,
+        loss=loss,
+        schedule=schedule,
+        lr_scale=lr_scale,
+    ).rows
+
+
+def fit_pack_model(
+    module: nn.Module,
+    variables: Mapping[str, Any],
+    x_train: Any,
+    y_train: Any,
+    x_test: Any,
+    y_test: Any,
+    *,
+    train: TrainConfig,
+    linearized: bool,
+    **options: Any,
+) -> PackResult:
+    """:func:`train_pack_model` returning the final state too (a :class:`PackResult`)."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(
+            f"module must be a flax.linen.Module, got {type(module).__name__}; build one with "
+            "raysweep.models.get_model(name)."
+        )
+    if not isinstance(variables, Mapping) or "params" not in variables:
+        got = sorted(variables) if isinstance(variables, Mapping) else type(variables).__name__
+        raise ValueError(
+            f"variables must be the dict from raysweep.models.init_variables (a 'params' entry "
+            f"and optionally 'batch_stats'), got {got}."
+        )
+    allowed = {"seed", "on_epoch", "eval_batch_size", "loss", "schedule", "lr_scale"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown}; allowed are {sorted(allowed)}.")
+    train = check_train_config(train)
+    opts = {"seed": 0, "on_epoch": None, "eval_batch_size": 1024, "loss": "bce"}
+    opts |= {"schedule": "linear", "lr_scale": None} | options
+    check_options(
+        linearized=linearized,
+        **{k: opts[k] for k in ("seed", "eval_batch_size", "loss", "schedule", "on_epoch")},
+    )
+    data = check_data(x_train, y_train, x_test, y_test)
+    params0 = variables["params"]
+    check_params0(params0, "variables['params']")
+    stats0 = dict(variables.get("batch_stats") or {})
+    return _fit(
+        Forward(module=module),
+        params0,
+        stats0,
+        data,
+        train=train,
+        linearized=bool(linearized),
+        **opts,
+    )
+
+
+def train_pack_model(
+    module: nn.Module,
+    variables: Mapping[str, Any],
+    x_train: Any,
+    y_train: Any,
+    x_test: Any,
+    y_test: Any,
+    *,
+    train: TrainConfig,
+    linearized: bool,
+    **options: Any,
+) -> Rows:
+    """:func:`train_pack` for a Flax ``module`` and its ``variables`` (batch norm handled).
+
+    The network trains with batch statistics and per-target running averages (from
+    ``variables["batch_stats"]``) and is evaluated with those running averages; the
+    linearization uses the initial statistics throughout. ``options``: ``seed``,
+    ``on_epoch``, ``eval_batch_size``, ``loss``, ``schedule``, ``lr_scale`` as in
+    :func:`train_pack`.
+    """
+    return fit_pack_model(
+        module,
+        variables,
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        train=train,
+        linearized=linearized,
+        **options,
+    ).rows

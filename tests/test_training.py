@@ -1,0 +1,384 @@
+"""Tests for raysweep.training: packed training of networks and their linearizations.
+
+Tiny models (an MLP with one hidden layer of 16 on 8x8x1 inputs, a Dense+BatchNorm model) and
+64 training examples keep every compiled program to a few seconds on a busy 2-core CPU. The
+learning rate, loss threshold, data seed and lr_scale are program arguments, so most tests
+share the few compiled programs (T=1 and T=3 network packs). The ResNet18 check is marked slow.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from raysweep.config import TrainConfig
+from raysweep.models import get_model, init_variables, make_apply_fn, make_train_apply_fn
+from raysweep.ntk import linearize, ntk_gram
+from raysweep.training import (
+    METRIC_NAMES,
+    fit_pack,
+    fit_pack_model,
+    make_schedule,
+    train_pack,
+    train_pack_model,
+)
+from raysweep.training.program import epoch_orders
+
+SHAPE = (8, 8, 1)
+N_TRAIN, N_TEST, BATCH, EPOCHS = 64, 32, 16, 3
+STEPS = N_TRAIN // BATCH
+CFG = TrainConfig(optimizer="sgd", learning_rate=0.05, batch_size=BATCH, epochs=EPOCHS)
+
+
+def _labels(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """(T, n) labels sign(x·w_t), learnable by the MLP."""
+    return np.where(x.reshape(len(x), -1) @ w.T >= 0, 1.0, -1.0).T.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(N_TRAIN, *SHAPE)).astype(np.float32)
+    xt = rng.normal(size=(N_TEST, *SHAPE)).astype(np.float32)
+    w = rng.normal(size=(3, int(np.prod(SHAPE))))
+    module = get_model("mlp", hidden_sizes=(16,))
+    variables = init_variables(module, SHAPE, seed=0)
+    return {
+        "apply_fn": make_apply_fn(module, variables),
+        "params0": variables["params"],
+        "x": x,
+        "y": _labels(x, w),
+        "xt": xt,
+        "yt": _labels(xt, w),
+    }
+
+
+def _run(problem, *, T=3, fit=False, **kwargs):
+    kwargs.setdefault("train", CFG)
+    kwargs.setdefault("linearized", False)
+    fn = fit_pack if fit else train_pack
+    return fn(
+        problem["apply_fn"],
+        problem["params0"],
+        problem["x"],
+        problem["y"][:T],
+        problem["xt"],
+        problem["yt"][:T],
+        **kwargs,
+    )
+
+
+def _assert_rows_close(a, b, rtol=1e-5, atol=1e-6):
+    assert len(a) == len(b)
+    for ra, rb in zip(a, b, strict=True):
+        assert [r["status"] for r in ra] == [r["status"] for r in rb]
+        for x, y in zip(ra, rb, strict=True):
+            for key in METRIC_NAMES:
+                if key == "status":
+                    continue
+                np.testing.assert_allclose(x[key], y[key], rtol=rtol, atol=atol, err_msg=key)
+
+
+def test_rows_keys_statuses_and_on_epoch(problem):
+    seen = []
+    rows = _run(problem, on_epoch=seen.append)
+    assert len(rows) == 3 and all(len(r) == EPOCHS for r in rows)
+    for target_rows in rows:
+        assert [tuple(r) for r in target_rows] == [METRIC_NAMES] * EPOCHS
+        assert [r["epoch"] for r in target_rows] == [1, 2, 3]
+        assert [r["step"] for r in target_rows] == [STEPS, 2 * STEPS, 3 * STEPS]
+        assert [r["status"] for r in target_rows] == ["running", "running", "finished"]
+        assert all(np.isfinite(r["train_loss"]) and r["l2_distance"] > 0 for r in target_rows)
+    assert len(seen) == EPOCHS and all(len(latest) == 3 for latest in seen)
+    assert seen[-1] == [r[-1] for r in rows]
+    # Learnable labels: training accuracy improves on the first target.
+    assert rows[0][-1]["train_loss"] < rows[0][0]["train_loss"]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_packed_equals_separate_runs(problem, optimizer):
+    train = TrainConfig(optimizer=optimizer, batch_size=BATCH, epochs=EPOCHS)
+    packed = _run(problem, train=train, seed=3)
+    separate = []
+    for t in range(3):
+        single = train_pack(
+            problem["apply_fn"],
+            problem["params0"],
+            problem["x"],
+            problem["y"][t : t + 1],
+            problem["xt"],
+            problem["yt"][t : t + 1],
+            train=train,
+            linearized=False,
+            seed=3,
+        )
+        separate.append(single[0])
+    _assert_rows_close(packed, separate)
+
+
+def test_seed_determines_the_data_order(problem):
+    a = _run(problem, T=1, seed=0)
+    b = _run(problem, T=1, seed=0)
+    c = _run(problem, T=1, seed=1)
+    assert a == b
+    assert a[0][-1]["train_loss"] != c[0][-1]["train_loss"]
+    orders = np.asarray(epoch_orders(0, EPOCHS, N_TRAIN, STEPS, BATCH))
+    assert orders.shape == (EPOCHS, STEPS, BATCH)
+    for e in range(EPOCHS):
+        assert len(set(orders[e].ravel().tolist())) == STEPS * BATCH
+    assert not np.array_equal(orders[0], orders[1])
+
+
+def _independent_trace(problem, seed, train):
+    """Per-step minibatch losses and final params by a plain Python loop (no vmap, no scan)."""
+    apply_fn, y = problem["apply_fn"], jnp.asarray(problem["y"][0])
+    x = jnp.asarray(problem["x"])
+    schedule = optax.linear_schedule(train.learning_rate, 0.0, EPOCHS * STEPS)
+    tx = optax.sgd(schedule, momentum=train.momentum)
+
+    @jax.jit
+    def step(params, opt_state, idx):
+        def objective(p):
+            z = apply_fn(p, x[idx])[:, 0]
+            return jnp.mean(optax.sigmoid_binary_cross_entropy(z, (y[idx] + 1) / 2))
+
+        loss, grads = jax.value_and_grad(objective)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    params, opt_state, losses = problem["params0"], tx.init(problem["params0"]), []
+    for e in range(EPOCHS):
+        key = jax.random.fold_in(jax.random.key(seed), e)
+        perm = np.asarray(jax.random.permutation(key, N_TRAIN))
+        for s in range(STEPS):
+            params, opt_state, loss = step(params, opt_state, perm[s * BATCH : (s + 1) * BATCH])
+            losses.append(float(loss))
+    return np.array(losses), params
+
+
+def test_steps_to_threshold_matches_independent_trace(problem):
+    losses, params = _independent_trace(problem, seed=5, train=CFG)
+    threshold = float(np.min(losses[: STEPS + 2]))  # first reached somewhere in steps 2..6
+    assert losses[0] > threshold
+    first = int(np.argmax(losses <= threshold)) + 1  # 1-based optimizer step
+    train = TrainConfig(batch_size=BATCH, epochs=EPOCHS, loss_threshold=threshold)
+    result = _run(problem, T=1, fit=True, train=train, seed=5)
+    got = [r["steps_to_threshold"] for r in result.rows[0]]
+    expected = [first if first <= (e + 1) * STEPS else -1 for e in range(EPOCHS)]
+    assert got == expected
+    for leaf, ref in zip(
+        jax.tree_util.tree_leaves(result.params), jax.tree_util.tree_leaves(params), strict=True
+    ):
+        np.testing.assert_allclose(leaf[0], ref, rtol=1e-5, atol=1e-6)
+
+
+def test_linearized_gradient_descent_matches_kernel_regression(problem):
+    """Full-batch GD on ½‖f − y‖²/n: f_t = y + (I − ηΘ/n)^t (f₀ − y)."""
+    apply_fn, params0, x = problem["apply_fn"], problem["params0"], problem["x"]
+    y = problem["y"][:2]
+    theta = ntk_gram(apply_fn, params0, x).astype(np.float64)
+    eta = N_TRAIN / np.linalg.eigvalsh(theta)[-1]  # ηλ_max/n = 1: fast but stable
+    epochs = 4
+    train = TrainConfig(learning_rate=float(eta), momentum=0.0, batch_size=128, epochs=epochs)
+    result = _run(
+        problem, T=2, fit=True, train=train, linearized=True, loss="mse", schedule="constant"
+    )
+    apply_lin = linearize(apply_fn, params0)
+    f0 = np.asarray(apply_fn(params0, x))[:, 0].astype(np.float64)
+    step = np.eye(N_TRAIN) - eta * theta / N_TRAIN
+    for t in range(2):
+        expect = [y[t] + np.linalg.matrix_power(step, k) @ (f0 - y[t]) for k in range(epochs + 1)]
+        for k, row in enumerate(result.rows[t], start=1):
+            assert row["step"] == k
+            np.testing.assert_allclose(
+                row["train_loss"], 0.5 * np.mean((expect[k] - y[t]) ** 2), rtol=1e-4
+            )
+        params_t = jax.tree_util.tree_map(lambda a, t=t: a[t], result.params)
+        f_t = np.asarray(apply_lin(params_t, x))[:, 0]
+        scale = np.max(np.abs(expect[epochs]))
+        np.testing.assert_allclose(f_t, expect[epochs], rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_network_and_linearization_share_theta0(problem):
+    train = TrainConfig(learning_rate=1e-7, batch_size=BATCH, epochs=EPOCHS)
+    net = _run(problem, train=train)
+    lin = _run(problem, train=train, linearized=True)
+    z0 = np.asarray(problem["apply_fn"](problem["params0"], problem["xt"]))[:, 0]
+    for t in range(3):
+        y = problem["yt"][t]
+        loss0 = float(np.mean(optax.sigmoid_binary_cross_entropy(z0, (y + 1) / 2)))
+        acc0 = float(np.mean(np.where(z0 >= 0, 1, -1) == y))
+        for rn, rl in zip(net[t], lin[t], strict=True):
+            for r in (rn, rl):
+                np.testing.assert_allclose(r["test_loss"], loss0, rtol=1e-5)
+                assert r["test_accuracy"] == pytest.approx(acc0)
+                assert r["l2_distance"] < 1e-5 and abs(r["cosine_distance"]) < 1e-6
+
+
+def test_diverged_target_stops_while_others_finish(problem):
+    seen = []
+    rows = _run(problem, lr_scale=[1.0, 1e30, 1.0], on_epoch=seen.append)
+    assert len(rows[1]) == 1 and rows[1][0]["status"] == "diverged"
+    assert not np.isfinite(rows[1][0]["train_loss"])
+    for t in (0, 2):
+        assert [r["status"] for r in rows[t]] == ["running", "running", "finished"]
+        assert all(np.isfinite(r["train_loss"]) for r in rows[t])
+    assert len(seen) == EPOCHS and all(latest[1] == rows[1][0] for latest in seen)
+    # Every target diverging ends the loop after the first epoch.
+    all_bad = _run(problem, lr_scale=[1e30, 1e30, 1e30])
+    assert [len(r) for r in all_bad] == [1, 1, 1]
+
+
+class _TinyBN(nn.Module):
+    """Dense -> BatchNorm -> relu -> Dense: the batch-norm semantics at a compile cost of ~s."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Dense(8)(x.reshape((x.shape[0], -1)))
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+        return nn.Dense(1)(nn.relu(x))
+
+
+def _bn_checks(module, problem, T, train):
+    variables = init_variables(module, SHAPE, seed=1)
+    x, y, xt, yt = problem["x"], problem["y"][:T], problem["xt"], problem["yt"][:T]
+    net = fit_pack_model(module, variables, x, y, xt, yt, train=train, linearized=False)
+    lin = fit_pack_model(module, variables, x, y, xt, yt, train=train, linearized=True)
+    assert lin.batch_stats == {}
+    apply_lin = linearize(make_apply_fn(module, variables), variables["params"])
+
+    @jax.jit
+    def test_losses(net_params, net_stats, lin_params):
+        """Per-target test losses: network with its running statistics, linearization."""
+
+        def one(p, s, q, y):
+            z = make_apply_fn(module, {"params": p, "batch_stats": s})(p, xt)[:, 0]
+            z_lin = apply_lin(q, xt)[:, 0]
+            t = (y + 1) / 2
+            bce = optax.sigmoid_binary_cross_entropy
+            return jnp.mean(bce(z, t)), jnp.mean(bce(z_lin, t))
+
+        return jax.vmap(one)(net_params, net_stats, lin_params, yt)
+
+    net_loss, lin_loss = test_losses(net.params, net.batch_stats, lin.params)
+    for t in range(T):
+        moved = jax.tree_util.tree_map(
+            lambda a, b, t=t: np.max(np.abs(np.asarray(a[t]) - np.asarray(b))),
+            net.batch_stats,
+            variables["batch_stats"],
+        )
+        assert max(jax.tree_util.tree_leaves(moved)) > 1e-3  # running averages updated
+        # The network is evaluated with its running statistics; the linearization with the
+        # statistics frozen at initialization.
+        np.testing.assert_allclose(net.rows[t][-1]["test_loss"], net_loss[t], rtol=1e-5)
+        np.testing.assert_allclose(lin.rows[t][-1]["test_loss"], lin_loss[t], rtol=1e-5)
+        assert net.rows[t][-1]["status"] == lin.rows[t][-1]["status"] == "finished"
+    return variables
+
+
+def test_batch_norm_network_and_linearization(problem):
+    variables = _bn_checks(_TinyBN(), problem, T=2, train=CFG)
+    # The function entry point needs an evaluation function for the running statistics.
+    module = _TinyBN()
+    with pytest.raises(ValueError, match="eval_apply_fn"):
+        train_pack(
+            make_apply_fn(module, variables),
+            variables["params"],
+            problem["x"],
+            problem["y"],
+            problem["xt"],
+            problem["yt"],
+            train=CFG,
+            linearized=False,
+            train_apply_fn=make_train_apply_fn(module),
+            batch_stats=variables["batch_stats"],
+        )
+
+
+@pytest.mark.slow
+def test_resnet18_batch_norm_trains_in_both_modes(problem):
+    train = TrainConfig(batch_size=BATCH, epochs=1)
+    _bn_checks(get_model("resnet18", width=4), problem, T=1, train=train)
+
+
+def test_linear_schedule_decays_to_zero():
+    schedule = make_schedule(0.05, 10, "linear")
+    np.testing.assert_allclose(
+        [schedule(k) for k in (0, 5, 9, 10)], [0.05, 0.025, 0.005, 0.0], rtol=1e-6, atol=1e-9
+    )
+    assert float(make_schedule(0.1, 10, "constant")(7)) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"y": lambda p: p["y"][0]}, r"shape \(T, 64\).*y\[None\]"),
+        ({"y": lambda p: (p["y"] + 1) / 2}, "only -1 and \\+1"),
+        ({"yt": lambda p: p["yt"][:2]}, "y_train has 3 targets but y_test has 2"),
+        ({"yt": lambda p: p["yt"][:, :5]}, "x_test has 32 examples"),
+        ({"xt": lambda p: p["xt"][:, :4]}, "same per-example shape"),
+        (
+            {"x": lambda p: np.where(np.arange(N_TRAIN)[:, None, None, None] == 3, np.nan, p["x"])},
+            "NaN/inf",
+        ),
+        ({"x": lambda p: p["x"].astype(np.int32)}, "must be floating"),
+        ({"kw": {"loss": "hinge"}}, "loss='hinge'"),
+        ({"kw": {"schedule": "cosine"}}, "schedule='cosine'"),
+        ({"kw": {"lr_scale": [1.0, 2.0]}}, r"lr_scale must have shape \(3,\)"),
+        ({"kw": {"seed": -1}}, "seed must be a non-negative int"),
+        ({"kw": {"train": {"epochs": 1}}}, "TrainConfig"),
+        ({"kw": {"linearized": "yes"}}, "linearized must be a bool"),
+        ({"kw": {"batch_stats": {"bn": {"mean": np.zeros(2)}}}}, "train_apply_fn is None"),
+    ],
+)
+def test_bad_inputs_raise_before_compiling(problem, change, match):
+    data = {k: problem[k] for k in ("x", "y", "xt", "yt")}
+    kwargs = {"train": CFG, "linearized": False}
+    for key, value in change.items():
+        if key == "kw":
+            kwargs.update(value)
+        else:
+            data[key] = value(problem)
+    with pytest.raises((ValueError, TypeError), match=match):
+        train_pack(
+            problem["apply_fn"],
+            problem["params0"],
+            data["x"],
+            data["y"],
+            data["xt"],
+            data["yt"],
+            **kwargs,
+        )
+
+
+def test_apply_fn_with_wrong_output_shape_is_rejected(problem):
+    def two_logits(params, x):
+        z = problem["apply_fn"](params, x)
+        return jnp.concatenate([z, z], axis=1)
+
+    with pytest.raises(ValueError, match=r"shape \(16, 1\)"):
+        train_pack(
+            two_logits,
+            problem["params0"],
+            problem["x"],
+            problem["y"],
+            problem["xt"],
+            problem["yt"],
+            train=CFG,
+            linearized=False,
+        )
+    with pytest.raises(TypeError, match="flax.linen.Module"):
+        train_pack_model(
+            "mlp",
+            {},
+            problem["x"],
+            problem["y"],
+            problem["xt"],
+            problem["yt"],
+            train=CFG,
+            linearized=False,
+        )
