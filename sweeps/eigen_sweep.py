@@ -5,16 +5,25 @@
     python sweeps/eigen_sweep.py train.epochs=3 sweep.eigen_indices=0,4,9
     python sweeps/eigen_sweep.py --smoke-test                  # what CI runs
 
+    python sweeps/eigen_sweep.py --resume                      # finish an interrupted sweep
+    raysweep status results/eigen_sweep                        # while it runs, from a 2nd shell
+
 Steps:
 1. Load the dataset (train + test concatenated), initialize the model from the config seed.
 2. Compute the empirical NTK Gram Θ₀ on Ray workers (resumable tile store) and its top-k
    eigenpairs; save the eigenfunction artifact.
 3. Print the spectrum, the residuals and the binarization diagnostic.
+4. Ray Tune sweep: the network and its linearization trained on the labels sign(φ_j), one
+   trial per pack of ``sweep.pack_size`` eigen-indices × optimizer × {network, linearized};
+   per-epoch metrics go to the Parquet store; print final test accuracy by eigen-index.
 
 Output goes to ``<storage_path>/<sweep name>/`` (default ``results/eigen_sweep``): the
-resolved ``config.json``, ``gram/`` (tile store) and ``eigenfunctions/`` (artifact).
-The network-vs-linearization training sweep on these labels is the next stage of the
-project and is not run yet.
+resolved ``config.json``, ``gram/`` (tile store), ``eigenfunctions/`` (artifact),
+``sweep_plan.json``, ``metrics/`` (one Parquet part per trial), ``tune/<name>/`` (Tune's
+experiment, TensorBoard event files) and ``report/`` (figures and report.html).
+
+Runtime of the default (digits, MLP, 8 indices, 4 packed trials of 5 epochs): about 2 minutes
+on a 2-core CPU. ``--smoke-test`` (what CI runs): about a minute.
 """
 
 from __future__ import annotations
@@ -38,9 +47,11 @@ from raysweep.config import (
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
-        description="NTK eigenfunctions at initialization (and, next, the training sweep).",
+        description="NTK eigenfunctions at initialization, then the network-vs-linearization "
+        "sweep on their signs (Ray Tune).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Overrides: section.field=value, e.g. train.epochs=3 sweep.eigen_indices=0,4,9",
+        epilog="Overrides: section.field=value, e.g. train.epochs=3 sweep.eigen_indices=0,4,9. "
+        "Progress while it runs: raysweep status <results folder>.",
     )
     ap.add_argument("overrides", nargs="*", help="config overrides, section.field=value")
     ap.add_argument("--preset", default="smoke", choices=sorted(PRESETS))
@@ -50,9 +61,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument(
         "--smoke-test",
         action="store_true",
-        help="tiny run for CI: 300 digits, 16 eigenpairs (overrides the preset's sizes)",
+        help="tiny run for CI: 300 digits, 16 eigenpairs, 3 indices, 2 epochs",
     )
-    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--resume", action="store_true",
+                    help="finish an interrupted sweep in the same folder (same config)")
+    ap.add_argument("--eigen-only", action="store_true", help="stop after the eigen step")
+    ap.add_argument("--cpus-per-trial", type=float,
+                    help="CPUs per Tune trial (sweep.cpus_per_trial)")
+    ap.add_argument("--gpus-per-trial", type=float,
+                    help="GPUs per Tune trial, fractions allowed (sweep.gpus_per_trial)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars or per-trial lines")
     return ap.parse_args(argv)
 
 
@@ -63,12 +81,19 @@ def build_config(args):
         overrides.append(f"data.root={args.data_dir}")
     if args.num_workers:
         overrides.append(f"ntk.num_workers={args.num_workers}")
+    if args.cpus_per_trial is not None:
+        overrides.append(f"sweep.cpus_per_trial={args.cpus_per_trial}")
+    if args.gpus_per_trial is not None:
+        overrides.append(f"sweep.gpus_per_trial={args.gpus_per_trial}")
     if args.smoke_test:
         config = dataclasses.replace(
             config,
             data=dataclasses.replace(config.data, num_train=200, num_test=100),
+            train=dataclasses.replace(config.train, epochs=2),
             ntk=NTKConfig(num_eigen=16, tile_size=128),
-            sweep=dataclasses.replace(config.sweep, eigen_indices=(0, 3, 15), name="smoke_test"),
+            sweep=dataclasses.replace(
+                config.sweep, eigen_indices=(0, 3, 15), pack_size=8, name="smoke_test"
+            ),
         )
     return apply_overrides(config, overrides)
 
@@ -87,6 +112,17 @@ def summarize(artifact) -> str:
     return "\n".join(lines)
 
 
+def print_locations(out: Path, config, artifact) -> None:
+    tune_dir = out / "tune" / config.sweep.name
+    print(f"  config:          {out / 'config.json'}")
+    print(f"  Gram tile store: {out / 'gram'}")
+    print(f"  eigenfunctions:  {artifact.path}")
+    print(f"  metrics:         {out / 'metrics'}  (raysweep.store.read_metrics)")
+    print(f"  tune experiment: {tune_dir}  (tensorboard --logdir {tune_dir})")
+    print(f"  figures:         {out / 'report'}  (PNG/PDF + report.html: raysweep report {out})")
+    print(f"  status:          raysweep status {out}")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
@@ -96,24 +132,48 @@ def main(argv=None) -> int:
         return 2
     out = Path(args.out) if args.out else Path(config.sweep.storage_path) / config.sweep.name
     out = out.resolve()
-    save_config(config, out / "config.json")
     print(f"raysweep eigen_sweep: preset {config.preset}, results in {out}")
 
     from raysweep.eigenfunctions import compute_eigenfunctions
 
     start = time.perf_counter()
-    artifact = compute_eigenfunctions(config, out, progress=not args.quiet)
+    try:
+        artifact = compute_eigenfunctions(config, out, progress=not args.quiet)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(summarize(artifact))
+    print(f"eigen step done in {time.perf_counter() - start:.1f} s.")
+    if args.eigen_only:
+        if not (out / "config.json").exists():  # never overwrite the record of a sweep
+            save_config(config, out / "config.json")
+        print_locations(out, config, artifact)
+        return 0
+
+    from raysweep.sweep import run_sweep
+
+    print(f"\nSweep: {len(config.sweep.eigen_indices)} eigen-indices in packs of "
+          f"{config.sweep.pack_size} x optimizers {', '.join(config.sweep.optimizers)} x "
+          f"{'/'.join('linearized' if v else 'network' for v in config.sweep.linearized)}, "
+          f"{config.train.epochs} epochs, {config.sweep.cpus_per_trial:g} CPU + "
+          f"{config.sweep.gpus_per_trial:g} GPU per trial")
+    try:
+        summary = run_sweep(config, out, resume=args.resume, progress=not args.quiet)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.quiet:
+        print(summary)
     print(f"\nDone in {time.perf_counter() - start:.1f} s.")
-    print(f"  config:          {out / 'config.json'}")
-    print(f"  Gram tile store: {out / 'gram'}")
-    print(f"  eigenfunctions:  {artifact.path}")
-    print(
-        "Next stage (not run yet): Ray Tune trials of the network vs its linearization on the "
-        "labels sign(φ_j) for sweep.eigen_indices="
-        f"{list(config.sweep.eigen_indices)}."
-    )
-    return 0
+    print_locations(out, config, artifact)
+    from raysweep.report import build_report
+
+    try:  # the report is a view of the results: never fail the run because of it
+        print(f"  report:          {build_report(out)}  (raysweep report {out})")
+    except Exception as err:
+        print(f"warning: the report could not be built ({err}); retry with "
+              f"raysweep report {out}", file=sys.stderr)
+    return 0 if summary.ok else 1
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Top-k eigenpairs of NTK Gram matrices (dense arrays or distributed operator handles).
 
 - :func:`top_eigenpairs`: ``(eigvals, eigvecs)`` as an :class:`EigenPairs` tuple with
-  residuals and counts; methods ``"dense"`` (LAPACK subset), ``"block"`` (Chebyshev-filtered
-  subspace iteration over ``matmat``), ``"nystrom"`` (the paper's approximation), ``"auto"``.
+  residuals and counts; methods ``"dense"`` (LAPACK subset), ``"block"`` (thick-restart
+  block Lanczos over ``matmat``), ``"nystrom"`` (the paper's approximation), ``"auto"``.
 - :func:`binarization_diagnostic`, :func:`eigen_labels`: the paper's ``sign(φ)`` labels.
 
 Conventions: eigenvalues float64 descending; eigenvectors are unit **rows** ``(k, N)`` in K's

@@ -30,7 +30,9 @@ def dense_eigenpairs(op: KernelOperator, k: int, *, driver: str = "evr"):
       values, both descending.
     """
     if driver not in DENSE_DRIVERS:
-        raise ValueError(f"dense driver={driver!r} is not supported; choose one of {DENSE_DRIVERS}.")
+        raise ValueError(
+            f"dense driver={driver!r} is not supported; choose one of {DENSE_DRIVERS}."
+        )
     matrix = op.to_dense()
     n = op.n
     values, vectors = scipy.linalg.eigh(

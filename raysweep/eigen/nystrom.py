@@ -11,7 +11,8 @@ columns, or a column gather for arrays), ``O(N m²)`` dense work. With ``m = N``
 approximation is K itself and the pairs are exact up to rounding.
 
 All dense work is float64. The pseudo-inverse drops eigenvalues of ``W`` at or below
-``rcond · max(s)`` (default ``m · eps`` of K's dtype: below that they are rounding noise).
+``rcond · max(s)`` (default ``sqrt(m) · eps`` of K's dtype, the typical size of the rounding
+error in the eigenvalues of ``W``: below that they are noise, and ``s^(-1/2)`` would amplify it).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def nystrom_eigenpairs(
       k: ``1 <= k <= num_landmarks``.
       num_landmarks: ``m``, ``k <= m <= N``.
       seed: seed of the landmark sample (``numpy.random.default_rng(seed).choice``).
-      rcond: relative cutoff of the pseudo-inverse of ``W``; ``None`` = ``m · eps(dtype)``.
+      rcond: relative cutoff of the pseudo-inverse of ``W``; ``None`` = ``sqrt(m) · eps(dtype)``.
 
     Returns:
       ``(vectors, eigvals)``: ``(N, k)`` float64 columns and float64 ``(k,)`` eigenvalues of
@@ -66,7 +67,7 @@ def nystrom_eigenpairs(
     w = c[index]
     w = 0.5 * (w + w.T)
     if rcond is None:
-        rcond = m * float(np.finfo(op.dtype).eps)
+        rcond = np.sqrt(m) * float(np.finfo(op.dtype).eps)
     with one_blas_thread() if m <= _ONE_THREAD_MAX_M else contextlib.nullcontext():
         s, u = scipy.linalg.eigh(w, check_finite=False)
     keep = s > rcond * max(float(s[-1]), 0.0)

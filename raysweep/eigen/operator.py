@@ -66,6 +66,8 @@ class KernelOperator:
             self.dtype = _work_dtype(dtype)
         else:
             array = np.asarray(source)
+            if array.dtype == object:  # neither numeric nor a handle: say what a handle needs
+                check_handle(source)
             check_array(array)
             self.n = array.shape[0]
             self.dtype = _work_dtype(array.dtype)

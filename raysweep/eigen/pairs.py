@@ -2,7 +2,10 @@
 
 Conventions shared by every method:
 
-- ``eigvals``: float64, shape ``(k,)``, descending.
+- ``eigvals``: float64, shape ``(k,)``, descending. For ``dense`` and ``block`` they are the
+  float64 Rayleigh quotients ``vᵀKv`` of the returned vectors (from the final product; at
+  least as accurate as the solver's own values); for ``nystrom`` the eigenvalues of the
+  Nyström approximation.
 - ``eigvecs``: shape ``(k, N)``, one eigenvector per **row** (row ``i`` belongs to
   ``eigvals[i]``), unit 2-norm, dtype of the matrix (float32 for float32 Grams).
 - Sign: each row is flipped so that its entry of largest absolute value is positive; on ties
@@ -33,9 +36,10 @@ class EigenPairs(tuple):
         ``eigvals[i]``, sign-normalized (largest-magnitude entry positive, first on ties).
       residuals: float64 ``(k,)``: ``‖K v − λ v‖₂`` per pair (absolute, not divided by λ).
       method: the resolved method, ``"dense"``, ``"block"`` or ``"nystrom"``.
-      iterations: outer iterations (``block``); 1 for the direct methods.
+      iterations: Rayleigh-Ritz cycles (``block``); 1 for the direct methods.
       matvecs: products of K with single vectors, i.e. the summed widths of all ``matmat``
-        calls, *including* the final residual product (for ``dense`` only that product).
+        calls, *including* the final residual product (``dense``: only that product;
+        ``nystrom``: the ``m`` indicator columns of a handle, an array's columns are read).
       converged: bool ``(k,)``: ``residuals <= tol * eigvals[0]``.
       tol: the relative tolerance the pairs were checked against.
     """
@@ -152,7 +156,7 @@ def warn_unconverged(result: EigenPairs, reason: str) -> None:
     warnings.warn(
         f"{result.method}: {bad.size} of {result.converged.size} pairs have residual "
         f"‖Kv−λv‖/λmax above tol={result.tol:g} ({reason}): {shown}{more}. "
-        "Raise max_iter, loosen tol, or use method='dense' if K fits in memory.",
+        "Raise max_iter or loosen tol; see the residuals attribute.",
         ConvergenceWarning,
         stacklevel=3,
     )

@@ -6,7 +6,7 @@ Methods (``method=``):
     LAPACK subset ``eigh`` (``?syevr``) of the dense matrix (numpy arrays, or handles with
     ``to_numpy()``). Exact; ``O(N³)`` time and ``N²`` memory.
 ``"block"``
-    Chebyshev-filtered subspace iteration with locking over ``matmat`` only
+    thick-restart block Lanczos with locking over ``matmat`` only
     (:mod:`raysweep.eigen.block`): the distributed workhorse, and on one machine several times
     faster than LAPACK when ``k`` is a small fraction of ``N``.
 ``"nystrom"``
@@ -14,9 +14,12 @@ Methods (``method=``):
     (:mod:`raysweep.eigen.nystrom`); residuals against the true K show its accuracy.
 ``"auto"``
     ``"dense"`` when the dense matrix is at hand (array, or a handle with ``to_numpy()`` whose
-    ``N²`` entries fit in ``max_dense_bytes``) *and* LAPACK is the faster choice: ``N <=``
-    :data:`DENSE_MAX_N` or ``k > N ·`` :data:`DENSE_MIN_FRACTION`; ``"block"`` otherwise.
-    The thresholds come from ``benchmarks/bench_eigen.py`` (2-core CPU, float32).
+    ``N²`` entries fit in ``max_dense_bytes``) *and* LAPACK is the faster choice:
+    ``N <= 600`` or ``k > dense_fraction(N) · N`` with
+    ``dense_fraction(N) = min(0.3, 0.07 · sqrt(N / 1000))``; ``"block"`` otherwise. Measured
+    crossovers (one BLAS thread, float32, NTK-like spectrum): LAPACK wins at every k for
+    N = 500; block wins up to k/N ≈ 0.07 at N = 1000, ≈ 0.14 at N = 2000, and is 1.4x faster
+    at k/N = 0.1 for N = 3000, 3x at k/N = 0.083 for N = 12000.
 
 Every method ends with one product of K and the returned vectors accumulated in float64, which
 gives the reported residuals (and, for ``dense``/``block``, the eigenvalues: float64 Rayleigh
@@ -27,9 +30,14 @@ from __future__ import annotations
 
 import numbers
 
-from raysweep.eigen.block import block_eigenpairs, default_block_size, suggested_max_iter
+from raysweep.eigen.block import (
+    block_eigenpairs,
+    default_block_size,
+    default_guard,
+    default_max_basis,
+    suggested_max_iter,
+)
 from raysweep.eigen.checks import (
-    check_block_size,
     check_int,
     check_k,
     check_method,
@@ -41,12 +49,16 @@ from raysweep.eigen.nystrom import default_num_landmarks, nystrom_eigenpairs
 from raysweep.eigen.operator import KernelOperator, available_memory_bytes
 from raysweep.eigen.pairs import EigenPairs, finalize_pairs, warn_unconverged
 
-__all__ = ["DEFAULT_TOL", "DENSE_MAX_N", "DENSE_MIN_FRACTION", "resolve_method", "top_eigenpairs"]
+__all__ = ["DEFAULT_TOL", "DENSE_MAX_N", "dense_fraction", "resolve_method", "top_eigenpairs"]
 
 DEFAULT_TOL = 1e-6
-DENSE_MAX_N = 1000
-DENSE_MIN_FRACTION = 0.3
-DEFAULT_MAX_DEGREE = 16
+DENSE_MAX_N = 600
+
+
+def dense_fraction(n: int) -> float:
+    """``k / N`` above which LAPACK beats the block solver: ``min(0.3, 0.07 sqrt(N / 1000))``."""
+    return min(0.3, 0.07 * (n / 1000.0) ** 0.5)
+
 
 
 def resolve_method(op: KernelOperator, k: int, method: str, max_dense_bytes: int) -> str:
@@ -56,7 +68,7 @@ def resolve_method(op: KernelOperator, k: int, method: str, max_dense_bytes: int
     dense_at_hand = op.array is not None or (
         op.has_dense and op.dense_bytes() <= max_dense_bytes
     )
-    lapack_wins = op.n <= DENSE_MAX_N or k > DENSE_MIN_FRACTION * op.n
+    lapack_wins = op.n <= DENSE_MAX_N or k > dense_fraction(op.n) * op.n
     return "dense" if dense_at_hand and lapack_wins else "block"
 
 
@@ -69,7 +81,7 @@ def top_eigenpairs(
     max_iter: int | None = None,
     seed: int | None = 0,
     block_size: int | None = None,
-    max_degree: int = DEFAULT_MAX_DEGREE,
+    max_basis: int | None = None,
     num_landmarks: int | None = None,
     driver: str = "evr",
     max_dense_bytes: int | None = None,
@@ -86,15 +98,20 @@ def top_eigenpairs(
       method: ``"auto"``, ``"dense"``, ``"block"`` or ``"nystrom"`` (module docstring).
       tol: relative residual target: pair ``i`` is converged when
         ``‖K v_i − λ_i v_i‖₂ <= tol · λ_max``. The block method iterates until every pair meets
-        it; for the direct methods it only sets ``result.converged``. Default ``1e-6``,
-        reliably reached from float32 Grams (their rounding floor is ~1e-7 · λ_max).
-      max_iter: block: outer iterations at most (default ``100 + 10 log2(k + 1)``; typical runs
-        take 5-20). When exhausted, a :class:`ConvergenceWarning` names the pairs above ``tol``.
+        it; ``dense`` only checks it and warns (float32 LAPACK reaches ~3e-7 · λ_max at
+        N = 3000 but only ~1.5e-5 at N = 12000); ``nystrom`` only records it (an approximation
+        is not expected to meet it). Default ``1e-6``, reliably reached by ``block`` from
+        float32 Grams (their rounding floor is ~1e-7 · λ_max; a lower tol stops with a
+        :class:`ConvergenceWarning` once progress stalls).
+      max_iter: block: Rayleigh-Ritz cycles at most (default ``50 + 5 log2(k + 1)``; NTK-like
+        spectra take 1-3). When exhausted, a :class:`ConvergenceWarning` names the pairs
+        above ``tol``.
       seed: block: seed of the random start block; nystrom: seed of the landmark sample. Same
         seed and input -> the same result. ``None`` draws fresh entropy.
-      block_size: block: columns of the start block, ``k < block_size <= N`` (default
-        ``k + max(16, k // 4)``).
-      max_degree: block: largest Chebyshev degree per outer iteration (default 16).
+      block_size: block: width of each Krylov block, ``1 <= block_size <= N`` (default
+        ``k // 10`` clipped to ``[16, 256]``); each ``matmat`` gets at most this many columns.
+      max_basis: block: basis columns kept (locked included) before a restart, default
+        ``min(N, 2.5k + 2 block_size)``; memory is ``2 · max_basis · N`` of K's dtype.
       num_landmarks: nystrom: landmark columns ``m``, ``k <= m <= N`` (default ``min(N, 4k)``).
       driver: dense: LAPACK driver, ``"evr"`` (default) or ``"evx"``.
       max_dense_bytes: auto: largest dense matrix a handle's ``to_numpy()`` may produce
@@ -119,10 +136,16 @@ def top_eigenpairs(
                                                                          minimum=1)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
         raise TypeError(f"seed must be an int or None, got {seed!r}.")
-    block_size = default_block_size(k, n) if block_size is None else check_block_size(
-        block_size, k, n
+    block_size = (
+        default_block_size(k, n)
+        if block_size is None
+        else check_int(block_size, "block_size", minimum=1, maximum=n)
     )
-    max_degree = check_int(max_degree, "max_degree", minimum=1, maximum=64)
+    max_basis = (
+        default_max_basis(k, n, block_size)
+        if max_basis is None
+        else check_int(max_basis, "max_basis", minimum=k + 1, maximum=n)
+    )
     if method == "nystrom":
         num_landmarks = (
             default_num_landmarks(k, n)
@@ -142,7 +165,10 @@ def top_eigenpairs(
 
     if method == "dense":
         vectors, _ = dense_eigenpairs(op, k, driver=driver)
-        return finalize_pairs(op, vectors, method="dense", iterations=1, tol=tol)
+        result = finalize_pairs(op, vectors, method="dense", iterations=1, tol=tol)
+        # float32 LAPACK loses accuracy with N (1.5e-5 · λmax at N = 12000): say so
+        warn_unconverged(result, f"LAPACK in {op.dtype}; pass K in float64 or use 'block'")
+        return result
     if method == "nystrom":
         vectors, values = nystrom_eigenpairs(op, k, num_landmarks=num_landmarks, seed=seed)
         return finalize_pairs(
@@ -155,9 +181,9 @@ def top_eigenpairs(
         max_iter=max_iter,
         seed=seed,
         block_size=block_size,
-        max_degree=max_degree,
+        max_basis=max_basis,
+        guard=default_guard(k),
     )
     result = finalize_pairs(op, raw.vectors, method="block", iterations=raw.iterations, tol=tol)
-    reason = "within tolerance" if raw.converged else f"max_iter={max_iter} reached"
-    warn_unconverged(result, reason)
+    warn_unconverged(result, raw.reason)
     return result

@@ -15,15 +15,23 @@ from __future__ import annotations
 import contextlib
 
 try:
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import ThreadpoolController
 except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
-    threadpool_limits = None
+    ThreadpoolController = None
 
 __all__ = ["one_blas_thread"]
 
+_controller = None
+
 
 def one_blas_thread():
-    """Context manager limiting BLAS/LAPACK (numpy's and scipy's) to one thread."""
-    if threadpool_limits is None:
+    """Context manager limiting BLAS/LAPACK (numpy's and scipy's) to one thread.
+
+    The loaded BLAS libraries are scanned once per process (a scan costs ~1 ms).
+    """
+    global _controller
+    if ThreadpoolController is None:
         return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+    if _controller is None:
+        _controller = ThreadpoolController()
+    return _controller.limit(limits=1, user_api="blas")

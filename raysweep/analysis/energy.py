@@ -1,0 +1,129 @@
+"""Energy concentration of the task's labels on the top NTK eigenfunctions (paper Table 1).
+
+A *record* is one trained network on a binary task: how much of the labels' energy lies in the
+span of the top-k eigenvectors of the NTK, at initialization and after training
+(:func:`raysweep.ntk.energy_concentration`), and the test accuracy it reached::
+
+    {"model": "lenet5", "dataset": "cifar2", "k": 50,
+     "energy_init": 0.31, "energy_final": 0.74, "test_accuracy": 0.82}
+
+Nothing in the sweep produces these yet: compute them with
+:func:`raysweep.ntk.energy_concentration` and save them with
+:func:`raysweep.analysis.save_energy_records` (``<results>/analysis/energy_concentration.json``).
+``None`` for ``records`` raises a ``ValueError`` saying so.
+
+- :func:`energy_rows`: the records as ``(header, rows)`` of text cells.
+- :func:`energy_concentration_table`: the table as text, Markdown or HTML.
+- :func:`plot_energy_concentration`: grouped bars (init vs after training) per record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from raysweep.analysis.checks import require_present
+from raysweep.analysis.style import COLORS, finish_legend, new_figure, style_axes
+from raysweep.analysis.tables import format_table
+
+ENERGY_FIELDS = ("model", "dataset", "k", "energy_init", "energy_final", "test_accuracy")
+"""The keys of one energy-concentration record."""
+
+ENERGY_HOW = (
+    "compute them with raysweep.ntk.energy_concentration (labels on the top-k eigenvectors of "
+    "the NTK at initialization and after training) and save them with "
+    "raysweep.analysis.save_energy_records(results_dir, records)."
+)
+
+
+def energy_records(records: Any) -> list[dict[str, Any]]:
+    """Validated records (see the module doc), in the given order.
+
+    Raises:
+      ValueError: ``records`` is ``None`` ("energy concentration records not present: …"),
+        empty, a record misses keys, or a fraction / accuracy is outside [0, 1].
+      TypeError: not a sequence of mappings, or a value of the wrong type.
+    """
+    require_present(records, "energy concentration records", ENERGY_HOW)
+    if isinstance(records, Mapping | str | bytes) or not isinstance(records, Sequence):
+        raise TypeError(
+            f"records: expected a list of dicts with keys {ENERGY_FIELDS}, got "
+            f"{type(records).__name__}."
+        )
+    if not records:
+        raise ValueError(f"records: expected at least one record with keys {ENERGY_FIELDS}.")
+    out = []
+    for i, rec in enumerate(records):
+        if not isinstance(rec, Mapping):
+            raise TypeError(f"records[{i}]: expected a dict, got {type(rec).__name__}.")
+        missing = [f for f in ENERGY_FIELDS if f not in rec]
+        if missing:
+            raise ValueError(f"records[{i}]: missing keys {missing}; expected {ENERGY_FIELDS}.")
+        clean = {"model": rec["model"], "dataset": rec["dataset"]}
+        for name in ("model", "dataset"):
+            if not isinstance(clean[name], str):
+                raise TypeError(f"records[{i}][{name!r}]: expected a string, got {rec[name]!r}.")
+        k = rec["k"]
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"records[{i}]['k']: expected a positive integer, got {k!r}.")
+        clean["k"] = int(k)
+        for name in ("energy_init", "energy_final", "test_accuracy"):
+            value = rec[name]
+            if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+                raise TypeError(f"records[{i}][{name!r}]: expected a number, got {value!r}.")
+            if not 0.0 <= float(value) <= 1.0:
+                raise ValueError(
+                    f"records[{i}][{name!r}]: expected a value in [0, 1], got {value}."
+                )
+            clean[name] = float(value)
+        out.append(clean)
+    return out
+
+
+def energy_rows(records: Any) -> tuple[list[str], list[list[str]]]:
+    """The records as ``(header, rows)`` of text cells, one row per record."""
+    recs = energy_records(records)
+    header = ["model", "dataset", "k", "energy at init", "energy after training",
+              "test accuracy"]
+    rows = [
+        [r["model"], r["dataset"], str(r["k"]), f"{r['energy_init']:.3f}",
+         f"{r['energy_final']:.3f}", f"{r['test_accuracy']:.3f}"]
+        for r in recs
+    ]
+    return header, rows
+
+
+def energy_concentration_table(records: Any, *, fmt: str = "text") -> str:
+    """Table 1 of the paper from ``records``; ``fmt``: ``"text"``, ``"markdown"``, ``"html"``."""
+    header, rows = energy_rows(records)
+    return format_table(header, rows, fmt=fmt)
+
+
+def plot_energy_concentration(records: Any) -> Figure:
+    """Grouped bars per record: energy on the top-k eigenfunctions at init vs after training.
+
+    The test accuracy of each record is written above its bars. One axes; two bar containers
+    labelled ``at initialization`` and ``after training``.
+    """
+    recs = energy_records(records)
+    fig, axes = new_figure(1, 1, panel_size=(max(4.5, 1.3 * len(recs) + 2), 3.6))
+    ax = axes[0, 0]
+    x = np.arange(len(recs))
+    init = [r["energy_init"] for r in recs]
+    final = [r["energy_final"] for r in recs]
+    ax.bar(x - 0.2, init, width=0.38, color=COLORS["network"], alpha=0.55,
+           label="at initialization")
+    ax.bar(x + 0.2, final, width=0.38, color=COLORS["network"], label="after training")
+    for xi, r in zip(x, recs, strict=True):
+        ax.annotate(f"acc {r['test_accuracy']:.2f}", (xi, max(r["energy_init"],
+                    r["energy_final"])), textcoords="offset points", xytext=(0, 3),
+                    ha="center", fontsize=8)
+    ax.set_xticks(x, [f"{r['model']}\n{r['dataset']} (k={r['k']})" for r in recs], fontsize=8)
+    ax.set_ylim(0, 1.12)
+    style_axes(ax, xlabel="", ylabel="energy on top-k eigenfunctions",
+               title="Energy concentration of the labels")
+    finish_legend(ax, loc="upper left")
+    return fig

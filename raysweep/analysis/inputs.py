@@ -1,0 +1,162 @@
+"""The optional inputs of the analysis on disk: ``<results>/analysis/`` of a sweep directory.
+
+Nothing in the sweep writes these yet; whichever later step computes them saves them here with
+the ``save_*`` functions, and the report picks them up. Each ``load_*`` returns ``None`` when
+its file is absent (the report then says what is missing) and raises ``ValueError`` for a file
+that is present but malformed.
+
+=============================  ==========================================================
+file                           content
+=============================  ==========================================================
+energy_concentration.json      ``{"format": "raysweep.energy/v1", "records": [...]}``,
+                               records as in :mod:`raysweep.analysis.energy`
+alignment.npz                  ``trained_indices``, ``alpha_<split>``, ``init_<split>``,
+                               as in :mod:`raysweep.analysis.alignment`
+nads.npz                       ``eigvals``, ``directions``, ``input_shape``
+                               (:mod:`raysweep.analysis.nads`)
+baseline.json                  ``{"format": "raysweep.baseline/v1", "dataset": "cifar2",
+                               "accuracy": {"<model>": 0.85, ...}}``: test accuracy of each
+                               model on the dataset's own binary task, drawn on the
+                               accuracy figure
+=============================  ==========================================================
+
+Files are written atomically (temporary name, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raysweep.analysis.alignment import AlignmentData
+from raysweep.analysis.checks import check_probability_map
+from raysweep.analysis.energy import energy_records
+from raysweep.analysis.nads import check_nads
+
+ANALYSIS_DIR = "analysis"
+ENERGY_FILE = "energy_concentration.json"
+ALIGNMENT_FILE = "alignment.npz"
+NADS_FILE = "nads.npz"
+BASELINE_FILE = "baseline.json"
+
+
+def analysis_dir(results_dir: str | os.PathLike) -> Path:
+    """``<results_dir>/analysis``."""
+    return Path(results_dir) / ANALYSIS_DIR
+
+
+def _write_atomic(path: Path, write) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _write_json(path: Path, payload: dict) -> Path:
+    data = (json.dumps(payload, indent=1, sort_keys=True) + "\n").encode()
+    return _write_atomic(path, lambda fh: fh.write(data))
+
+
+def _read_json(path: Path, fmt: str) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}).") from err
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise ValueError(f"{path}: expected a JSON object with \"format\": {fmt!r}, got "
+                         f"{str(payload)[:80]}.")
+    return payload
+
+
+def save_energy_records(results_dir: str | os.PathLike, records: Sequence[Mapping]) -> Path:
+    """Validate and write ``analysis/energy_concentration.json``."""
+    payload = {"format": "raysweep.energy/v1", "records": energy_records(records)}
+    return _write_json(analysis_dir(results_dir) / ENERGY_FILE, payload)
+
+
+def load_energy_records(results_dir: str | os.PathLike) -> list[dict[str, Any]] | None:
+    """The energy-concentration records, or ``None`` without the file."""
+    payload = _read_json(analysis_dir(results_dir) / ENERGY_FILE, "raysweep.energy/v1")
+    return None if payload is None else energy_records(payload.get("records"))
+
+
+def save_alignment(results_dir: str | os.PathLike, data: AlignmentData) -> Path:
+    """Write ``analysis/alignment.npz`` (the label goes in as ``label``)."""
+    if not isinstance(data, AlignmentData):
+        raise TypeError(f"data: expected AlignmentData, got {type(data).__name__}.")
+    arrays = dict(data.to_arrays(), label=np.array(data.label))
+    return _write_atomic(analysis_dir(results_dir) / ALIGNMENT_FILE,
+                         lambda fh: np.savez(fh, **arrays))
+
+
+def load_alignment(results_dir: str | os.PathLike) -> AlignmentData | None:
+    """The end-of-training alignment, or ``None`` without the file."""
+    path = analysis_dir(results_dir) / ALIGNMENT_FILE
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    label = str(arrays.pop("label", ""))
+    try:
+        return AlignmentData.from_arrays(arrays, label=label)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from err
+
+
+def save_nads(results_dir: str | os.PathLike, eigvals, directions, input_shape) -> Path:
+    """Validate and write ``analysis/nads.npz``."""
+    vals, dirs, shape = check_nads(eigvals, directions, input_shape)
+    arrays = {"eigvals": vals, "directions": dirs.reshape(vals.size, -1).astype(np.float32),
+              "input_shape": np.array(shape, dtype=np.int64)}
+    return _write_atomic(analysis_dir(results_dir) / NADS_FILE,
+                         lambda fh: np.savez(fh, **arrays))
+
+
+def load_nads(results_dir: str | os.PathLike) -> dict[str, np.ndarray] | None:
+    """``{"eigvals", "directions", "input_shape"}`` (keyword arguments of ``plot_nads``)."""
+    path = analysis_dir(results_dir) / NADS_FILE
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as npz:
+        missing = [k for k in ("eigvals", "directions", "input_shape") if k not in npz.files]
+        if missing:
+            raise ValueError(f"{path}: missing arrays {missing}; expected eigvals, directions, "
+                             "input_shape.")
+        out = {k: npz[k] for k in ("eigvals", "directions", "input_shape")}
+    out["input_shape"] = tuple(int(s) for s in out["input_shape"])
+    return out
+
+
+def save_baseline(results_dir: str | os.PathLike, dataset: str,
+                  accuracy: Mapping[str, float]) -> Path:
+    """Write ``analysis/baseline.json``: ``{model: accuracy}`` on the binary task ``dataset``."""
+    if not isinstance(dataset, str) or not dataset:
+        raise TypeError(f"dataset: expected a dataset name such as 'cifar2', got {dataset!r}.")
+    payload = {"format": "raysweep.baseline/v1", "dataset": dataset,
+               "accuracy": check_probability_map(accuracy, "accuracy")}
+    return _write_json(analysis_dir(results_dir) / BASELINE_FILE, payload)
+
+
+def load_baseline(results_dir: str | os.PathLike) -> tuple[str, dict[str, float]] | None:
+    """``(dataset, {model: accuracy})``, or ``None`` without the file."""
+    path = analysis_dir(results_dir) / BASELINE_FILE
+    payload = _read_json(path, "raysweep.baseline/v1")
+    if payload is None:
+        return None
+    try:
+        return str(payload["dataset"]), check_probability_map(payload["accuracy"], "accuracy")
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from err

@@ -1,0 +1,175 @@
+"""From the metrics table to plot-ready curves: final epoch per target, mean and spread over seeds.
+
+A *target* is one (trial, eigen-index); its *final* row is the row of its latest epoch
+(:func:`raysweep.store.latest_rows`). A *curve* (:class:`IndexSeries`) is one metric against the
+eigen-index for one (model, dataset, optimizer, network-or-linearized); at each index it
+aggregates the final rows of all replicates (seeds, or repeated sweeps) of that target:
+
+- ``mean``, ``low``, ``high``: the mean and a band over the *valid* replicates. ``band="std"``
+  gives mean ± standard deviation (ddof=1), ``band="ci95"`` the 95 % Student-t confidence
+  interval of the mean; with one valid replicate the band collapses onto the mean.
+- A value is *invalid* when it is not finite (a diverged target has NaN losses), when its target
+  diverged (status ``diverged``; it is never averaged in) or, for ``steps_to_threshold``, when it
+  is -1 (the loss threshold was not reached).
+- ``diverged``, ``unreached``, ``running``: the indices where at least one replicate diverged,
+  did not reach the threshold, or is not finished yet (its latest epoch is shown).
+
+Everything is plain numpy over the (small) table of final rows; nothing is read from disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+from scipy.special import stdtrit
+
+from raysweep.analysis.checks import check_choice
+from raysweep.store import latest_rows
+
+BANDS = ("std", "ci95")
+BAND_NAMES = {"std": "mean ± std", "ci95": "95 % CI of the mean"}
+CURVE_KEY = ("model", "dataset", "optimizer", "linearized")
+
+
+@dataclass(frozen=True)
+class IndexSeries:
+    """One metric against the eigen-index, aggregated over replicates (see the module doc)."""
+
+    model: str
+    dataset: str
+    optimizer: str
+    linearized: bool
+    metric: str
+    indices: np.ndarray  # (m,) sorted eigen-indices with at least one final row
+    mean: np.ndarray  # (m,) NaN where no replicate is valid
+    low: np.ndarray
+    high: np.ndarray
+    count: np.ndarray  # (m,) valid replicates
+    total: np.ndarray  # (m,) replicates (final rows)
+    diverged: np.ndarray  # indices where a replicate diverged
+    unreached: np.ndarray  # indices where a replicate did not reach the loss threshold
+    running: np.ndarray  # indices where a replicate is not finished
+
+    @property
+    def kind(self) -> str:
+        """``"linearized"`` or ``"network"``."""
+        return "linearized" if self.linearized else "network"
+
+    @property
+    def has_band(self) -> bool:
+        """True when some index has two or more valid replicates."""
+        return bool(np.any(self.count >= 2))
+
+
+def final_rows(table: pa.Table) -> list[dict]:
+    """The final row of every target, as dicts (see :func:`raysweep.store.latest_rows`)."""
+    return latest_rows(table).to_pylist()
+
+
+def _valid(row: dict, metric: str) -> bool:
+    value = row[metric]
+    if row["status"] == "diverged" or value is None or not np.isfinite(value):
+        return False
+    return not (metric == "steps_to_threshold" and value < 0)
+
+
+def _band(values: np.ndarray, band: str) -> tuple[float, float, float]:
+    mean = float(np.mean(values))
+    if values.size < 2:
+        return mean, mean, mean
+    std = float(np.std(values, ddof=1))
+    if band == "std":
+        return mean, mean - std, mean + std
+    half = float(stdtrit(values.size - 1, 0.975)) * std / np.sqrt(values.size)
+    return mean, mean - half, mean + half
+
+
+def index_series(table: pa.Table, metric: str, *, band: str = "std") -> list[IndexSeries]:
+    """One :class:`IndexSeries` of ``metric`` per (model, dataset, optimizer, linearized).
+
+    Args:
+      table: a metrics table (:func:`raysweep.store.read_metrics`), any number of epochs.
+      metric: a numeric column, e.g. ``"test_accuracy"`` or ``"steps_to_threshold"``.
+      band: ``"std"`` (mean ± std over replicates) or ``"ci95"`` (95 % CI of the mean).
+
+    Returns:
+      Curves sorted by (model, dataset, optimizer, linearized); network before linearized.
+    """
+    check_choice(band, "band", BANDS)
+    check_choice(metric, "metric", [n for n in table.column_names if n not in ("status",)])
+    groups: dict[tuple, dict[int, list[dict]]] = {}
+    for row in final_rows(table):
+        key = tuple(row[c] for c in CURVE_KEY)
+        groups.setdefault(key, {}).setdefault(int(row["eigen_index"]), []).append(row)
+    out = []
+    for key in sorted(groups):
+        by_index = groups[key]
+        indices = np.array(sorted(by_index), dtype=np.int64)
+        mean, low, high = (np.full(indices.size, np.nan) for _ in range(3))
+        count = np.zeros(indices.size, dtype=np.int64)
+        total = np.zeros(indices.size, dtype=np.int64)
+        diverged, unreached, running = [], [], []
+        for i, j in enumerate(indices):
+            rows = by_index[int(j)]
+            vals = np.array([r[metric] for r in rows if _valid(r, metric)], dtype=np.float64)
+            total[i], count[i] = len(rows), vals.size
+            if vals.size:
+                mean[i], low[i], high[i] = _band(vals, band)
+            statuses = {r["status"] for r in rows}
+            if "diverged" in statuses:
+                diverged.append(j)
+            if statuses & {"running", "error"}:
+                running.append(j)
+            if metric == "steps_to_threshold" and any(
+                r[metric] < 0 and r["status"] != "diverged" for r in rows
+            ):
+                unreached.append(j)
+        out.append(
+            IndexSeries(
+                *key, metric=metric, indices=indices, mean=mean, low=low, high=high,
+                count=count, total=total, diverged=np.array(diverged, dtype=np.int64),
+                unreached=np.array(unreached, dtype=np.int64),
+                running=np.array(running, dtype=np.int64),
+            )
+        )
+    return out
+
+
+def moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    """Centered moving average over consecutive points, ignoring NaN (window 1: unchanged).
+
+    The window counts points, not index units: with indices 0, 1, 2, 4, 8, ... it averages
+    neighbours in that list. Ends use the points available (a shorter window).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if window <= 1 or values.size == 0:
+        return values.copy()
+    half_lo, half_hi = (window - 1) // 2, window // 2
+    out = np.full(values.size, np.nan)
+    for i in range(values.size):
+        chunk = values[max(0, i - half_lo) : i + half_hi + 1]
+        chunk = chunk[np.isfinite(chunk)]
+        if chunk.size:
+            out[i] = chunk.mean()
+    return out
+
+
+def panels(table: pa.Table, optimizer: str | None) -> tuple[list[str], list[tuple[str, str]]]:
+    """The panel grid of a sweep: optimizers (rows) and (model, dataset) pairs (columns).
+
+    ``optimizer`` keeps only that optimizer (it must be in the table).
+    """
+    optimizers = sorted(set(table.column("optimizer").to_pylist()))
+    if optimizer is not None:
+        check_choice(optimizer, "optimizer", optimizers)
+        optimizers = [optimizer]
+    pairs = sorted(set(zip(table.column("model").to_pylist(), table.column("dataset").to_pylist(),
+                           strict=True)))
+    return optimizers, pairs
+
+
+def select(curves: list[IndexSeries], optimizer: str, pair: tuple[str, str]) -> list[IndexSeries]:
+    """The curves of one panel (network first)."""
+    return [c for c in curves if c.optimizer == optimizer and (c.model, c.dataset) == pair]

@@ -1,0 +1,113 @@
+"""How hard each target was to fit, network vs linearized (paper Figs 4-5).
+
+:func:`plot_training_metrics` draws, against the eigen-index j, at the final epoch of every
+target:
+
+- ``steps_to_threshold``: optimizer steps until the training loss first fell below the
+  threshold (``train.loss_threshold``, the paper's 0.01), on a log y-axis. ``-1`` in the store
+  means *not reached*: that replicate is left out of the mean and the index gets a hollow ``^``
+  at the top of the panel ("not reached"); an index where no replicate reached it has no
+  point on the line.
+- ``l2_distance``: ‖θ_T − θ₀‖₂, how far the parameters moved.
+- ``cosine_distance``: 1 − cos(θ_T, θ₀).
+
+Layout: one row per metric; one column per (optimizer, (model, dataset)) pair, optimizers
+outermost (only that optimizer's columns when ``optimizer`` is given). With a single such
+pair the grid is transposed: one row, one column per metric. Diverged targets (NaN losses)
+are ``x`` markers at the bottom and never averaged in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+from matplotlib.figure import Figure
+
+from raysweep.analysis.checks import check_choice, check_table, check_window
+from raysweep.analysis.series import BAND_NAMES, index_series, panels, select
+from raysweep.analysis.style import (
+    draw_curve,
+    figure_legend,
+    new_figure,
+    panel_title,
+    plain_log_ticks,
+    style_axes,
+)
+
+TRAINING_METRICS = ("steps_to_threshold", "l2_distance", "cosine_distance")
+"""The metrics of :func:`plot_training_metrics`, in its default column order."""
+
+_LOG_METRICS = ("steps_to_threshold",)
+
+
+def metric_label(metric: str, threshold: float | None = None) -> str:
+    """The y-axis label of a training metric."""
+    if metric == "steps_to_threshold":
+        return f"steps to train loss < {threshold:g}" if threshold else "steps to loss threshold"
+    return {
+        "l2_distance": r"$\|\theta_T - \theta_0\|_2$",
+        "cosine_distance": r"cosine distance($\theta_T$, $\theta_0$)",
+    }[metric]
+
+
+def plot_training_metrics(
+    table: pa.Table,
+    *,
+    optimizer: str | None = None,
+    metrics: Sequence[str] = TRAINING_METRICS,
+    threshold: float | None = None,
+    smooth: int | None = None,
+    band: str = "std",
+) -> Figure:
+    """Steps to the loss threshold and parameter distances vs eigen-index (see module doc).
+
+    Args:
+      table: metrics table (:func:`raysweep.store.read_metrics`).
+      optimizer: only this optimizer's columns; ``None``: every optimizer of the table.
+      metrics: a non-empty subset of :data:`TRAINING_METRICS`, in column order.
+      threshold: the loss threshold, for the label only (the store records the step, not the
+        threshold; the report passes ``train.loss_threshold``).
+      smooth, band: as in :func:`raysweep.analysis.plot_accuracy_vs_index`.
+
+    Returns:
+      A Figure with ``len(metrics) x (len(optimizers) * len(pairs))`` axes (``1 x
+      len(metrics)`` for a single optimizer and pair).
+    """
+    table = check_table(table, "plot_training_metrics")
+    smooth = check_window(smooth)
+    if isinstance(metrics, str) or not metrics:
+        raise TypeError(
+            f"metrics: expected a non-empty sequence of names among {TRAINING_METRICS}, "
+            f"got {metrics!r}."
+        )
+    for m in metrics:
+        check_choice(m, "metrics[...]", TRAINING_METRICS)
+    optimizers, pairs = panels(table, optimizer)
+    curves = {m: index_series(table, m, band=band) for m in metrics}
+    columns = [(opt, pair) for opt in optimizers for pair in pairs]
+    if len(columns) == 1:
+        fig, axes = new_figure(1, len(metrics), panel_size=(3.4, 2.7))
+        axes = axes.T  # axes[metric, column]
+    else:
+        fig, axes = new_figure(len(metrics), len(columns), panel_size=(3.4, 2.7))
+    for r, metric in enumerate(metrics):
+        for c, (opt, pair) in enumerate(columns):
+            ax = axes[r, c]
+            shown = select(curves[metric], opt, pair)
+            for curve in shown:
+                draw_curve(ax, curve, smooth=smooth)
+            if metric in _LOG_METRICS:
+                ax.set_yscale("log")
+                plain_log_ticks(ax.yaxis)
+                if not any((curve.mean > 0).any() for curve in shown):
+                    ax.set_ylim(1, 10)  # nothing reached: an empty but valid log axis
+            style_axes(ax, xlabel="eigenfunction index j",
+                       ylabel=metric_label(metric, threshold), title=panel_title(*pair, opt),
+                       index_axis=True)
+    title = r"Training on sign($\phi_j$): steps to the loss threshold and distance from $\theta_0$"
+    if any(c.has_band for curves_m in curves.values() for c in curves_m):
+        title += f"\nshaded: {BAND_NAMES[band]} over seeds"
+    fig.suptitle(title, fontsize=11)
+    figure_legend(fig)
+    return fig

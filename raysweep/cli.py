@@ -1,0 +1,122 @@
+"""The ``raysweep`` command (``[project.scripts] raysweep = "raysweep.cli:main"``).
+
+Subcommands (one function each; add more with :func:`add_command`)::
+
+    raysweep status SWEEP_DIR        trials by state and their latest metrics, while a sweep runs
+    raysweep report RESULTS_DIR      figures (PNG, PDF) and one self-contained HTML page
+
+``status`` reads the metrics store (latest row of every target; a trial's state is ``error``
+if any target errored, else ``running`` if any still trains, else ``diverged`` if any
+diverged, else ``finished``), the plan (how many trials to expect) and, when present, Tune's
+experiment state (``PENDING``/``RUNNING``/``TERMINATED``/``ERROR`` and failure counts).
+It only reads files, so it is safe to run at any time, from any machine that sees the folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def add_command(subparsers, name: str, run: Callable[[argparse.Namespace], int], **kwargs):
+    """Register subcommand ``name``; ``run(args) -> exit code``. Returns its parser."""
+    parser = subparsers.add_parser(name, **kwargs)
+    parser.set_defaults(command_fn=run)
+    COMMANDS[name] = run
+    return parser
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from raysweep.store import format_trial_states, read_metrics, trial_states
+    from raysweep.sweep import read_plan, tune_trial_states
+
+    sweep_dir = Path(args.sweep_dir)
+    if not sweep_dir.is_dir():
+        print(f"error: {sweep_dir} is not a directory; pass the sweep folder (the one with "
+              "metrics/ and sweep_plan.json, e.g. results/eigen_sweep).", file=sys.stderr)
+        return 2
+    plan = read_plan(sweep_dir)
+    states = trial_states(read_metrics(sweep_dir))
+    if plan is not None:
+        targets = sum(len(p) for p in plan["packs"]) * len(plan["optimizers"]) * len(
+            plan["linearized"]) * len(plan["artifacts"])
+        print(f"sweep {plan['sweep_id']!r} in {sweep_dir.resolve()}: {len(plan['trials'])} "
+              f"trials, {targets} targets, {plan['train']['epochs']} epochs each")
+    else:
+        print(f"{sweep_dir.resolve()}: no sweep_plan.json (not started by run_sweep?)")
+    expected = len(plan["trials"]) if plan is not None else None
+    text = format_trial_states(states, expected=expected)
+    tune = None if args.no_tune else tune_trial_states(sweep_dir)
+    if tune:
+        by_id = {t["trial_id"]: t for t in tune}
+        lines = text.splitlines()
+        if len(lines) > 1:
+            lines[1] += f" {'tune':>11} {'fails':>5}"
+            for i, state in enumerate(states, start=2):
+                t = by_id.get(state.trial_id)
+                lines[i] += f" {t['status']:>11} {t['num_failures']:>5}" if t else f" {'-':>11}"
+        text = "\n".join(lines)
+        counts = Counter(t["status"] for t in tune)
+        text += "\ntune: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        waiting = sorted(t["trial_id"] for t in tune
+                         if t["trial_id"] not in {s.trial_id for s in states})
+        if waiting:
+            text += f"\n  no rows yet: {', '.join(waiting[:8])}" + (" ..." if len(waiting) > 8
+                                                                    else "")
+    print(text)
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from raysweep.report import build_report
+
+    try:
+        page = build_report(args.results_dir, args.out)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(page)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="raysweep",
+        description="Network-vs-linearization sweeps on NTK eigenfunctions (see README).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    status = add_command(sub, "status", run_status,
+                         help="trials by state and their latest metrics",
+                         description="Trials by state (from the metrics store and Tune's "
+                         "experiment state) and the latest metrics of every trial.")
+    status.add_argument("sweep_dir", metavar="SWEEP_DIR",
+                        help="the sweep folder, e.g. results/eigen_sweep")
+    status.add_argument("--no-tune", action="store_true",
+                        help="skip reading Tune's experiment state")
+    report = add_command(sub, "report", run_report,
+                         help="figures and an HTML page of a sweep's results",
+                         description="Write the figures (PNG and PDF) and one self-contained "
+                         "HTML page (images embedded; opens from disk) of a results folder; "
+                         "missing pieces are named on the page. Prints the page's path.")
+    report.add_argument("results_dir", metavar="RESULTS_DIR",
+                        help="the results folder, e.g. results/eigen_sweep")
+    report.add_argument("--out", help="output folder (default: RESULTS_DIR/report)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "command_fn", None) is None:
+        parser.print_help()
+        return 2
+    return args.command_fn(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

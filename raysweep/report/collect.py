@@ -1,0 +1,172 @@
+"""Everything a report shows, read from one results directory, with what is missing noted.
+
+A results directory (``sweeps/eigen_sweep.py``) may hold::
+
+    config.json          the resolved Config (raw JSON is shown; not re-validated)
+    sweep_plan.json      the grid of trials (raysweep.sweep.plan)
+    eigenfunctions/      the eigenfunction artifact (raysweep.eigenfunctions)
+    metrics/*.parquet    the metrics store (raysweep.store.read_metrics)
+    analysis/            optional inputs (raysweep.analysis.inputs)
+
+:func:`collect` reads what is there and never raises for a missing or broken piece: a missing
+one leaves its field ``None`` (the page says what to run), a broken one adds a line to
+``problems``. Only the artifact's small files are read (eigenvalues, residuals, binarization,
+``meta.json``, ``dataset.json``, ``config.json``), so neither JAX nor the model is loaded.
+Artifacts are looked up at ``<results>/eigenfunctions`` and at the paths of the plan.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from raysweep.analysis import (
+    AlignmentData,
+    load_alignment,
+    load_baseline,
+    load_energy_records,
+    load_nads,
+)
+from raysweep.store import CONFIG_FILE, read_metrics
+
+PLAN_FILE = "sweep_plan.json"  # raysweep.sweep.plan.PLAN_FILE (not imported: it imports Ray)
+ARTIFACT_DIR = "eigenfunctions"
+_ARTIFACT_ARRAYS = ("eigvals", "residuals", "binarization")
+
+
+@dataclass(frozen=True)
+class ArtifactSummary:
+    """The small part of an eigenfunction artifact that the report shows."""
+
+    key: str  # "<model>-<dataset>"
+    path: Path
+    eigvals: np.ndarray
+    residuals: np.ndarray
+    binarization: np.ndarray
+    meta: dict[str, Any]
+    dataset: dict[str, Any]  # name, sizes, input shape (no index lists)
+
+
+@dataclass
+class ReportInputs:
+    """What :func:`collect` found; ``None`` fields are absent."""
+
+    results_dir: Path
+    config: dict[str, Any] | None = None
+    plan: dict[str, Any] | None = None
+    metrics: pa.Table | None = None  # None: no part file yet
+    artifacts: list[ArtifactSummary] = field(default_factory=list)
+    energy: list[dict[str, Any]] | None = None
+    alignment: AlignmentData | None = None
+    nads: dict[str, Any] | None = None
+    baseline: tuple[str, dict[str, float]] | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def sweep_name(self) -> str:
+        """The sweep's name: plan id, else ``sweep.name`` of the config, else the folder name."""
+        if self.plan and self.plan.get("sweep_id"):
+            return str(self.plan["sweep_id"])
+        sweep = (self.config or {}).get("sweep")
+        if isinstance(sweep, dict) and sweep.get("name"):
+            return str(sweep["name"])
+        return self.results_dir.name
+
+    def config_value(self, section: str, key: str, default: Any = None) -> Any:
+        """``config[section][key]`` or ``default``."""
+        part = (self.config or {}).get(section)
+        return part.get(key, default) if isinstance(part, dict) else default
+
+
+def _read_json(path: Path, problems: list[str]) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        problems.append(f"{path.name} could not be read ({err}).")
+        return None
+    if not isinstance(data, dict):
+        problems.append(f"{path.name} is not a JSON object.")
+        return None
+    return data
+
+
+def read_artifact_summary(path: Path, key: str | None = None) -> ArtifactSummary:
+    """The report's view of the artifact at ``path``.
+
+    Raises:
+      FileNotFoundError: a file is missing. ValueError: a file is malformed.
+    """
+    names = [f"{a}.npy" for a in _ARTIFACT_ARRAYS] + ["meta.json", "dataset.json"]
+    missing = [n for n in names if not (path / n).exists()]
+    if missing:
+        raise FileNotFoundError(f"{path} is not a complete artifact: missing {', '.join(missing)}")
+    arrays = {a: np.load(path / f"{a}.npy", allow_pickle=False) for a in _ARTIFACT_ARRAYS}
+    meta = json.loads((path / "meta.json").read_text())
+    manifest = json.loads((path / "dataset.json").read_text())
+    if key is None:
+        cfg = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() \
+            else {}
+        model = cfg.get("model", {}).get("name", "?")
+        key = f"{model}-{manifest.get('name', cfg.get('data', {}).get('name', '?'))}"
+    dataset = {k: v for k, v in manifest.items() if not isinstance(v, list) or len(v) <= 8}
+    return ArtifactSummary(key=key, path=path, meta=meta, dataset=dataset, **arrays)
+
+
+def _artifact_paths(results_dir: Path, plan: dict | None) -> list[tuple[Path, str | None]]:
+    found: list[tuple[Path, str | None]] = []
+    for spec in (plan or {}).get("artifacts", []) or []:
+        if isinstance(spec, dict) and spec.get("path"):
+            found.append((Path(spec["path"]), spec.get("key")))
+    own = results_dir / ARTIFACT_DIR
+    if own.exists() and all(p.resolve() != own.resolve() for p, _ in found):
+        found.insert(0, (own, None))
+    return found
+
+
+def _guard(problems: list[str], what: str, load, *args):
+    try:
+        return load(*args)
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        problems.append(f"{what} could not be read: {err}")
+        return None
+
+
+def collect(results_dir: str | os.PathLike) -> ReportInputs:
+    """Read a results directory (see the module doc).
+
+    Raises:
+      FileNotFoundError: ``results_dir`` does not exist or is not a directory.
+    """
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise FileNotFoundError(
+            f"results directory {results_dir} does not exist (or is not a folder); pass the "
+            "folder printed by the main job, e.g. results/eigen_sweep."
+        )
+    found = ReportInputs(results_dir=results_dir.resolve())
+    problems = found.problems
+    found.config = _read_json(results_dir / CONFIG_FILE, problems)
+    found.plan = _read_json(results_dir / PLAN_FILE, problems)
+    table = _guard(problems, "the metrics store (metrics/*.parquet)", read_metrics, results_dir)
+    found.metrics = table if table is not None and table.num_rows else None
+    for path, key in _artifact_paths(results_dir, found.plan):
+        if not path.exists():
+            problems.append(f"the plan names the artifact {path}, which does not exist.")
+            continue
+        summary = _guard(problems, f"the artifact {path}", read_artifact_summary, path, key)
+        if summary is not None:
+            found.artifacts.append(summary)
+    found.energy = _guard(problems, "analysis/energy_concentration.json", load_energy_records,
+                          results_dir)
+    found.alignment = _guard(problems, "analysis/alignment.npz", load_alignment, results_dir)
+    found.nads = _guard(problems, "analysis/nads.npz", load_nads, results_dir)
+    found.baseline = _guard(problems, "analysis/baseline.json", load_baseline, results_dir)
+    return found

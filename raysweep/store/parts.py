@@ -1,0 +1,184 @@
+"""Part files on disk: one Parquet file per trial, written atomically, read as one table.
+
+Layout of a sweep directory (``sweep_dir``)::
+
+    config.json                    the resolved Config of the sweep (save_sweep_config)
+    metrics/<trial_id>.parquet     all rows of one trial so far (METRICS_SCHEMA)
+    metrics/.<trial_id>.*.tmp      a part being written (at most one per writer; ignored)
+
+Writing (:func:`write_trial_rows`) always rewrites the *whole* part of a trial: the rows go to
+a temporary file in the same folder, which is flushed to disk and then renamed over the part
+with ``os.replace`` (atomic on POSIX). A reader therefore sees either the previous complete
+part or the new one, never a torn file; a crash while writing leaves the previous part intact;
+and a retried or resumed trial, which has the same deterministic trial id, replaces its part
+instead of adding rows to the sweep.
+
+Reading (:func:`read_metrics`) concatenates every ``*.parquet`` part (temporary files are
+skipped) into one ``pyarrow.Table`` sorted by (trial_id, eigen_index, epoch); with nothing
+written yet it is an empty table with the schema. ``table.to_pandas()`` works when pandas is
+installed; nothing here needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raysweep.config import Config, load_config, save_config
+from raysweep.store.schema import (
+    KEY_COLUMNS,
+    METRICS_SCHEMA,
+    check_schema,
+    check_trial_id,
+    empty_table,
+    rows_to_table,
+)
+
+METRICS_DIR = "metrics"
+PART_SUFFIX = ".parquet"
+CONFIG_FILE = "config.json"
+
+
+def metrics_dir(sweep_dir: str | os.PathLike) -> Path:
+    """``<sweep_dir>/metrics``, where the part files live."""
+    return Path(sweep_dir) / METRICS_DIR
+
+
+def part_path(sweep_dir: str | os.PathLike, trial_id: str) -> Path:
+    """The part file of ``trial_id``: ``<sweep_dir>/metrics/<trial_id>.parquet``."""
+    return metrics_dir(sweep_dir) / f"{check_trial_id(trial_id)}{PART_SUFFIX}"
+
+
+def list_parts(sweep_dir: str | os.PathLike) -> list[Path]:
+    """The complete part files of a sweep, sorted by name (temporary files excluded)."""
+    folder = metrics_dir(sweep_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p for p in folder.iterdir()
+        if p.name.endswith(PART_SUFFIX) and not p.name.startswith((".", "_")) and p.is_file()
+    )
+
+
+def write_trial_rows(
+    sweep_dir: str | os.PathLike,
+    trial_id: str,
+    rows: Sequence[Mapping[str, Any]],
+) -> Path:
+    """Replace the part file of ``trial_id`` with ``rows``, atomically.
+
+    Args:
+      sweep_dir: the sweep directory (``metrics/`` is created if needed).
+      trial_id: the deterministic id of the trial; every row must carry it.
+      rows: all rows of the trial so far, as dicts with exactly the columns of
+        :data:`~raysweep.store.METRICS_SCHEMA` (validated before anything is written).
+
+    Returns:
+      The path of the part file.
+
+    Raises:
+      ValueError / TypeError: a bad row (nothing is written, the previous part is kept).
+    """
+    return write_trial_table(sweep_dir, trial_id, rows_to_table(rows))
+
+
+def write_trial_table(sweep_dir: str | os.PathLike, trial_id: str, table: pa.Table) -> Path:
+    """:func:`write_trial_rows` for rows already in a table of the schema.
+
+    A trial that appends one epoch at a time validates only the new rows
+    (:func:`~raysweep.store.rows_to_table`) and rewrites the concatenation through this.
+    The schema, the trial id and the uniqueness of (eigen_index, epoch) are checked again.
+    """
+    path = part_path(sweep_dir, trial_id)
+    if not isinstance(table, pa.Table):
+        raise TypeError(f"table must be a pyarrow.Table, got {type(table).__name__}.")
+    table = check_schema(table, f"the rows of trial {trial_id!r}")
+    others = sorted({t for t in table.column("trial_id").to_pylist() if t != trial_id})
+    if others:
+        raise ValueError(
+            f"rows for part {trial_id!r} carry other trial ids {others}; each trial writes only "
+            "its own rows."
+        )
+    keys = table.group_by(list(KEY_COLUMNS)).aggregate([([], "count_all")])
+    if keys.num_rows != table.num_rows:
+        raise ValueError(
+            f"the rows of trial {trial_id!r} repeat {table.num_rows - keys.num_rows} "
+            "(eigen_index, epoch) keys; rewrite each target's epoch once."
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_part(path: str | os.PathLike) -> pa.Table:
+    """One part file, checked against the schema (read through one open file handle)."""
+    path = Path(path)
+    with open(path, "rb") as fh:  # one handle: a concurrent os.replace cannot tear the read
+        table = pq.read_table(fh)
+    return check_schema(table.replace_schema_metadata(None), str(path))
+
+
+def read_trial_rows(sweep_dir: str | os.PathLike, trial_id: str) -> pa.Table:
+    """The rows of one trial (empty table if it has written nothing yet)."""
+    path = part_path(sweep_dir, trial_id)
+    return read_part(path) if path.exists() else empty_table()
+
+
+def read_metrics(sweep_dir: str | os.PathLike) -> pa.Table:
+    """All rows of a sweep as one ``pyarrow.Table`` with :data:`METRICS_SCHEMA`.
+
+    Rows are sorted by (trial_id, eigen_index, epoch). A sweep with no part yet gives an empty
+    table with the schema. Safe to call while trials are writing.
+
+    Raises:
+      FileNotFoundError: ``sweep_dir`` does not exist.
+      ValueError: a part does not have the schema, or a (trial_id, eigen_index, epoch) key
+        appears in two parts (two files written under different names for one trial).
+    """
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(
+            f"{sweep_dir} is not a sweep directory (expected a folder with metrics/ inside); "
+            "pass the folder given to run_sweep / printed by the main job."
+        )
+    parts = [read_part(p) for p in list_parts(sweep_dir)]
+    if not parts:
+        return empty_table()
+    table = pa.concat_tables(parts).cast(METRICS_SCHEMA)
+    table = table.sort_by([(c, "ascending") for c in KEY_COLUMNS])
+    keys = table.group_by(list(KEY_COLUMNS)).aggregate([([], "count_all")])
+    if keys.num_rows != table.num_rows:
+        raise ValueError(
+            f"{metrics_dir(sweep_dir)} holds {table.num_rows - keys.num_rows} duplicated "
+            "(trial_id, eigen_index, epoch) rows across part files; a part was copied or "
+            "renamed by hand. Remove the stray file."
+        )
+    return table
+
+
+def save_sweep_config(config: Config, sweep_dir: str | os.PathLike) -> Path:
+    """Write the resolved :class:`~raysweep.config.Config` to ``<sweep_dir>/config.json``."""
+    return save_config(config, Path(sweep_dir) / CONFIG_FILE)
+
+
+def load_sweep_config(sweep_dir: str | os.PathLike) -> Config:
+    """The :class:`~raysweep.config.Config` saved with the sweep."""
+    path = Path(sweep_dir) / CONFIG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; the sweep has not started there.")
+    return load_config(path)

@@ -1,0 +1,255 @@
+"""The Tune trainable: one pack of eigenfunction targets, trained and written to the store.
+
+What a trial receives:
+
+- its *config* (small, from the grid of :mod:`raysweep.sweep.tuner`): ``sweep_id``,
+  ``store_dir`` (absolute), ``compile_cache`` (absolute folder or None), ``train``
+  (TrainConfig fields), ``seed``, ``artifact`` (key, path, model, dataset), ``pack``
+  (``{"id": p, "eigen_indices": [...]}``), ``optimizer``, ``linearized``;
+- ``payloads`` (through ``tune.with_parameters``, put in the object store once): for each
+  artifact key an ``ObjectRef`` of :func:`build_payload`'s dict, the large arrays (images,
+  the eigenvectors of the sweep's indices, the initial variables). A trial fetches only its
+  own artifact's payload.
+
+What it does (:func:`train_eigen_pack`): labels ``sign(φ_j)`` for its pack, one
+:func:`raysweep.training.train_pack_model` call, and after every epoch (a) rewrites its part
+file ``<store_dir>/metrics/<trial_id>.parquet`` with all rows so far (atomic; a crash keeps the
+completed epochs) and (b) ``ray.tune.report``\\ s the pack means plus per-target values
+(``test_accuracy_j<j>``, ``train_loss_j<j>``). A trial whose part is already complete (same
+indices, final epoch or diverged for every target) only reports its last result: a restored or
+retried sweep does not train it again. If training raises, the latest row of each unfinished
+target is re-marked ``error`` before the exception goes to Tune (which retries up to
+``sweep.max_retries`` times; a retry rewrites the part from epoch 1).
+
+Compilation: with ``compile_cache`` set, JAX's persistent compilation cache is enabled in the
+trial's process (unless it already has one), so a retried, restored or newly started actor
+loads the packed program instead of compiling it again (XLA compilation is most of a short
+trial's time).
+
+Stale writers: each attempt writes a fresh token to ``metrics/.<trial_id>.attempt`` and
+checks it before every write. An attempt orphaned by a killed driver (its actor may outlive the
+driver for a moment on a shared cluster) therefore stops instead of overwriting the part of
+the attempt that replaced it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from raysweep.config import TrainConfig
+from raysweep.eigen import eigen_labels
+from raysweep.store import (
+    METRIC_COLUMNS,
+    metrics_dir,
+    read_trial_rows,
+    rows_to_table,
+    write_trial_table,
+)
+from raysweep.sweep.plan import SweepPlan, trial_id_from_config
+
+
+def build_payload(artifact, plan: SweepPlan) -> dict[str, Any]:
+    """The arrays trials of one artifact need, checked against the artifact's manifest.
+
+    Only the eigenvectors of the sweep's indices travel (rows of ``eigvecs``, in
+    ``eigen_indices`` order), not all k of them.
+    """
+    dataset = artifact.dataset()  # raises ValueError if the data differ from the manifest
+    indices = [j for pack in plan.packs for j in pack]
+    return {
+        "x_train": np.ascontiguousarray(dataset.x_train, dtype=np.float32),
+        "x_test": np.ascontiguousarray(dataset.x_test, dtype=np.float32),
+        "eigen_indices": np.asarray(indices, dtype=np.int64),
+        "eigvecs": np.ascontiguousarray(artifact.eigvecs[indices], dtype=np.float32),
+        "num_train": int(artifact.num_train),
+        "variables": artifact.variables,
+        "model": artifact.config.model.name,
+        "activation": artifact.config.model.activation,
+    }
+
+
+def pack_labels(payload: dict[str, Any], indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(T, n_train)`` and ``(T, n_test)`` ±1 float32 labels ``sign(φ_j)`` of a pack."""
+    row_of = {int(j): r for r, j in enumerate(payload["eigen_indices"])}
+    missing = [j for j in indices if j not in row_of]
+    if missing:
+        raise ValueError(
+            f"eigen-indices {missing} are not in this sweep's payload "
+            f"({sorted(row_of)}); the trial config and the payload come from different plans."
+        )
+    y = np.stack([eigen_labels(payload["eigvecs"], row_of[j]) for j in indices])
+    n_train = payload["num_train"]
+    return y[:, :n_train], y[:, n_train:]
+
+
+def is_complete(table: pa.Table, indices: list[int], epochs: int) -> bool:
+    """Whether a part holds the final row (last epoch, or diverged) of every index."""
+    final = {}
+    for row in table.select(["eigen_index", "epoch", "status"]).to_pylist():
+        if row["status"] == "diverged" or (
+            row["status"] == "finished" and row["epoch"] == epochs
+        ):
+            final[row["eigen_index"]] = True
+    return all(final.get(j, False) for j in indices)
+
+
+def epoch_report(latest: list[dict], indices: list[int]) -> dict[str, Any]:
+    """What a trial reports to Tune after an epoch: pack means and per-target values."""
+    alive = [r for r in latest if r["status"] != "diverged"] or latest
+    mean = {
+        f"mean_{k}": float(np.mean([r[k] for r in alive]))
+        for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+    }
+    statuses = [r["status"] for r in latest]
+    out: dict[str, Any] = {
+        "epoch": max(int(r["epoch"]) for r in latest),
+        "step": max(int(r["step"]) for r in latest),
+        **mean,
+        "targets_running": statuses.count("running"),
+        "targets_finished": statuses.count("finished"),
+        "targets_diverged": statuses.count("diverged"),
+    }
+    for j, r in zip(indices, latest, strict=True):
+        out[f"test_accuracy_j{j}"] = float(r["test_accuracy"])
+        out[f"train_loss_j{j}"] = float(r["train_loss"])
+    return out
+
+
+def _identity(config: dict[str, Any], tid: str) -> dict[str, Any]:
+    return {
+        "sweep_id": config["sweep_id"],
+        "trial_id": tid,
+        "model": config["artifact"]["model"],
+        "dataset": config["artifact"]["dataset"],
+        "optimizer": config["optimizer"],
+        "linearized": bool(config["linearized"]),
+        "seed": int(config["seed"]),
+    }
+
+
+def _last_rows(table: pa.Table, indices: list[int]) -> list[dict]:
+    rows = table.to_pylist()
+    return [max((r for r in rows if r["eigen_index"] == j), key=lambda r: r["epoch"])
+            for j in indices]
+
+
+def claim_attempt(store_dir: str, tid: str) -> str:
+    """Make this process the owner of ``tid``'s part; returns its token."""
+    path = _attempt_path(store_dir, tid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = f"{os.getpid()}-{uuid.uuid4().hex}"
+    tmp = path.with_name(f"{path.name}.{token}.tmp")
+    tmp.write_text(token)
+    os.replace(tmp, path)
+    return token
+
+
+def check_attempt(store_dir: str, tid: str, token: str) -> None:
+    """Raise ``RuntimeError`` if a newer attempt of ``tid`` has claimed its part."""
+    try:
+        owner = _attempt_path(store_dir, tid).read_text()
+    except FileNotFoundError:
+        owner = token
+    if owner != token:
+        raise RuntimeError(
+            f"trial {tid}: a newer attempt ({owner}) owns its part file now; this stale "
+            f"attempt ({token}) stops without writing."
+        )
+
+
+def _attempt_path(store_dir: str, tid: str) -> Path:
+    return metrics_dir(store_dir) / f".{tid}.attempt"
+
+
+def enable_compile_cache(path: str | None) -> None:
+    """Use JAX's persistent compilation cache at ``path`` in this process (if none is set)."""
+    import jax
+
+    if not path or jax.config.jax_compilation_cache_dir:
+        return
+    Path(path).mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def train_eigen_pack(config: dict[str, Any], payloads: dict[str, Any]) -> None:
+    """Tune function trainable (module level, so Tune can pickle and restore it)."""
+    import ray
+    from ray import tune
+
+    from raysweep.models import get_model
+    from raysweep.training import train_pack_model
+
+    start = time.perf_counter()
+    # Fractional GPUs: several trials share a device, so JAX must not grab 75% of it each.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    art, pack = config["artifact"], config["pack"]
+    indices = [int(j) for j in pack["eigen_indices"]]
+    tid = trial_id_from_config(config)
+    store_dir = config["store_dir"]
+    train = TrainConfig(**{**config["train"], "optimizer": config["optimizer"]})
+
+    done = read_trial_rows(store_dir, tid)
+    if is_complete(done, indices, train.epochs):
+        tune.report({**epoch_report(_last_rows(done, indices), indices), "skipped": 1})
+        return
+
+    token = claim_attempt(store_dir, tid)
+    enable_compile_cache(config.get("compile_cache"))
+    payload = ray.get(payloads[art["key"]])
+    y_train, y_test = pack_labels(payload, indices)
+    module = get_model(payload["model"], activation=payload["activation"])
+    identity = _identity(config, tid)
+    rows: list[dict[str, Any]] = []
+    tables: list[pa.Table] = []
+    seen: set[tuple[int, int]] = set()
+
+    def on_epoch(latest: list[dict]) -> None:
+        now = time.perf_counter() - start
+        new = []
+        for j, row in zip(indices, latest, strict=True):
+            if (j, int(row["epoch"])) in seen:  # a diverged target repeats its final row
+                continue
+            seen.add((j, int(row["epoch"])))
+            new.append({**identity, "eigen_index": j,
+                        **{k: row[k] for k in METRIC_COLUMNS}, "wall_time": now})
+        rows.extend(new)
+        tables.append(rows_to_table(new))
+        check_attempt(store_dir, tid, token)
+        write_trial_table(store_dir, tid, pa.concat_tables(tables))
+        tune.report({**epoch_report(latest, indices), "skipped": 0})
+
+    try:
+        train_pack_model(
+            module, payload["variables"], payload["x_train"], y_train, payload["x_test"],
+            y_test, train=train, linearized=bool(config["linearized"]),
+            seed=int(config["seed"]), on_epoch=on_epoch,
+        )
+    except Exception:
+        _mark_error(store_dir, tid, rows, token)
+        raise
+
+
+def _mark_error(store_dir: str, tid: str, rows: list[dict[str, Any]], token: str) -> None:
+    """Re-mark the latest row of every still-running target ``error`` (best effort)."""
+    if not rows:
+        return
+    latest: dict[int, dict] = {}
+    for row in rows:
+        latest[row["eigen_index"]] = row
+    marked = [
+        {**r, "status": "error"} if latest[r["eigen_index"]] is r and r["status"] == "running"
+        else r
+        for r in rows
+    ]
+    with contextlib.suppress(Exception):  # never hide the training error behind a store error
+        check_attempt(store_dir, tid, token)
+        write_trial_table(store_dir, tid, rows_to_table(marked))

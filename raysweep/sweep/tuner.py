@@ -1,0 +1,324 @@
+"""Running a sweep on Ray Tune: :func:`run_sweep`.
+
+The grid (:mod:`raysweep.sweep.plan`) becomes a Tune ``param_space`` of four
+``tune.grid_search`` axes, artifact × pack × optimizer × linearized; the trial configs carry
+only names, indices and absolute paths. The large arrays of each artifact (images,
+eigenvectors of the sweep's indices, θ₀) are put in the object store once and handed to the
+trainable through ``tune.with_parameters``. Other settings, and the Ray 2.60 behaviour they
+account for:
+
+- ``tune.with_resources({"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial})``;
+- ``FailureConfig(max_failures=sweep.max_retries)``: a failed trial restarts from epoch 1 and
+  replaces its part file (its id is deterministic);
+- ``RunConfig(storage_path=<out_dir>/tune (absolute), name=sweep.name)``; no checkpoints (a
+  trial of a few minutes restarts instead; per-step checkpoints make Tune's experiment-state
+  snapshots a bottleneck);
+- ``TuneConfig(reuse_actors=True)``: ~100 ms instead of ~800 ms of overhead per trial, and
+  the compiled training program is reused by the next pack of the same shape;
+- JAX's persistent compilation cache (``<out_dir>/jax_cache`` unless told otherwise), shared
+  by the trial processes;
+- ``verbose=0`` plus :class:`~raysweep.sweep.progress.SweepProgress` (one line per trial);
+- TensorBoard: Tune's TBXLogger callback writes event files into every trial folder
+  (tensorboardX is installed with ray[tune]): ``tensorboard --logdir <out_dir>/tune/<name>``.
+
+Resume (``resume=True``): ``Tuner.restore(path, trainable=..., resume_errored=True)`` when Tune
+left a restorable state, else a new Tuner over the same grid; either way a trial whose part is
+already complete only re-reports its result, so only unfinished work runs, and rows are never
+duplicated. The Tune driver holds ~77 KB per trial: for grids of many thousands of trials
+split the sweep into several (e.g. one per artifact or per index range).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from raysweep.config import Config
+from raysweep.store import (
+    count_target_statuses,
+    format_accuracy,
+    metrics_dir,
+    read_metrics,
+    save_sweep_config,
+    trial_states,
+)
+from raysweep.sweep.experiment import (
+    completed_trials,
+    experiment_dir,
+    previous_run,
+    write_plan,
+)
+from raysweep.sweep.plan import SweepPlan, plan_sweep, trial_id_from_config
+from raysweep.sweep.progress import SweepProgress
+from raysweep.sweep.trainable import build_payload, train_eigen_pack
+
+COMPILE_CACHE_DIR = "jax_cache"
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """What :func:`run_sweep` returns; ``str(summary)`` is the text it prints.
+
+    ``trial_counts``: trials per store status (finished / diverged / error / running);
+    ``target_counts``: targets per status; ``tune_counts``: Tune's trial states of this run
+    (empty if nothing ran); ``missing``: planned trials without a complete part.
+    """
+
+    out_dir: Path
+    metrics_dir: Path
+    tune_dir: Path
+    num_trials: int
+    num_targets: int
+    num_rows: int
+    trial_counts: dict[str, int]
+    target_counts: dict[str, int]
+    tune_counts: dict[str, int] = field(default_factory=dict)
+    missing: tuple[str, ...] = ()
+    accuracy: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when every planned trial has a complete part (finished or diverged)."""
+        return not self.missing
+
+    def __str__(self) -> str:
+        trials = ", ".join(f"{n} {s}" for s, n in self.trial_counts.items()) or "none"
+        targets = ", ".join(f"{n} {s}" for s, n in self.target_counts.items()) or "none"
+        lines = [
+            self.accuracy,
+            "",
+            f"trials: {self.num_trials} planned; by status: {trials}",
+            f"targets: {self.num_targets} planned; by status: {targets}; {self.num_rows} rows",
+        ]
+        if self.tune_counts:
+            lines.append("tune: " + ", ".join(f"{n} {s}" for s, n in self.tune_counts.items()))
+        if self.missing:
+            lines.append(
+                f"incomplete: {len(self.missing)} trial(s), e.g. {self.missing[0]}; run again "
+                "with --resume (resume=True) to finish them."
+            )
+        return "\n".join(lines)
+
+
+def _load_artifacts(paths: Sequence[str | os.PathLike]):
+    from raysweep.eigenfunctions import load_artifact
+
+    loaded = []
+    for path in paths:
+        try:
+            loaded.append(load_artifact(Path(path).resolve()))
+        except FileNotFoundError as err:
+            raise ValueError(
+                f"eigenfunction artifact {path} is missing or incomplete ({err}). Expected the "
+                "folder written by the eigen step; run python sweeps/eigen_sweep.py (or "
+                "raysweep.eigenfunctions.compute_eigenfunctions) first."
+            ) from err
+    return loaded
+
+
+def _check_resources(config: Config) -> None:
+    import ray
+
+    total = ray.cluster_resources()
+    need = {"CPU": config.sweep.cpus_per_trial, "GPU": config.sweep.gpus_per_trial}
+    short = {k: (v, total.get(k, 0)) for k, v in need.items() if v > total.get(k, 0)}
+    if short:
+        detail = ", ".join(f"{k}: {v} per trial but the cluster has {have}"
+                           for k, (v, have) in short.items())
+        raise ValueError(
+            f"no trial could ever be scheduled ({detail}). Lower sweep.cpus_per_trial / "
+            "sweep.gpus_per_trial (--cpus-per-trial / --gpus-per-trial) or add nodes first."
+        )
+
+
+def compile_cache_dir(out_dir: Path, compile_cache: bool | str | os.PathLike) -> str | None:
+    """The folder of JAX's persistent compilation cache for a sweep (None: no cache)."""
+    if compile_cache is True:
+        return str(out_dir / COMPILE_CACHE_DIR)
+    if not compile_cache:
+        return None
+    return str(Path(compile_cache).resolve())
+
+
+def param_space(plan: SweepPlan, out_dir: Path,
+                compile_cache: bool | str | os.PathLike = True) -> dict:
+    """The Tune search space: grid over artifact × pack × optimizer × linearized."""
+    from ray import tune
+
+    return {
+        "sweep_id": plan.sweep_id,
+        "store_dir": str(out_dir),
+        "compile_cache": compile_cache_dir(out_dir, compile_cache),
+        "seed": plan.seed,
+        "train": dataclasses.asdict(plan.train),
+        "artifact": tune.grid_search([
+            {"key": a.key, "path": a.path, "model": a.model, "dataset": a.dataset}
+            for a in plan.artifacts
+        ]),
+        "pack": tune.grid_search([
+            {"id": p, "eigen_indices": list(pack)} for p, pack in enumerate(plan.packs)
+        ]),
+        "optimizer": tune.grid_search(list(plan.optimizers)),
+        "linearized": tune.grid_search(list(plan.linearized)),
+    }
+
+
+def summarize(plan: SweepPlan, out_dir: Path, tune_counts: dict | None = None) -> SweepSummary:
+    """The :class:`SweepSummary` of the store in ``out_dir`` against ``plan``."""
+    table = read_metrics(out_dir)
+    states = trial_states(table)
+    counts: dict[str, int] = {}
+    for s in states:
+        counts[s.status] = counts.get(s.status, 0) + 1
+    done = completed_trials(out_dir, plan)
+    return SweepSummary(
+        out_dir=out_dir,
+        metrics_dir=metrics_dir(out_dir),
+        tune_dir=experiment_dir(out_dir, plan.sweep_id),
+        num_trials=len(plan.trials),
+        num_targets=plan.num_targets,
+        num_rows=table.num_rows,
+        trial_counts=counts,
+        target_counts=count_target_statuses(table),
+        tune_counts=dict(tune_counts or {}),
+        missing=tuple(t for t in plan.trial_ids() if t not in done),
+        accuracy=format_accuracy(table),
+    )
+
+
+def run_sweep(
+    config: Config,
+    out_dir: str | os.PathLike,
+    *,
+    artifacts: Sequence[str | os.PathLike] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    compile_cache: bool | str | os.PathLike = True,
+    log=print,
+) -> SweepSummary:
+    """Train the network and its linearization on eigenfunction labels, one Tune trial per pack.
+
+    Args:
+      config: resolved config; ``sweep`` gives the grid and resources, ``train`` the training
+        (its ``optimizer`` is set per trial).
+      out_dir: the sweep directory (``metrics/``, ``tune/``, ``config.json``,
+        ``sweep_plan.json``; see :mod:`raysweep.sweep.experiment`).
+      artifacts: eigenfunction artifact folders, one per (model, dataset); default
+        ``[<out_dir>/eigenfunctions]`` (what the main job writes).
+      resume: finish an interrupted sweep of the same grid in ``out_dir``.
+      progress: print one line per trial and the summary.
+      compile_cache: share compiled training programs between the sweep's trial processes
+        through JAX's persistent cache: ``True`` in ``<out_dir>/jax_cache``, a path to share
+        one cache between sweeps, ``False`` for none. Retries, restores and new actors then
+        load programs instead of compiling them (XLA compilation dominates short trials).
+      log: where progress lines go.
+
+    Returns:
+      A :class:`SweepSummary` (``print`` it for accuracy by eigen-index, network vs linearized
+      per optimizer, and trial counts by status).
+
+    Raises:
+      ValueError / TypeError: before any trial starts and without touching results already
+        written: missing artifact, empty grid, unknown optimizer, eigen-index ≥ eigenvectors
+        in the artifact, dataset differing from the artifact's manifest, per-trial resources
+        the cluster cannot provide, or ``out_dir`` holding another or an unfinished sweep
+        (without ``resume``).
+    """
+    out_dir = Path(out_dir).resolve()
+    paths = [out_dir / "eigenfunctions"] if artifacts is None else list(artifacts)
+    loaded = _load_artifacts(paths)
+    plan = plan_sweep(config, loaded)
+    by_path = {str(a.path.resolve()): a for a in loaded}
+    previous = previous_run(plan, out_dir, resume=resume)
+    if previous.state == "complete":
+        summary = summarize(plan, out_dir)
+        if progress:
+            log(f"[sweep] all {len(plan.trials)} trials of {out_dir} are already complete "
+                "(nothing to run; another grid needs another --out or sweep.name).\n")
+            log(str(summary))
+        return summary
+
+    import ray
+    from ray import tune
+
+    from raysweep.distributed import ensure_ray
+
+    payloads = {a.key: build_payload(by_path[a.path], plan) for a in plan.artifacts}
+    ensure_ray()
+    _check_resources(config)
+    refs = {key: ray.put(value) for key, value in payloads.items()}
+    del payloads
+    save_sweep_config(config, out_dir)
+    write_plan(out_dir, plan)
+    metrics_dir(out_dir).mkdir(parents=True, exist_ok=True)
+
+    trainable = tune.with_resources(
+        tune.with_parameters(train_eigen_pack, payloads=refs),
+        {"cpu": config.sweep.cpus_per_trial, "gpu": config.sweep.gpus_per_trial},
+    )
+    exp = experiment_dir(out_dir, plan.sweep_id)
+    todo = len(plan.trials) - len(previous.done)
+    if progress:
+        log(f"[sweep] {len(plan.trials)} trials ({plan.num_targets} targets, "
+            f"{plan.train.epochs} epochs): {todo} to run; metrics in {metrics_dir(out_dir)}; "
+            f"tensorboard --logdir {exp}")
+    tuner = None
+    if resume and tune.Tuner.can_restore(exp):
+        try:
+            tuner = tune.Tuner.restore(str(exp), trainable=trainable, resume_errored=True)
+        except Exception as err:  # unreadable state: the store still knows what is done
+            log(f"[sweep] cannot restore Tune's state in {exp} ({err!r}); starting the grid "
+                "again, trials already complete in the store are skipped.")
+    if tuner is None:
+        tuner = _new_tuner(trainable, plan, config, out_dir, compile_cache,
+                           log if progress else _quiet)
+    results = tuner.fit()
+    tune_counts: dict[str, int] = {}
+    for result in results:
+        state = "ERROR" if result.error else "TERMINATED"
+        tune_counts[state] = tune_counts.get(state, 0) + 1
+    summary = summarize(plan, out_dir, tune_counts)
+    if progress:
+        log(str(summary))
+    return summary
+
+
+def _new_tuner(trainable, plan: SweepPlan, config: Config, out_dir: Path,
+               compile_cache: bool | str | os.PathLike, log):
+    from ray import tune
+
+    exp = experiment_dir(out_dir, plan.sweep_id)
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(plan, out_dir, compile_cache),
+        tune_config=tune.TuneConfig(
+            reuse_actors=True,
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=plan.sweep_id,
+            storage_path=str(exp.parent),
+            failure_config=tune.FailureConfig(max_failures=config.sweep.max_retries),
+            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+            verbose=0,
+            callbacks=[SweepProgress(len(plan.trials), plan.train.epochs, log=log)],
+        ),
+    )
+
+
+def trial_name(trial) -> str:
+    """Tune's display name of a trial: our deterministic trial id."""
+    return trial_id_from_config(trial.config)
+
+
+def trial_dirname(trial) -> str:
+    """Trial folder under ``tune/<name>``: our id plus Tune's (unique across restarts)."""
+    return f"{trial_id_from_config(trial.config)}_{trial.trial_id}"
+
+
+def _quiet(*args, **kwargs) -> None:
+    """A log function that drops everything (``progress=False``)."""

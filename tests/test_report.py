@@ -1,0 +1,199 @@
+"""raysweep.report: the HTML page as a user sees it (headless Chromium), and partial results."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from raysweep.analysis import save_alignment, save_baseline, save_energy_records, save_nads
+from raysweep.analysis.alignment import AlignmentData
+from raysweep.cli import main as cli_main
+from raysweep.config import get_preset
+from raysweep.report import build_report
+from raysweep.store import save_sweep_config, write_trial_rows
+
+CHROMIUM = Path("/usr/bin/chromium")
+FIGURES = ("accuracy_vs_index", "training_metrics", "spectrum", "binarization",
+           "energy_concentration", "alignment", "nads")
+
+
+def write_metrics(results: Path, *, seeds=(0, 1), indices=(0, 1, 4, 9)) -> None:
+    """One model, one optimizer, network and linearized, a diverged target, 2 epochs."""
+    for lin in (False, True):
+        for seed in seeds:
+            trial = f"sgd-{'lin' if lin else 'nn'}-pack000-mlp-digits-s{seed}"
+            rows = []
+            for j in indices:
+                for epoch in (1, 2):
+                    bad = (lin, j, seed) == (False, 4, 1)
+                    rows.append({
+                        "sweep_id": "demo", "trial_id": trial, "model": "mlp",
+                        "dataset": "digits", "optimizer": "sgd", "linearized": lin,
+                        "eigen_index": j, "seed": seed, "epoch": epoch, "step": 40 * epoch,
+                        "train_loss": float("nan") if bad else 0.2 / epoch,
+                        "train_accuracy": 0.95, "test_loss": float("nan") if bad else 0.4,
+                        "test_accuracy": 0.5 if bad else 0.95 - 0.02 * j - 0.04 * lin
+                        + 0.01 * seed,
+                        "steps_to_threshold": 30 + 5 * j if epoch == 2 and j < 9 else -1,
+                        "l2_distance": 1 + 0.1 * j, "cosine_distance": 0.01 * (1 + j),
+                        "weight_norm": 5.0, "grad_norm": 0.1,
+                        "status": "diverged" if bad else "finished" if epoch == 2 else "running",
+                        "wall_time": 3.0 * epoch,
+                    })
+            write_trial_rows(results, trial, rows)
+
+
+def write_artifact(results: Path, config) -> None:
+    """A tiny artifact through the real writer (k = 12 eigenpairs of N = 40 points)."""
+    from raysweep.eigenfunctions import save_artifact
+
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(40, 12)))
+    pairs = types.SimpleNamespace(eigvals=1.0 / np.arange(1, 13) ** 1.5, eigvecs=q.T,
+                                  residuals=np.full(12, 1e-8))
+    manifest = {"name": "digits", "num_train": 30, "num_test": 10, "input_shape": [8, 8, 1]}
+    meta = {"gram_seconds": 4.5, "eigen_seconds": 0.5, "eigen_method": "dense", "N": 40, "k": 12}
+    save_artifact(results / "eigenfunctions", config=config, manifest=manifest, pairs=pairs,
+                  variables={"params": {"w": np.zeros(2, np.float32)}}, meta=meta)
+
+
+def write_optional(results: Path) -> None:
+    save_energy_records(results, [{"model": "mlp", "dataset": "digits2", "k": 50,
+                                   "energy_init": 0.3, "energy_final": 0.8,
+                                   "test_accuracy": 0.97}])
+    alpha = np.exp(-np.arange(12) / 4.0)[None].repeat(2, 0)
+    save_alignment(results, AlignmentData(np.array([0, 4]), {"train": alpha, "test": alpha,
+                                                             "all": alpha}))
+    save_nads(results, np.array([3.0, 2.0, 1.0]), np.random.default_rng(1).normal(size=(3, 48)),
+              (4, 4, 3))
+    save_baseline(results, "digits2", {"mlp": 0.97})
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory):
+    """A results folder with everything, and its report (built once for this module)."""
+    results = tmp_path_factory.mktemp("full")
+    config = get_preset("smoke")
+    save_sweep_config(config, results)
+    write_metrics(results)
+    write_artifact(results, config)
+    write_optional(results)
+    page = build_report(results, dpi=72)
+    return results, page
+
+
+def test_full_report_files_and_self_contained_page(full_report):
+    results, page = full_report
+    assert page == results / "report" / "report.html"
+    for name in FIGURES:
+        assert (page.parent / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (page.parent / "figures" / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
+    text = page.read_text()
+    assert not re.search(r"<script|<link|@import|url\(", text, re.I)
+    sources = re.findall(r'<img src="([^"]*)"', text)
+    assert len(sources) == len(FIGURES)
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    # what was run, trial counts, wall time, the tables
+    assert "sweep.eigen_indices" not in text and "eigen_indices" in text and "0.05" in text
+    num = '</td><td class="num">'
+    assert f"<td>finished{num}3{num}15</td>" in text  # trials, targets
+    assert f"<td>diverged{num}1{num}1</td>" in text  # one target diverged: its trial too
+    assert "training, summed over trials" in text and "eigen step (Gram + eigensolver)" in text
+    assert "sgd network" in text and "sgd linearized" in text and "(1 div)" in text
+    assert "energy after training" in text and "0.800" in text
+    assert "Dashed green: accuracy on digits2" in text
+    assert 'class="note' not in text  # nothing missing, nothing broken
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(),
+                    reason="/usr/bin/chromium is absent: apt-get install -y chromium "
+                           "(.ci/run does) to render the report in a real browser")
+def test_page_renders_in_headless_chromium(full_report, tmp_path):
+    """Open the page from disk as a user would: every image decodes, the page is not blank."""
+    _, page = full_report
+    probe = tmp_path / "probe.html"  # the report plus a probe that counts decoded images
+    script = ("<script>addEventListener('load',()=>{const i=[...document.images];"
+              "document.body.dataset.images=i.length;document.body.dataset.decoded="
+              "i.filter(x=>x.complete&&x.naturalWidth>0).length;});</script></body>")
+    probe.write_text(page.read_text().replace("</body>", script))
+    shot = tmp_path / "shot.png"
+    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars",
+           f"--screenshot={shot}", "--dump-dom", "--window-size=1200,3000", probe.as_uri()]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    body = re.search(r"<body[^>]*>", done.stdout)
+    assert body, f"no DOM from Chromium (rc {done.returncode}): {done.stderr[-2000:]}"
+    images = re.search(r'data-images="(\d+)"', body.group(0))
+    decoded = re.search(r'data-decoded="(\d+)"', body.group(0))
+    assert images and decoded, f"the load probe did not run: {body.group(0)}"
+    assert int(images.group(1)) == len(FIGURES)
+    assert int(decoded.group(1)) == len(FIGURES), "some images did not decode"
+    with Image.open(shot) as im:
+        pixels = np.asarray(im.convert("RGB"))
+    assert pixels.shape[:2] == (3000, 1200)
+    colors = np.unique(pixels.reshape(-1, 3)[::7], axis=0).shape[0]
+    assert colors > 500, f"the screenshot looks blank ({colors} colours)"
+    assert (pixels.std(axis=(0, 1)) > 10).all()
+
+
+def test_report_from_metrics_only_names_what_is_missing(tmp_path):
+    write_metrics(tmp_path, seeds=(0,), indices=(0, 2))
+    (tmp_path / "analysis").mkdir()
+    (tmp_path / "analysis" / "baseline.json").write_text("{not json")
+    page = build_report(tmp_path, tmp_path / "out", dpi=60)
+    assert page == tmp_path / "out" / "report.html"
+    text = page.read_text()
+    assert len(re.findall(r'<img src="data:image/png;base64,', text)) == 2
+    assert sorted(p.name for p in (tmp_path / "out" / "figures").iterdir()) == [
+        "accuracy_vs_index.pdf", "accuracy_vs_index.png", "training_metrics.pdf",
+        "training_metrics.png"]
+    assert "No eigenfunction artifact (eigenfunctions/)" in text
+    assert "No config.json" in text and "No metrics yet" not in text
+    assert "analysis/baseline.json could not be read" in text  # broken file: a red note
+    assert "Energy concentration records not present" in text
+    assert "End-of-training alignment not present" in text
+    assert "NADs not present" in text
+
+
+def test_report_from_an_empty_folder_says_everything_is_missing(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    page = build_report(results)
+    assert page == results / "report" / "report.html"
+    text = page.read_text()
+    assert "<img" not in text
+    for missing in ("No metrics yet", "No eigenfunction artifact", "No config.json"):
+        assert missing in text
+    assert not (results / "report" / "figures").exists()
+
+
+def test_stale_figures_are_removed(full_report, tmp_path):
+    results, page = full_report
+    out = tmp_path / "out"
+    shutil.copytree(page.parent, out)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    build_report(empty, out)
+    assert list((out / "figures").iterdir()) == []
+
+
+def test_missing_results_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="results directory .*nope does not exist"):
+        build_report(tmp_path / "nope")
+    with pytest.raises(ValueError, match="dpi: expected a positive integer"):
+        build_report(tmp_path, dpi=0)
+
+
+def test_cli_report(tmp_path, capsys):
+    assert cli_main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "r" / "report.html")
+    assert cli_main(["report", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
