@@ -63,15 +63,20 @@ def trial_seconds(sweep_dir: Path) -> tuple[float, float]:
     return sum(last.values()), sum(first.values())
 
 
-def run_one(config, out: Path, artifact: Path, pack_size: int,
-            targets: int) -> tuple[float, int, bool, float, float]:
+def run_one(
+    config, out: Path, artifact: Path, pack_size: int, targets: int
+) -> tuple[float, int, bool, float, float]:
     from raysweep.sweep import run_sweep
 
     name = f"pack{pack_size}-n{targets}"
-    config = apply_overrides(config, [
-        f"sweep.pack_size={pack_size}", f"sweep.name={name}",
-        f"sweep.eigen_indices={','.join(str(j) for j in range(targets))}",
-    ])
+    config = apply_overrides(
+        config,
+        [
+            f"sweep.pack_size={pack_size}",
+            f"sweep.name={name}",
+            f"sweep.eigen_indices={','.join(str(j) for j in range(targets))}",
+        ],
+    )
     sweep_dir = out / name
     shutil.rmtree(sweep_dir, ignore_errors=True)
     start = time.perf_counter()
@@ -88,18 +93,23 @@ def main(argv=None) -> int:
 
     out = Path(args.out).resolve()
     packs = [int(p) for p in args.pack_sizes.split(",") if p]
-    base = apply_overrides(get_preset("smoke"), [
-        f"train.epochs={args.epochs}",
-        "sweep.eigen_indices=0",
-        "sweep.optimizers=sgd",
-        "sweep.linearized=false",
-        f"sweep.cpus_per_trial={args.cpus_per_trial}",
-        "sweep.max_retries=0",
-    ])
+    base = apply_overrides(
+        get_preset("smoke"),
+        [
+            f"train.epochs={args.epochs}",
+            "sweep.eigen_indices=0",
+            "sweep.optimizers=sgd",
+            "sweep.linearized=false",
+            f"sweep.cpus_per_trial={args.cpus_per_trial}",
+            "sweep.max_retries=0",
+        ],
+    )
     ensure_ray(num_cpus=args.num_cpus, include_dashboard=False)
     artifact = compute_eigenfunctions(base, out, progress=False).path
-    print(f"{args.targets} targets (MLP on digits, SGD, network), {args.epochs} epochs, "
-          f"{args.cpus_per_trial:g} CPU per trial; artifact {artifact}")
+    print(
+        f"{args.targets} targets (MLP on digits, SGD, network), {args.epochs} epochs, "
+        f"{args.cpus_per_trial:g} CPU per trial; artifact {artifact}"
+    )
     import ray
 
     slots = max(1, int(ray.cluster_resources().get("CPU", 1) // args.cpus_per_trial))
@@ -108,18 +118,25 @@ def main(argv=None) -> int:
     for pack_size in [1, *packs]:
         seconds, trials, ok, in_trials, first = run_one(base, out, artifact, pack_size, n)
         rows.append((pack_size, trials, seconds, in_trials, first))
-        print(f"  pack_size {pack_size:>3}: {trials:>3} trials in {seconds:7.1f} s"
-              + ("" if ok else "  (INCOMPLETE)"), flush=True)
+        print(
+            f"  pack_size {pack_size:>3}: {trials:>3} trials in {seconds:7.1f} s"
+            + ("" if ok else "  (INCOMPLETE)"),
+            flush=True,
+        )
 
     single = rows[0][2]
     print(f"\n{n} targets, {args.epochs} epochs, {slots} trials at a time:")
-    print(f"{'pack_size':>9} {'trials':>6} {'seconds':>8} {'trials/h':>9} {'targets/h':>10}"
-          f" {'vs pack 1':>9} {'trial s':>8} {'1st epoch s':>11} {'driver s':>8}")
+    print(
+        f"{'pack_size':>9} {'trials':>6} {'seconds':>8} {'trials/h':>9} {'targets/h':>10}"
+        f" {'vs pack 1':>9} {'trial s':>8} {'1st epoch s':>11} {'driver s':>8}"
+    )
     for pack_size, trials, seconds, in_trials, first in rows:
         driver = max(seconds - in_trials / min(slots, trials), 0.0)
-        print(f"{pack_size:>9} {trials:>6} {seconds:>8.1f} {trials * 3600 / seconds:>9.0f}"
-              f" {n * 3600 / seconds:>10.0f} {single / seconds:>8.1f}x {in_trials:>8.1f}"
-              f" {first:>11.1f} {driver:>8.1f}")
+        print(
+            f"{pack_size:>9} {trials:>6} {seconds:>8.1f} {trials * 3600 / seconds:>9.0f}"
+            f" {n * 3600 / seconds:>10.0f} {single / seconds:>8.1f}x {in_trials:>8.1f}"
+            f" {first:>11.1f} {driver:>8.1f}"
+        )
     best = max(single / s for _, _, s, _, _ in rows[1:]) if len(rows) > 1 else 1.0
     print(f"packed vs one trial per target: {best:.1f}x targets/hour (goal >= 20x)")
     return 0

@@ -36,7 +36,7 @@ class DeviceGram:
 
     def matmat(self, v):
         start = time.perf_counter()
-        out = np.asarray(self._mm(self.k, jnp.asarray(v, jnp.float32)))
+        out = np.array(self._mm(self.k, jnp.asarray(v, jnp.float32)))  # writable copy
         self.seconds += time.perf_counter() - start
         return out
 
@@ -61,8 +61,10 @@ def main(argv=None) -> int:
     print(f"jax {jax.__version__} on {jax.devices()[0]}", flush=True)
     start = time.perf_counter()
     k_dev, lam = synthetic_gram(args.n, args.rank)
-    print(f"built K {args.n}x{args.n} float32 on device in {time.perf_counter() - start:.1f} s",
-          flush=True)
+    print(
+        f"built K {args.n}x{args.n} float32 on device in {time.perf_counter() - start:.1f} s",
+        flush=True,
+    )
     handle = DeviceGram(k_dev)
     start = time.perf_counter()
     pairs = top_eigenpairs(handle, args.k, method="block")

@@ -37,16 +37,25 @@ def run_status(args: argparse.Namespace) -> int:
 
     sweep_dir = Path(args.sweep_dir)
     if not sweep_dir.is_dir():
-        print(f"error: {sweep_dir} is not a directory; pass the sweep folder (the one with "
-              "metrics/ and sweep_plan.json, e.g. results/eigen_sweep).", file=sys.stderr)
+        print(
+            f"error: {sweep_dir} is not a directory; pass the sweep folder (the one with "
+            "metrics/ and sweep_plan.json, e.g. results/eigen_sweep).",
+            file=sys.stderr,
+        )
         return 2
     plan = read_plan(sweep_dir)
     states = trial_states(read_metrics(sweep_dir))
     if plan is not None:
-        targets = sum(len(p) for p in plan["packs"]) * len(plan["optimizers"]) * len(
-            plan["linearized"]) * len(plan["artifacts"])
-        print(f"sweep {plan['sweep_id']!r} in {sweep_dir.resolve()}: {len(plan['trials'])} "
-              f"trials, {targets} targets, {plan['train']['epochs']} epochs each")
+        targets = (
+            sum(len(p) for p in plan["packs"])
+            * len(plan["optimizers"])
+            * len(plan["linearized"])
+            * len(plan["artifacts"])
+        )
+        print(
+            f"sweep {plan['sweep_id']!r} in {sweep_dir.resolve()}: {len(plan['trials'])} "
+            f"trials, {targets} targets, {plan['train']['epochs']} epochs each"
+        )
     else:
         print(f"{sweep_dir.resolve()}: no sweep_plan.json (not started by run_sweep?)")
     expected = len(plan["trials"]) if plan is not None else None
@@ -63,11 +72,13 @@ def run_status(args: argparse.Namespace) -> int:
         text = "\n".join(lines)
         counts = Counter(t["status"] for t in tune)
         text += "\ntune: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        waiting = sorted(t["trial_id"] for t in tune
-                         if t["trial_id"] not in {s.trial_id for s in states})
+        waiting = sorted(
+            t["trial_id"] for t in tune if t["trial_id"] not in {s.trial_id for s in states}
+        )
         if waiting:
-            text += f"\n  no rows yet: {', '.join(waiting[:8])}" + (" ..." if len(waiting) > 8
-                                                                    else "")
+            text += f"\n  no rows yet: {', '.join(waiting[:8])}" + (
+                " ..." if len(waiting) > 8 else ""
+            )
     print(text)
     return 0
 
@@ -90,21 +101,32 @@ def build_parser() -> argparse.ArgumentParser:
         description="Network-vs-linearization sweeps on NTK eigenfunctions (see README).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    status = add_command(sub, "status", run_status,
-                         help="trials by state and their latest metrics",
-                         description="Trials by state (from the metrics store and Tune's "
-                         "experiment state) and the latest metrics of every trial.")
-    status.add_argument("sweep_dir", metavar="SWEEP_DIR",
-                        help="the sweep folder, e.g. results/eigen_sweep")
-    status.add_argument("--no-tune", action="store_true",
-                        help="skip reading Tune's experiment state")
-    report = add_command(sub, "report", run_report,
-                         help="figures and an HTML page of a sweep's results",
-                         description="Write the figures (PNG and PDF) and one self-contained "
-                         "HTML page (images embedded; opens from disk) of a results folder; "
-                         "missing pieces are named on the page. Prints the page's path.")
-    report.add_argument("results_dir", metavar="RESULTS_DIR",
-                        help="the results folder, e.g. results/eigen_sweep")
+    status = add_command(
+        sub,
+        "status",
+        run_status,
+        help="trials by state and their latest metrics",
+        description="Trials by state (from the metrics store and Tune's "
+        "experiment state) and the latest metrics of every trial.",
+    )
+    status.add_argument(
+        "sweep_dir", metavar="SWEEP_DIR", help="the sweep folder, e.g. results/eigen_sweep"
+    )
+    status.add_argument(
+        "--no-tune", action="store_true", help="skip reading Tune's experiment state"
+    )
+    report = add_command(
+        sub,
+        "report",
+        run_report,
+        help="figures and an HTML page of a sweep's results",
+        description="Write the figures (PNG and PDF) and one self-contained "
+        "HTML page (images embedded; opens from disk) of a results folder; "
+        "missing pieces are named on the page. Prints the page's path.",
+    )
+    report.add_argument(
+        "results_dir", metavar="RESULTS_DIR", help="the results folder, e.g. results/eigen_sweep"
+    )
     report.add_argument("--out", help="output folder (default: RESULTS_DIR/report)")
     return parser
 

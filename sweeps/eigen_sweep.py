@@ -63,13 +63,20 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="tiny run for CI: 300 digits, 16 eigenpairs, 3 indices, 2 epochs",
     )
-    ap.add_argument("--resume", action="store_true",
-                    help="finish an interrupted sweep in the same folder (same config)")
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish an interrupted sweep in the same folder (same config)",
+    )
     ap.add_argument("--eigen-only", action="store_true", help="stop after the eigen step")
-    ap.add_argument("--cpus-per-trial", type=float,
-                    help="CPUs per Tune trial (sweep.cpus_per_trial)")
-    ap.add_argument("--gpus-per-trial", type=float,
-                    help="GPUs per Tune trial, fractions allowed (sweep.gpus_per_trial)")
+    ap.add_argument(
+        "--cpus-per-trial", type=float, help="CPUs per Tune trial (sweep.cpus_per_trial)"
+    )
+    ap.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        help="GPUs per Tune trial, fractions allowed (sweep.gpus_per_trial)",
+    )
     ap.add_argument("--quiet", action="store_true", help="no progress bars or per-trial lines")
     return ap.parse_args(argv)
 
@@ -152,11 +159,13 @@ def main(argv=None) -> int:
 
     from raysweep.sweep import run_sweep
 
-    print(f"\nSweep: {len(config.sweep.eigen_indices)} eigen-indices in packs of "
-          f"{config.sweep.pack_size} x optimizers {', '.join(config.sweep.optimizers)} x "
-          f"{'/'.join('linearized' if v else 'network' for v in config.sweep.linearized)}, "
-          f"{config.train.epochs} epochs, {config.sweep.cpus_per_trial:g} CPU + "
-          f"{config.sweep.gpus_per_trial:g} GPU per trial")
+    print(
+        f"\nSweep: {len(config.sweep.eigen_indices)} eigen-indices in packs of "
+        f"{config.sweep.pack_size} x optimizers {', '.join(config.sweep.optimizers)} x "
+        f"{'/'.join('linearized' if v else 'network' for v in config.sweep.linearized)}, "
+        f"{config.train.epochs} epochs, {config.sweep.cpus_per_trial:g} CPU + "
+        f"{config.sweep.gpus_per_trial:g} GPU per trial"
+    )
     try:
         summary = run_sweep(config, out, resume=args.resume, progress=not args.quiet)
     except ValueError as err:
@@ -171,8 +180,10 @@ def main(argv=None) -> int:
     try:  # the report is a view of the results: never fail the run because of it
         print(f"  report:          {build_report(out)}  (raysweep report {out})")
     except Exception as err:
-        print(f"warning: the report could not be built ({err}); retry with "
-              f"raysweep report {out}", file=sys.stderr)
+        print(
+            f"warning: the report could not be built ({err}); retry with raysweep report {out}",
+            file=sys.stderr,
+        )
     return 0 if summary.ok else 1
 
 

@@ -43,8 +43,14 @@ from raysweep.store import empty_table, rows_to_table
 INDICES = (0, 1, 2, 4, 8, 16)
 
 
-def synthetic_rows(models=("mlp", "lenet5"), optimizers=("sgd", "adam"), seeds=(0, 1, 2),
-                   indices=INDICES, epochs=2, diverge=None):
+def synthetic_rows(
+    models=("mlp", "lenet5"),
+    optimizers=("sgd", "adam"),
+    seeds=(0, 1, 2),
+    indices=INDICES,
+    epochs=2,
+    diverge=None,
+):
     """Rows of a small sweep; ``diverge=(model, optimizer, linearized, j, seed)`` diverges."""
     rng = np.random.default_rng(0)
     rows = []
@@ -58,25 +64,38 @@ def synthetic_rows(models=("mlp", "lenet5"), optimizers=("sgd", "adam"), seeds=(
                             last = epoch == epochs
                             acc = 0.97 - 0.02 * math.log1p(j) - (0.05 if lin else 0.0)
                             bad = diverge == (model, opt, lin, j, seed)
-                            rows.append({
-                                "sweep_id": "synthetic", "trial_id": trial, "model": model,
-                                "dataset": "digits", "optimizer": opt, "linearized": lin,
-                                "eigen_index": j, "seed": seed, "epoch": epoch,
-                                "step": 50 * epoch, "train_loss": math.nan if bad else 0.1 / epoch,
-                                "train_accuracy": 0.5 if bad else 0.99,
-                                "test_loss": math.nan if bad else 0.3,
-                                "test_accuracy": 0.5 if bad else float(
-                                    np.clip(acc + rng.normal(0, 0.01), 0, 1)),
-                                # large indices never reach the threshold
-                                "steps_to_threshold": -1 if (j >= 8 or not last or bad)
-                                else 20 + 10 * j + seed,
-                                "l2_distance": math.inf if bad else 1.0 + 0.1 * j,
-                                "cosine_distance": math.nan if bad else 0.01 * (1 + j),
-                                "weight_norm": 10.0, "grad_norm": 0.1,
-                                "status": ("diverged" if bad else
-                                           "finished" if last else "running"),
-                                "wall_time": 2.0 * epoch,
-                            })
+                            rows.append(
+                                {
+                                    "sweep_id": "synthetic",
+                                    "trial_id": trial,
+                                    "model": model,
+                                    "dataset": "digits",
+                                    "optimizer": opt,
+                                    "linearized": lin,
+                                    "eigen_index": j,
+                                    "seed": seed,
+                                    "epoch": epoch,
+                                    "step": 50 * epoch,
+                                    "train_loss": math.nan if bad else 0.1 / epoch,
+                                    "train_accuracy": 0.5 if bad else 0.99,
+                                    "test_loss": math.nan if bad else 0.3,
+                                    "test_accuracy": 0.5
+                                    if bad
+                                    else float(np.clip(acc + rng.normal(0, 0.01), 0, 1)),
+                                    # large indices never reach the threshold
+                                    "steps_to_threshold": -1
+                                    if (j >= 8 or not last or bad)
+                                    else 20 + 10 * j + seed,
+                                    "l2_distance": math.inf if bad else 1.0 + 0.1 * j,
+                                    "cosine_distance": math.nan if bad else 0.01 * (1 + j),
+                                    "weight_norm": 10.0,
+                                    "grad_norm": 0.1,
+                                    "status": (
+                                        "diverged" if bad else "finished" if last else "running"
+                                    ),
+                                    "wall_time": 2.0 * epoch,
+                                }
+                            )
     return rows
 
 
@@ -107,8 +126,9 @@ def test_accuracy_one_row_per_optimizer_one_column_per_model(table):
     assert isinstance(fig, Figure)
     assert len(fig.axes) == 4  # 2 optimizers x 2 models
     titles = sorted(ax.get_title() for ax in fig.axes)
-    assert titles == sorted(f"{m} · digits · {o}" for m in ("mlp", "lenet5")
-                            for o in ("sgd", "adam"))
+    assert titles == sorted(
+        f"{m} · digits · {o}" for m in ("mlp", "lenet5") for o in ("sgd", "adam")
+    )
     for ax in fig.axes:
         assert labels(ax).count("network") == 1 and labels(ax).count("linearized") == 1
         assert ax.get_xlabel() == "eigenfunction index j"
@@ -120,8 +140,9 @@ def test_accuracy_one_row_per_optimizer_one_column_per_model(table):
 
 
 def test_accuracy_single_optimizer_baseline_and_smoothing(table):
-    fig = plot_accuracy_vs_index(table, optimizer="adam", baseline={"mlp": 0.9, "other": 0.5},
-                                 smooth=3)
+    fig = plot_accuracy_vs_index(
+        table, optimizer="adam", baseline={"mlp": 0.9, "other": 0.5}, smooth=3
+    )
     assert len(fig.axes) == 2
     by_title = {ax.get_title(): ax for ax in fig.axes}
     mlp, lenet = by_title["mlp · digits · adam"], by_title["lenet5 · digits · adam"]
@@ -134,8 +155,9 @@ def test_accuracy_single_optimizer_baseline_and_smoothing(table):
 
 
 def test_accuracy_no_band_with_one_seed():
-    fig = plot_accuracy_vs_index(rows_to_table(synthetic_rows(seeds=(0,), models=("mlp",))),
-                                 optimizer="sgd")
+    fig = plot_accuracy_vs_index(
+        rows_to_table(synthetic_rows(seeds=(0,), models=("mlp",))), optimizer="sgd"
+    )
     (ax,) = fig.axes
     assert bands(ax) == []
     assert labels(ax).count("network") == 1
@@ -261,7 +283,8 @@ def test_binarization_reference_lines():
     (ax,) = fig.axes
     refs = {line.get_label(): line.get_ydata()[0] for line in ax.lines[1:]}
     assert refs[f"Gaussian √(2/π) ≈ {GAUSSIAN_BINARIZATION:.3f}"] == pytest.approx(
-        math.sqrt(2 / math.pi))
+        math.sqrt(2 / math.pi)
+    )
     assert refs["paper (CIFAR-10) ≈ 0.78"] == pytest.approx(0.78)
     with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
         plot_binarization(np.array([0.5, 1.5]))
@@ -270,10 +293,22 @@ def test_binarization_reference_lines():
 # ------------------------------------------------------------------ optional inputs
 
 ENERGY = [
-    {"model": "mlp", "dataset": "mnist2", "k": 50, "energy_init": 0.2, "energy_final": 0.7,
-     "test_accuracy": 0.99},
-    {"model": "lenet5", "dataset": "cifar2", "k": 50, "energy_init": 0.1,
-     "energy_final": 0.55, "test_accuracy": 0.81},
+    {
+        "model": "mlp",
+        "dataset": "mnist2",
+        "k": 50,
+        "energy_init": 0.2,
+        "energy_final": 0.7,
+        "test_accuracy": 0.99,
+    },
+    {
+        "model": "lenet5",
+        "dataset": "cifar2",
+        "k": 50,
+        "energy_init": 0.1,
+        "energy_final": 0.55,
+        "test_accuracy": 0.81,
+    },
 ]
 
 
@@ -298,8 +333,12 @@ def alignment_data(init=True):
     alpha = {s: np.exp(-np.arange(k) / 10.0)[None].repeat(3, 0) for s in ("train", "test", "all")}
     for a in alpha.values():
         a[np.arange(3), trained] *= 10
-    return AlignmentData(trained, alpha, {s: np.exp(-np.arange(k) / 10.0) for s in alpha}
-                         if init else None, label="mlp · digits")
+    return AlignmentData(
+        trained,
+        alpha,
+        {s: np.exp(-np.arange(k) / 10.0) for s in alpha} if init else None,
+        label="mlp · digits",
+    )
 
 
 def test_alignment_panels_log_scale():
@@ -308,7 +347,10 @@ def test_alignment_panels_log_scale():
     for ax in fig.axes:
         assert ax.get_yscale() == "log"
         assert [lb for lb in labels(ax) if lb.startswith("trained")] == [
-            "trained j=0", "trained j=3", "trained j=10"]
+            "trained j=0",
+            "trained j=3",
+            "trained j=10",
+        ]
         assert "at initialization" in labels(ax)
     fig = plot_alignment(alignment_data(init=False).to_arrays(), max_lines=2)
     assert len([lb for lb in labels(fig.axes[0]) if lb.startswith("trained")]) == 2
@@ -323,8 +365,10 @@ def test_nads_space_and_fourier():
     assert len(fig.axes) == 2 * 4  # num > k: all k shown
     top = fig.axes[0].images[0].get_array()
     assert top.shape == (8, 8, 3) and top.min() >= 0 and top.max() <= 1
-    expected = np.mean([np.fft.fftshift(np.abs(np.fft.fft2(dirs[0].reshape(8, 8, 3)[..., c])))
-                        for c in range(3)], axis=0)
+    expected = np.mean(
+        [np.fft.fftshift(np.abs(np.fft.fft2(dirs[0].reshape(8, 8, 3)[..., c]))) for c in range(3)],
+        axis=0,
+    )
     np.testing.assert_allclose(fourier_magnitude(dirs[0].reshape(8, 8, 3)), expected)
     grey = plot_nads(np.ones(3), rng.normal(size=(3, 36)), (6, 6), num=2)
     assert len(grey.axes) == 4
@@ -332,13 +376,16 @@ def test_nads_space_and_fourier():
         plot_nads(np.ones(4), dirs, (8, 8))
 
 
-@pytest.mark.parametrize("call, what", [
-    (lambda: energy_concentration_table(None), "energy concentration records not present"),
-    (lambda: plot_energy_concentration(None), "energy concentration records not present"),
-    (lambda: plot_alignment(None), "end-of-training alignment not present"),
-    (lambda: plot_nads(None, None, None), "NADs not present"),
-    (lambda: plot_nads(np.ones(2), None, (2, 2)), r"NADs \(directions\) not present"),
-])
+@pytest.mark.parametrize(
+    "call, what",
+    [
+        (lambda: energy_concentration_table(None), "energy concentration records not present"),
+        (lambda: plot_energy_concentration(None), "energy concentration records not present"),
+        (lambda: plot_alignment(None), "end-of-training alignment not present"),
+        (lambda: plot_nads(None, None, None), "NADs not present"),
+        (lambda: plot_nads(np.ones(2), None, (2, 2)), r"NADs \(directions\) not present"),
+    ],
+)
 def test_missing_optional_inputs_say_how_to_make_them(call, what):
     with pytest.raises(ValueError, match=what + ": .*save_") as info:
         call()
@@ -353,8 +400,11 @@ def test_optional_input_files_roundtrip(tmp_path):
     assert load_energy_records(tmp_path) == ENERGY
     save_alignment(tmp_path, alignment_data())
     back = load_alignment(tmp_path)
-    assert back.label == "mlp · digits" and back.num_eigen == 30 and set(back.init) == {
-        "train", "test", "all"}
+    assert (
+        back.label == "mlp · digits"
+        and back.num_eigen == 30
+        and set(back.init) == {"train", "test", "all"}
+    )
     save_nads(tmp_path, np.ones(2), np.zeros((2, 12)), (2, 2, 3))
     nads = load_nads(tmp_path)
     assert nads["input_shape"] == (2, 2, 3) and nads["directions"].shape == (2, 12)

@@ -20,8 +20,15 @@ from raysweep.report import build_report
 from raysweep.store import save_sweep_config, write_trial_rows
 
 CHROMIUM = Path("/usr/bin/chromium")
-FIGURES = ("accuracy_vs_index", "training_metrics", "spectrum", "binarization",
-           "energy_concentration", "alignment", "nads")
+FIGURES = (
+    "accuracy_vs_index",
+    "training_metrics",
+    "spectrum",
+    "binarization",
+    "energy_concentration",
+    "alignment",
+    "nads",
+)
 
 
 def write_metrics(results: Path, *, seeds=(0, 1), indices=(0, 1, 4, 9)) -> None:
@@ -33,20 +40,37 @@ def write_metrics(results: Path, *, seeds=(0, 1), indices=(0, 1, 4, 9)) -> None:
             for j in indices:
                 for epoch in (1, 2):
                     bad = (lin, j, seed) == (False, 4, 1)
-                    rows.append({
-                        "sweep_id": "demo", "trial_id": trial, "model": "mlp",
-                        "dataset": "digits", "optimizer": "sgd", "linearized": lin,
-                        "eigen_index": j, "seed": seed, "epoch": epoch, "step": 40 * epoch,
-                        "train_loss": float("nan") if bad else 0.2 / epoch,
-                        "train_accuracy": 0.95, "test_loss": float("nan") if bad else 0.4,
-                        "test_accuracy": 0.5 if bad else 0.95 - 0.02 * j - 0.04 * lin
-                        + 0.01 * seed,
-                        "steps_to_threshold": 30 + 5 * j if epoch == 2 and j < 9 else -1,
-                        "l2_distance": 1 + 0.1 * j, "cosine_distance": 0.01 * (1 + j),
-                        "weight_norm": 5.0, "grad_norm": 0.1,
-                        "status": "diverged" if bad else "finished" if epoch == 2 else "running",
-                        "wall_time": 3.0 * epoch,
-                    })
+                    rows.append(
+                        {
+                            "sweep_id": "demo",
+                            "trial_id": trial,
+                            "model": "mlp",
+                            "dataset": "digits",
+                            "optimizer": "sgd",
+                            "linearized": lin,
+                            "eigen_index": j,
+                            "seed": seed,
+                            "epoch": epoch,
+                            "step": 40 * epoch,
+                            "train_loss": float("nan") if bad else 0.2 / epoch,
+                            "train_accuracy": 0.95,
+                            "test_loss": float("nan") if bad else 0.4,
+                            "test_accuracy": 0.5
+                            if bad
+                            else 0.95 - 0.02 * j - 0.04 * lin + 0.01 * seed,
+                            "steps_to_threshold": 30 + 5 * j if epoch == 2 and j < 9 else -1,
+                            "l2_distance": 1 + 0.1 * j,
+                            "cosine_distance": 0.01 * (1 + j),
+                            "weight_norm": 5.0,
+                            "grad_norm": 0.1,
+                            "status": "diverged"
+                            if bad
+                            else "finished"
+                            if epoch == 2
+                            else "running",
+                            "wall_time": 3.0 * epoch,
+                        }
+                    )
             write_trial_rows(results, trial, rows)
 
 
@@ -56,23 +80,42 @@ def write_artifact(results: Path, config) -> None:
 
     rng = np.random.default_rng(0)
     q, _ = np.linalg.qr(rng.normal(size=(40, 12)))
-    pairs = types.SimpleNamespace(eigvals=1.0 / np.arange(1, 13) ** 1.5, eigvecs=q.T,
-                                  residuals=np.full(12, 1e-8))
+    pairs = types.SimpleNamespace(
+        eigvals=1.0 / np.arange(1, 13) ** 1.5, eigvecs=q.T, residuals=np.full(12, 1e-8)
+    )
     manifest = {"name": "digits", "num_train": 30, "num_test": 10, "input_shape": [8, 8, 1]}
     meta = {"gram_seconds": 4.5, "eigen_seconds": 0.5, "eigen_method": "dense", "N": 40, "k": 12}
-    save_artifact(results / "eigenfunctions", config=config, manifest=manifest, pairs=pairs,
-                  variables={"params": {"w": np.zeros(2, np.float32)}}, meta=meta)
+    save_artifact(
+        results / "eigenfunctions",
+        config=config,
+        manifest=manifest,
+        pairs=pairs,
+        variables={"params": {"w": np.zeros(2, np.float32)}},
+        meta=meta,
+    )
 
 
 def write_optional(results: Path) -> None:
-    save_energy_records(results, [{"model": "mlp", "dataset": "digits2", "k": 50,
-                                   "energy_init": 0.3, "energy_final": 0.8,
-                                   "test_accuracy": 0.97}])
+    save_energy_records(
+        results,
+        [
+            {
+                "model": "mlp",
+                "dataset": "digits2",
+                "k": 50,
+                "energy_init": 0.3,
+                "energy_final": 0.8,
+                "test_accuracy": 0.97,
+            }
+        ],
+    )
     alpha = np.exp(-np.arange(12) / 4.0)[None].repeat(2, 0)
-    save_alignment(results, AlignmentData(np.array([0, 4]), {"train": alpha, "test": alpha,
-                                                             "all": alpha}))
-    save_nads(results, np.array([3.0, 2.0, 1.0]), np.random.default_rng(1).normal(size=(3, 48)),
-              (4, 4, 3))
+    save_alignment(
+        results, AlignmentData(np.array([0, 4]), {"train": alpha, "test": alpha, "all": alpha})
+    )
+    save_nads(
+        results, np.array([3.0, 2.0, 1.0]), np.random.default_rng(1).normal(size=(3, 48)), (4, 4, 3)
+    )
     save_baseline(results, "digits2", {"mlp": 0.97})
 
 
@@ -112,22 +155,39 @@ def test_full_report_files_and_self_contained_page(full_report):
     assert 'class="note' not in text  # nothing missing, nothing broken
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(),
-                    reason="/usr/bin/chromium is absent: apt-get install -y chromium "
-                           "(.ci/run does) to render the report in a real browser")
+@pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="/usr/bin/chromium is absent: apt-get install -y chromium "
+    "(.ci/run does) to render the report in a real browser",
+)
 def test_page_renders_in_headless_chromium(full_report, tmp_path):
     """Open the page from disk as a user would: every image decodes, the page is not blank."""
     _, page = full_report
     probe = tmp_path / "probe.html"  # the report plus a probe that counts decoded images
-    script = ("<script>addEventListener('load',()=>{const i=[...document.images];"
-              "document.body.dataset.images=i.length;document.body.dataset.decoded="
-              "i.filter(x=>x.complete&&x.naturalWidth>0).length;});</script></body>")
+    script = (
+        "<script>addEventListener('load',()=>{const i=[...document.images];"
+        "document.body.dataset.images=i.length;document.body.dataset.decoded="
+        "i.filter(x=>x.complete&&x.naturalWidth>0).length;});</script></body>"
+    )
     probe.write_text(page.read_text().replace("</body>", script))
     shot = tmp_path / "shot.png"
-    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-           "--no-first-run", "--disable-background-networking", "--disable-component-update",
-           "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars",
-           f"--screenshot={shot}", "--dump-dom", "--window-size=1200,3000", probe.as_uri()]
+    cmd = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--hide-scrollbars",
+        f"--screenshot={shot}",
+        "--dump-dom",
+        "--window-size=1200,3000",
+        probe.as_uri(),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
     body = re.search(r"<body[^>]*>", done.stdout)
     assert body, f"no DOM from Chromium (rc {done.returncode}): {done.stderr[-2000:]}"
@@ -153,8 +213,11 @@ def test_report_from_metrics_only_names_what_is_missing(tmp_path):
     text = page.read_text()
     assert len(re.findall(r'<img src="data:image/png;base64,', text)) == 2
     assert sorted(p.name for p in (tmp_path / "out" / "figures").iterdir()) == [
-        "accuracy_vs_index.pdf", "accuracy_vs_index.png", "training_metrics.pdf",
-        "training_metrics.png"]
+        "accuracy_vs_index.pdf",
+        "accuracy_vs_index.png",
+        "training_metrics.pdf",
+        "training_metrics.png",
+    ]
     assert "No eigenfunction artifact (eigenfunctions/)" in text
     assert "No config.json" in text and "No metrics yet" not in text
     assert "analysis/baseline.json could not be read" in text  # broken file: a red note

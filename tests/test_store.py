@@ -69,14 +69,27 @@ def trial_rows(trial_id, indices=(0, 1), epochs=3, final="finished"):
 
 def test_schema_is_fixed():
     expected = [
-        ("sweep_id", pa.string()), ("trial_id", pa.string()), ("model", pa.string()),
-        ("dataset", pa.string()), ("optimizer", pa.string()), ("linearized", pa.bool_()),
-        ("eigen_index", pa.int32()), ("seed", pa.int64()), ("epoch", pa.int32()),
-        ("step", pa.int64()), ("train_loss", pa.float64()), ("train_accuracy", pa.float64()),
-        ("test_loss", pa.float64()), ("test_accuracy", pa.float64()),
-        ("steps_to_threshold", pa.int64()), ("l2_distance", pa.float64()),
-        ("cosine_distance", pa.float64()), ("weight_norm", pa.float64()),
-        ("grad_norm", pa.float64()), ("status", pa.string()), ("wall_time", pa.float64()),
+        ("sweep_id", pa.string()),
+        ("trial_id", pa.string()),
+        ("model", pa.string()),
+        ("dataset", pa.string()),
+        ("optimizer", pa.string()),
+        ("linearized", pa.bool_()),
+        ("eigen_index", pa.int32()),
+        ("seed", pa.int64()),
+        ("epoch", pa.int32()),
+        ("step", pa.int64()),
+        ("train_loss", pa.float64()),
+        ("train_accuracy", pa.float64()),
+        ("test_loss", pa.float64()),
+        ("test_accuracy", pa.float64()),
+        ("steps_to_threshold", pa.int64()),
+        ("l2_distance", pa.float64()),
+        ("cosine_distance", pa.float64()),
+        ("weight_norm", pa.float64()),
+        ("grad_norm", pa.float64()),
+        ("status", pa.string()),
+        ("wall_time", pa.float64()),
     ]
     assert [(f.name, f.type) for f in METRICS_SCHEMA] == expected
     assert not any(f.nullable for f in METRICS_SCHEMA)
@@ -86,17 +99,26 @@ def test_schema_is_fixed():
 
 def test_write_then_read_whole_sweep(tmp_path):
     write_trial_rows(tmp_path, "sgd-nn-pack000-mlp-digits", trial_rows("sgd-nn-pack000-mlp-digits"))
-    write_trial_rows(tmp_path, "adam-lin-pack000-mlp-digits",
-                     trial_rows("adam-lin-pack000-mlp-digits", indices=(4,), epochs=2))
+    write_trial_rows(
+        tmp_path,
+        "adam-lin-pack000-mlp-digits",
+        trial_rows("adam-lin-pack000-mlp-digits", indices=(4,), epochs=2),
+    )
     table = read_metrics(tmp_path)
     assert table.schema.equals(METRICS_SCHEMA)
     assert table.num_rows == 2 * 3 + 1 * 2
-    keys = list(zip(*(table.column(c).to_pylist() for c in ("trial_id", "eigen_index", "epoch")),
-                    strict=True))
+    keys = list(
+        zip(
+            *(table.column(c).to_pylist() for c in ("trial_id", "eigen_index", "epoch")),
+            strict=True,
+        )
+    )
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
     assert table.column("linearized").to_pylist().count(True) == 2
     assert [p.name for p in list_parts(tmp_path)] == [
-        "adam-lin-pack000-mlp-digits.parquet", "sgd-nn-pack000-mlp-digits.parquet"]
+        "adam-lin-pack000-mlp-digits.parquet",
+        "sgd-nn-pack000-mlp-digits.parquet",
+    ]
     one = read_trial_rows(tmp_path, "adam-lin-pack000-mlp-digits")
     assert one.num_rows == 2 and set(one.column("eigen_index").to_pylist()) == {4}
     # Every part is a plain Parquet file with the schema (readable by any Parquet reader).
@@ -207,8 +229,15 @@ def test_duplicate_rows_and_bad_ids_are_rejected(tmp_path):
 
 def test_numpy_scalars_and_non_finite_losses_are_accepted(tmp_path):
     tid = "adam-lin-pack001-mlp-digits"
-    row = make_row(tid, j=np.int64(7), epoch=np.int32(2), train_loss=np.float32(np.nan),
-                   test_loss=math.inf, linearized=np.bool_(True), status="diverged")
+    row = make_row(
+        tid,
+        j=np.int64(7),
+        epoch=np.int32(2),
+        train_loss=np.float32(np.nan),
+        test_loss=math.inf,
+        linearized=np.bool_(True),
+        status="diverged",
+    )
     write_trial_rows(tmp_path, tid, [row])
     out = read_metrics(tmp_path).to_pylist()[0]
     assert out["eigen_index"] == 7 and math.isnan(out["train_loss"]) and out["linearized"]
@@ -234,8 +263,9 @@ def test_duplicated_part_is_reported(tmp_path):
 
 
 def test_latest_rows_states_and_text(tmp_path):
-    write_trial_rows(tmp_path, "sgd-nn-pack000-mlp-digits",
-                     trial_rows("sgd-nn-pack000-mlp-digits", epochs=3))
+    write_trial_rows(
+        tmp_path, "sgd-nn-pack000-mlp-digits", trial_rows("sgd-nn-pack000-mlp-digits", epochs=3)
+    )
     rows = trial_rows("sgd-lin-pack000-mlp-digits", epochs=2, final="running")
     rows[-1]["status"] = "diverged"
     write_trial_rows(tmp_path, "sgd-lin-pack000-mlp-digits", rows)

@@ -34,8 +34,14 @@ from raysweep.sweep import completed_trials, plan_sweep, read_plan, run_sweep, t
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = (
-    "data.num_train=60", "data.num_test=30", "ntk.num_eigen=8", "train.epochs=2",
-    "train.batch_size=16", "sweep.eigen_indices=0,1", "sweep.pack_size=2", "sweep.max_retries=0",
+    "data.num_train=60",
+    "data.num_test=30",
+    "ntk.num_eigen=8",
+    "train.epochs=2",
+    "train.batch_size=16",
+    "sweep.eigen_indices=0,1",
+    "sweep.pack_size=2",
+    "sweep.max_retries=0",
     "sweep.cpus_per_trial=2",  # 2 trials at a time on the 4 logical CPUs: 2 compiles in parallel
 )
 
@@ -68,8 +74,9 @@ def artifact(tmp_path_factory):
     gram = ntk_gram(make_apply_fn(module, variables), variables["params"], x)
     pairs = top_eigenpairs(np.asarray(gram, np.float64), 8, method="dense")
     path = tmp_path_factory.mktemp("artifact") / "eigenfunctions"
-    save_artifact(path, config=config, manifest=ds.manifest(), pairs=pairs, variables=variables,
-                  meta={})
+    save_artifact(
+        path, config=config, manifest=ds.manifest(), pairs=pairs, variables=variables, meta={}
+    )
     return path
 
 
@@ -96,16 +103,24 @@ def test_plan_grid_and_deterministic_ids(artifact):
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        (lambda c, a: (make_config("ntk.num_eigen=32", "sweep.eigen_indices=0,20"), [a]),
-         r"eigen-index \[20\] >= 8, the number of eigenvectors in the artifact"),
+        (
+            lambda c, a: (make_config("ntk.num_eigen=32", "sweep.eigen_indices=0,20"), [a]),
+            r"eigen-index \[20\] >= 8, the number of eigenvectors in the artifact",
+        ),
         (lambda c, a: (c, []), r"the sweep grid is empty: artifacts has no value"),
         (lambda c, a: (c, [a.parent / "nowhere"]), r"artifact .*nowhere is missing"),
-        (lambda c, a: (_bypass(c, optimizers=("rmsprop",)), [a]),
-         r"unknown optimizer\(s\) \['rmsprop'\] in sweep.optimizers; choose among sgd, adam"),
-        (lambda c, a: (_bypass(c, eigen_indices=()), [a]),
-         r"sweep grid is empty: sweep.eigen_indices has no value"),
-        (lambda c, a: (make_config("sweep.cpus_per_trial=64"), [a]),
-         r"no trial could ever be scheduled \(CPU: 64.0 per trial but the cluster has 4"),
+        (
+            lambda c, a: (_bypass(c, optimizers=("rmsprop",)), [a]),
+            r"unknown optimizer\(s\) \['rmsprop'\] in sweep.optimizers; choose among sgd, adam",
+        ),
+        (
+            lambda c, a: (_bypass(c, eigen_indices=()), [a]),
+            r"sweep grid is empty: sweep.eigen_indices has no value",
+        ),
+        (
+            lambda c, a: (make_config("sweep.cpus_per_trial=64"), [a]),
+            r"no trial could ever be scheduled \(CPU: 64.0 per trial but the cluster has 4",
+        ),
     ],
 )
 def test_bad_input_is_rejected_before_any_trial(ray_cluster, artifact, tmp_path, change, match):
@@ -138,8 +153,9 @@ def test_main_job_rejects_unknown_optimizer(tmp_path, capsys):
 # ----------------------------------------------------------------------------- sweeps
 
 
-def test_small_sweep_writes_exactly_the_expected_rows(ray_cluster, artifact, jax_cache, tmp_path,
-                                                      capsys):
+def test_small_sweep_writes_exactly_the_expected_rows(
+    ray_cluster, artifact, jax_cache, tmp_path, capsys
+):
     # Two packs of the same size: a reused actor runs the second on the compiled program.
     config = make_config("sweep.eigen_indices=0,1,2,3", "sweep.optimizers=sgd")
     out = tmp_path / "sweep"
@@ -165,8 +181,9 @@ def test_small_sweep_writes_exactly_the_expected_rows(ray_cluster, artifact, jax
     assert run_sweep(config, out, artifacts=[artifact], progress=False).ok
     assert {p.name: p.stat().st_mtime_ns for p in list_parts(out)} == before
     with pytest.raises(ValueError, match=r"another grid or training setup \(differs in: train\)"):
-        run_sweep(apply_overrides(config, ["train.epochs=3"]), out, artifacts=[artifact],
-                  progress=False)
+        run_sweep(
+            apply_overrides(config, ["train.epochs=3"]), out, artifacts=[artifact], progress=False
+        )
     assert read_metrics(out).num_rows == table.num_rows
 
     # raysweep status: states from the store and from Tune's experiment state.
@@ -180,11 +197,16 @@ def test_small_sweep_writes_exactly_the_expected_rows(ray_cluster, artifact, jax
     assert "tune: 4 TERMINATED" in shown
 
 
-def test_diverging_trial_is_recorded_while_others_finish(ray_cluster, artifact, jax_cache,
-                                                         tmp_path):
+def test_diverging_trial_is_recorded_while_others_finish(
+    ray_cluster, artifact, jax_cache, tmp_path
+):
     # SGD with a learning rate of 1e30 overflows in its first epoch; Adam uses its own rate.
-    config = make_config("sweep.eigen_indices=0,1", "sweep.optimizers=sgd,adam",
-                         "sweep.linearized=false", "train.learning_rate=1e30")
+    config = make_config(
+        "sweep.eigen_indices=0,1",
+        "sweep.optimizers=sgd,adam",
+        "sweep.linearized=false",
+        "train.learning_rate=1e30",
+    )
     out = tmp_path / "sweep"
     summary = run_sweep(config, out, artifacts=[artifact], progress=False, compile_cache=jax_cache)
     table = read_metrics(out)
@@ -211,8 +233,9 @@ DRIVER = textwrap.dedent(
 )
 
 
-def test_killed_driver_resumes_without_duplicates_or_gaps(ray_cluster, artifact, jax_cache,
-                                                         tmp_path):
+def test_killed_driver_resumes_without_duplicates_or_gaps(
+    ray_cluster, artifact, jax_cache, tmp_path
+):
     # The shapes of the small sweep above (packs of 2, SGD, 2 epochs): compiled programs reused.
     overrides = [*BASE, "sweep.eigen_indices=0,1,2,3,4,5,6,7", "sweep.optimizers=sgd"]
     config = apply_overrides(get_preset("smoke"), overrides)
@@ -220,7 +243,10 @@ def test_killed_driver_resumes_without_duplicates_or_gaps(ray_cluster, artifact,
     env = {**os.environ, "RAY_ADDRESS": ray_cluster}
     proc = subprocess.Popen(
         [sys.executable, "-c", DRIVER, str(out), str(artifact), str(jax_cache), *overrides],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
     )
     deadline = time.monotonic() + 150
     try:
@@ -236,16 +262,24 @@ def test_killed_driver_resumes_without_duplicates_or_gaps(ray_cluster, artifact,
     assert 3 <= len(parts) < 8, log[-3000:]
     plan = plan_sweep(config, [load_artifact(artifact)])
     done_before = completed_trials(out, plan)
-    mtimes = {p.name: p.stat().st_mtime_ns for p in parts
-              if p.name.removesuffix(".parquet") in done_before}
+    mtimes = {
+        p.name: p.stat().st_mtime_ns
+        for p in parts
+        if p.name.removesuffix(".parquet") in done_before
+    }
 
-    summary = run_sweep(config, out, artifacts=[artifact], resume=True, progress=False,
-                        compile_cache=jax_cache)
+    summary = run_sweep(
+        config, out, artifacts=[artifact], resume=True, progress=False, compile_cache=jax_cache
+    )
     table = read_metrics(out)
     keys = keys_of(table)
     assert Counter(keys).most_common(1)[0][1] == 1  # no duplicate row
-    expected = {(trial_id("sgd", lin, j // 2, "mlp", "digits"), j, e)
-                for j in range(8) for lin in (False, True) for e in (1, 2)}
+    expected = {
+        (trial_id("sgd", lin, j // 2, "mlp", "digits"), j, e)
+        for j in range(8)
+        for lin in (False, True)
+        for e in (1, 2)
+    }
     assert set(keys) == expected  # no missing row
     assert summary.ok and summary.trial_counts == {"finished": 8}
     # Trials complete before the kill were not trained again.
@@ -255,9 +289,18 @@ def test_killed_driver_resumes_without_duplicates_or_gaps(ray_cluster, artifact,
 def test_main_job_smoke_test(ray_cluster, tmp_path):
     env = {**os.environ, "RAY_ADDRESS": ray_cluster}
     proc = subprocess.run(
-        [sys.executable, str(REPO / "sweeps/eigen_sweep.py"), "--smoke-test", "--out",
-         str(tmp_path / "smoke")],
-        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        [
+            sys.executable,
+            str(REPO / "sweeps/eigen_sweep.py"),
+            "--smoke-test",
+            "--out",
+            str(tmp_path / "smoke"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout

@@ -82,12 +82,22 @@ def plot_accuracy_vs_index(
             ax.axhline(0.5, color=REFERENCE_COLOR, linestyle=":", linewidth=1, label="chance")
             if baseline is not None and pair[0] in baseline:
                 acc = baseline[pair[0]]
-                ax.axhline(acc, color="#2a9d3a", linestyle="--", linewidth=1.4,
-                           label=f"baseline {pair[0]}: {acc:.3f}")
+                ax.axhline(
+                    acc,
+                    color="#2a9d3a",
+                    linestyle="--",
+                    linewidth=1.4,
+                    label=f"baseline {pair[0]}: {acc:.3f}",
+                )
                 lows.append(acc - 0.03)
             ax.set_ylim(max(min(lows), -0.02), 1.02)
-            style_axes(ax, xlabel="eigenfunction index j", ylabel="test accuracy",
-                       title=panel_title(*pair, opt), index_axis=True)
+            style_axes(
+                ax,
+                xlabel="eigenfunction index j",
+                ylabel="test accuracy",
+                title=panel_title(*pair, opt),
+                index_axis=True,
+            )
     title = r"Final test accuracy on labels sign($\phi_j$)"
     if any(c.has_band for c in curves):
         title += f"; shaded: {BAND_NAMES[band]} over seeds"
@@ -135,7 +145,15 @@ def accuracy_rows(table: pa.Table, *, band: str = "std") -> tuple[list[str], lis
                     cells.append("–")
                     continue
                 i = int(hit[0])
-                cells.append(_cell(curve.mean[i], curve.low[i], int(curve.count[i]),
-                                   int(curve.total[i]), j in curve.diverged, j in curve.running))
+                cells.append(
+                    _cell(
+                        curve.mean[i],
+                        curve.low[i],
+                        int(curve.count[i]),
+                        int(curve.total[i]),
+                        j in curve.diverged,
+                        j in curve.running,
+                    )
+                )
             rows.append(cells)
     return header, rows

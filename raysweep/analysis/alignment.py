@@ -53,8 +53,10 @@ class AlignmentData:
                 f"trained_indices: expected a non-empty 1-D integer array, got {idx!r:.80}."
             )
         if not isinstance(self.alpha, Mapping) or not self.alpha:
-            raise TypeError(f"alpha: expected a dict {{split: (m, K) array}} with splits among "
-                            f"{SPLITS}, got {type(self.alpha).__name__}.")
+            raise TypeError(
+                f"alpha: expected a dict {{split: (m, K) array}} with splits among "
+                f"{SPLITS}, got {type(self.alpha).__name__}."
+            )
         alpha, k = {}, None
         for split, arr in self.alpha.items():
             if split not in SPLITS:
@@ -62,16 +64,19 @@ class AlignmentData:
             arr = np.asarray(arr, dtype=np.float64)
             k = (arr.shape[-1] if arr.ndim else 0) if k is None else k
             if arr.shape != (idx.size, k):
-                raise ValueError(f"alpha[{split!r}]: expected shape ({idx.size}, {k}) "
-                                 f"(trained indices x initial eigenfunctions), got {arr.shape}.")
+                raise ValueError(
+                    f"alpha[{split!r}]: expected shape ({idx.size}, {k}) "
+                    f"(trained indices x initial eigenfunctions), got {arr.shape}."
+                )
             alpha[split] = arr
         init = None
         if self.init is not None:
             init = {s: np.asarray(v, dtype=np.float64) for s, v in dict(self.init).items()}
             bad = {s: v.shape for s, v in init.items() if s not in alpha or v.shape != (k,)}
             if bad:
-                raise ValueError(f"init: expected a ({k},) array for splits among "
-                                 f"{sorted(alpha)}, got {bad}.")
+                raise ValueError(
+                    f"init: expected a ({k},) array for splits among {sorted(alpha)}, got {bad}."
+                )
         object.__setattr__(self, "trained_indices", idx.astype(np.int64))
         object.__setattr__(self, "alpha", alpha)
         object.__setattr__(self, "init", init)
@@ -98,8 +103,7 @@ class AlignmentData:
         return out
 
 
-def plot_alignment(data: AlignmentData | Mapping[str, Any] | None, *, max_lines: int = 8
-                   ) -> Figure:
+def plot_alignment(data: AlignmentData | Mapping[str, Any] | None, *, max_lines: int = 8) -> Figure:
     """α_T(φ_i) against the initial eigen-index i, log y, one panel per split.
 
     Args:
@@ -115,8 +119,9 @@ def plot_alignment(data: AlignmentData | Mapping[str, Any] | None, *, max_lines:
     require_present(data, "end-of-training alignment", ALIGNMENT_HOW)
     if not isinstance(data, AlignmentData):
         if not isinstance(data, Mapping):
-            raise TypeError(f"data: expected AlignmentData or a dict of arrays, got "
-                            f"{type(data).__name__}.")
+            raise TypeError(
+                f"data: expected AlignmentData or a dict of arrays, got {type(data).__name__}."
+            )
         data = AlignmentData.from_arrays(data)
     if isinstance(max_lines, bool) or not isinstance(max_lines, int) or max_lines < 1:
         raise ValueError(f"max_lines: expected a positive integer, got {max_lines!r}.")
@@ -137,12 +142,15 @@ def plot_alignment(data: AlignmentData | Mapping[str, Any] | None, *, max_lines:
                 ax.plot([j], [vals[j]], "o", color=color, markersize=5, label="_peak")
         if data.init is not None and split in data.init:
             init = np.where(data.init[split] > 0, data.init[split], np.nan)
-            ax.plot(i, init, "--", color=REFERENCE_COLOR, linewidth=1.4,
-                    label="at initialization")
+            ax.plot(i, init, "--", color=REFERENCE_COLOR, linewidth=1.4, label="at initialization")
         ax.set_yscale("log")
-        style_axes(ax, xlabel="initial eigenfunction index i",
-                   ylabel=r"alignment $\alpha_T(\phi_i)$", title=f"{split} samples",
-                   index_axis=True)
+        style_axes(
+            ax,
+            xlabel="initial eigenfunction index i",
+            ylabel=r"alignment $\alpha_T(\phi_i)$",
+            title=f"{split} samples",
+            index_axis=True,
+        )
     title = "Alignment of the initial eigenfunctions with the NTK after training"
     fig.suptitle(f"{title} ({data.label})" if data.label else title, fontsize=11)
     figure_legend(fig)

@@ -59,8 +59,7 @@ def as_vector(value: Any, name: str, *, min_size: int = 1) -> np.ndarray:
         raise TypeError(f"{name}: expected a 1-D array of numbers, got {value!r:.80}.") from err
     if arr.ndim != 1 or arr.size < min_size:
         raise ValueError(
-            f"{name}: expected a 1-D array with at least {min_size} entries, got shape "
-            f"{arr.shape}."
+            f"{name}: expected a 1-D array with at least {min_size} entries, got shape {arr.shape}."
         )
     return arr
 
@@ -102,9 +101,7 @@ def check_window(smooth: Any) -> int | None:
 def check_probability_map(value: Any, name: str) -> dict[str, float]:
     """A mapping ``{model: accuracy in [0, 1]}`` (the baseline accuracies)."""
     if not isinstance(value, Mapping):
-        raise TypeError(
-            f"{name}: expected a dict {{model: accuracy}}, got {type(value).__name__}."
-        )
+        raise TypeError(f"{name}: expected a dict {{model: accuracy}}, got {type(value).__name__}.")
     out = {}
     for key, acc in value.items():
         if isinstance(acc, bool) or not isinstance(acc, int | float | np.number):

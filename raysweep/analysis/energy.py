@@ -86,11 +86,16 @@ def energy_records(records: Any) -> list[dict[str, Any]]:
 def energy_rows(records: Any) -> tuple[list[str], list[list[str]]]:
     """The records as ``(header, rows)`` of text cells, one row per record."""
     recs = energy_records(records)
-    header = ["model", "dataset", "k", "energy at init", "energy after training",
-              "test accuracy"]
+    header = ["model", "dataset", "k", "energy at init", "energy after training", "test accuracy"]
     rows = [
-        [r["model"], r["dataset"], str(r["k"]), f"{r['energy_init']:.3f}",
-         f"{r['energy_final']:.3f}", f"{r['test_accuracy']:.3f}"]
+        [
+            r["model"],
+            r["dataset"],
+            str(r["k"]),
+            f"{r['energy_init']:.3f}",
+            f"{r['energy_final']:.3f}",
+            f"{r['test_accuracy']:.3f}",
+        ]
         for r in recs
     ]
     return header, rows
@@ -114,16 +119,26 @@ def plot_energy_concentration(records: Any) -> Figure:
     x = np.arange(len(recs))
     init = [r["energy_init"] for r in recs]
     final = [r["energy_final"] for r in recs]
-    ax.bar(x - 0.2, init, width=0.38, color=COLORS["network"], alpha=0.55,
-           label="at initialization")
+    ax.bar(
+        x - 0.2, init, width=0.38, color=COLORS["network"], alpha=0.55, label="at initialization"
+    )
     ax.bar(x + 0.2, final, width=0.38, color=COLORS["network"], label="after training")
     for xi, r in zip(x, recs, strict=True):
-        ax.annotate(f"acc {r['test_accuracy']:.2f}", (xi, max(r["energy_init"],
-                    r["energy_final"])), textcoords="offset points", xytext=(0, 3),
-                    ha="center", fontsize=8)
+        ax.annotate(
+            f"acc {r['test_accuracy']:.2f}",
+            (xi, max(r["energy_init"], r["energy_final"])),
+            textcoords="offset points",
+            xytext=(0, 3),
+            ha="center",
+            fontsize=8,
+        )
     ax.set_xticks(x, [f"{r['model']}\n{r['dataset']} (k={r['k']})" for r in recs], fontsize=8)
     ax.set_ylim(0, 1.12)
-    style_axes(ax, xlabel="", ylabel="energy on top-k eigenfunctions",
-               title="Energy concentration of the labels")
+    style_axes(
+        ax,
+        xlabel="",
+        ylabel="energy on top-k eigenfunctions",
+        title="Energy concentration of the labels",
+    )
     finish_legend(ax, loc="upper left")
     return fig

@@ -76,8 +76,9 @@ def _read_json(path: Path, fmt: str) -> dict | None:
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err}).") from err
     if not isinstance(payload, dict) or payload.get("format") != fmt:
-        raise ValueError(f"{path}: expected a JSON object with \"format\": {fmt!r}, got "
-                         f"{str(payload)[:80]}.")
+        raise ValueError(
+            f'{path}: expected a JSON object with "format": {fmt!r}, got {str(payload)[:80]}.'
+        )
     return payload
 
 
@@ -98,8 +99,9 @@ def save_alignment(results_dir: str | os.PathLike, data: AlignmentData) -> Path:
     if not isinstance(data, AlignmentData):
         raise TypeError(f"data: expected AlignmentData, got {type(data).__name__}.")
     arrays = dict(data.to_arrays(), label=np.array(data.label))
-    return _write_atomic(analysis_dir(results_dir) / ALIGNMENT_FILE,
-                         lambda fh: np.savez(fh, **arrays))
+    return _write_atomic(
+        analysis_dir(results_dir) / ALIGNMENT_FILE, lambda fh: np.savez(fh, **arrays)
+    )
 
 
 def load_alignment(results_dir: str | os.PathLike) -> AlignmentData | None:
@@ -119,10 +121,12 @@ def load_alignment(results_dir: str | os.PathLike) -> AlignmentData | None:
 def save_nads(results_dir: str | os.PathLike, eigvals, directions, input_shape) -> Path:
     """Validate and write ``analysis/nads.npz``."""
     vals, dirs, shape = check_nads(eigvals, directions, input_shape)
-    arrays = {"eigvals": vals, "directions": dirs.reshape(vals.size, -1).astype(np.float32),
-              "input_shape": np.array(shape, dtype=np.int64)}
-    return _write_atomic(analysis_dir(results_dir) / NADS_FILE,
-                         lambda fh: np.savez(fh, **arrays))
+    arrays = {
+        "eigvals": vals,
+        "directions": dirs.reshape(vals.size, -1).astype(np.float32),
+        "input_shape": np.array(shape, dtype=np.int64),
+    }
+    return _write_atomic(analysis_dir(results_dir) / NADS_FILE, lambda fh: np.savez(fh, **arrays))
 
 
 def load_nads(results_dir: str | os.PathLike) -> dict[str, np.ndarray] | None:
@@ -133,20 +137,25 @@ def load_nads(results_dir: str | os.PathLike) -> dict[str, np.ndarray] | None:
     with np.load(path, allow_pickle=False) as npz:
         missing = [k for k in ("eigvals", "directions", "input_shape") if k not in npz.files]
         if missing:
-            raise ValueError(f"{path}: missing arrays {missing}; expected eigvals, directions, "
-                             "input_shape.")
+            raise ValueError(
+                f"{path}: missing arrays {missing}; expected eigvals, directions, input_shape."
+            )
         out = {k: npz[k] for k in ("eigvals", "directions", "input_shape")}
     out["input_shape"] = tuple(int(s) for s in out["input_shape"])
     return out
 
 
-def save_baseline(results_dir: str | os.PathLike, dataset: str,
-                  accuracy: Mapping[str, float]) -> Path:
+def save_baseline(
+    results_dir: str | os.PathLike, dataset: str, accuracy: Mapping[str, float]
+) -> Path:
     """Write ``analysis/baseline.json``: ``{model: accuracy}`` on the binary task ``dataset``."""
     if not isinstance(dataset, str) or not dataset:
         raise TypeError(f"dataset: expected a dataset name such as 'cifar2', got {dataset!r}.")
-    payload = {"format": "raysweep.baseline/v1", "dataset": dataset,
-               "accuracy": check_probability_map(accuracy, "accuracy")}
+    payload = {
+        "format": "raysweep.baseline/v1",
+        "dataset": dataset,
+        "accuracy": check_probability_map(accuracy, "accuracy"),
+    }
     return _write_json(analysis_dir(results_dir) / BASELINE_FILE, payload)
 
 

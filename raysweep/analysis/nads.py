@@ -44,8 +44,10 @@ def check_nads(eigvals, directions, input_shape) -> tuple[np.ndarray, np.ndarray
         raise TypeError(f"input_shape: expected (H, W) or (H, W, C), got {input_shape!r}.")
     shape = tuple(int(s) for s in input_shape)
     if len(shape) not in (2, 3) or min(shape) < 1:
-        raise ValueError(f"input_shape: expected (H, W) or (H, W, C) of positive sizes, "
-                         f"got {tuple(input_shape)}.")
+        raise ValueError(
+            f"input_shape: expected (H, W) or (H, W, C) of positive sizes, "
+            f"got {tuple(input_shape)}."
+        )
     if len(shape) == 2:
         shape = (*shape, 1)
     dirs = np.asarray(directions, dtype=np.float64)
@@ -103,6 +105,7 @@ def plot_nads(eigvals, directions, input_shape, num: int = 10) -> Figure:
             ax.set_yticks([])
     axes[0, 0].set_ylabel("space", fontsize=8)
     axes[1, 0].set_ylabel("|FFT|", fontsize=8)
-    fig.suptitle("Neural anisotropy directions: spatial (top), Fourier magnitude (bottom)",
-                 fontsize=9)
+    fig.suptitle(
+        "Neural anisotropy directions: spatial (top), Fourier magnitude (bottom)", fontsize=9
+    )
     return fig

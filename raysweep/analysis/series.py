@@ -128,8 +128,15 @@ def index_series(table: pa.Table, metric: str, *, band: str = "std") -> list[Ind
                 unreached.append(j)
         out.append(
             IndexSeries(
-                *key, metric=metric, indices=indices, mean=mean, low=low, high=high,
-                count=count, total=total, diverged=np.array(diverged, dtype=np.int64),
+                *key,
+                metric=metric,
+                indices=indices,
+                mean=mean,
+                low=low,
+                high=high,
+                count=count,
+                total=total,
+                diverged=np.array(diverged, dtype=np.int64),
                 unreached=np.array(unreached, dtype=np.int64),
                 running=np.array(running, dtype=np.int64),
             )
@@ -165,8 +172,11 @@ def panels(table: pa.Table, optimizer: str | None) -> tuple[list[str], list[tupl
     if optimizer is not None:
         check_choice(optimizer, "optimizer", optimizers)
         optimizers = [optimizer]
-    pairs = sorted(set(zip(table.column("model").to_pylist(), table.column("dataset").to_pylist(),
-                           strict=True)))
+    pairs = sorted(
+        set(
+            zip(table.column("model").to_pylist(), table.column("dataset").to_pylist(), strict=True)
+        )
+    )
     return optimizers, pairs
 
 

@@ -61,8 +61,15 @@ def plot_spectrum(eigvals: np.ndarray | Mapping[str, np.ndarray]) -> Figure:
             )
         dropped += vals.size - positive.size
         rank = np.arange(1, positive.size + 1)
-        ax.plot(rank, positive, "-", marker="." if positive.size <= 64 else None,
-                color=color, linewidth=1.5, label=label or f"top {positive.size}")
+        ax.plot(
+            rank,
+            positive,
+            "-",
+            marker="." if positive.size <= 64 else None,
+            color=color,
+            linewidth=1.5,
+            label=label or f"top {positive.size}",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     title = "NTK eigenvalue spectrum at initialization"
@@ -96,16 +103,37 @@ def plot_binarization(binarization: np.ndarray | Mapping[str, np.ndarray]) -> Fi
     ax = axes[0, 0]
     for (label, vals), color in zip(series.items(), _colors(len(series)), strict=True):
         j = np.arange(vals.size)
-        ax.plot(j, vals, "-", marker="." if vals.size <= 64 else None, color=color,
-                linewidth=1.2, label=label or f"mean {np.nanmean(vals):.3f}")
-    ax.axhline(GAUSSIAN_BINARIZATION, color=REFERENCE_COLOR, linestyle="--", linewidth=1,
-               label=f"Gaussian √(2/π) ≈ {GAUSSIAN_BINARIZATION:.3f}")
-    ax.axhline(PAPER_BINARIZATION, color="#b3261e", linestyle=":", linewidth=1.2,
-               label=f"paper (CIFAR-10) ≈ {PAPER_BINARIZATION}")
+        ax.plot(
+            j,
+            vals,
+            "-",
+            marker="." if vals.size <= 64 else None,
+            color=color,
+            linewidth=1.2,
+            label=label or f"mean {np.nanmean(vals):.3f}",
+        )
+    ax.axhline(
+        GAUSSIAN_BINARIZATION,
+        color=REFERENCE_COLOR,
+        linestyle="--",
+        linewidth=1,
+        label=f"Gaussian √(2/π) ≈ {GAUSSIAN_BINARIZATION:.3f}",
+    )
+    ax.axhline(
+        PAPER_BINARIZATION,
+        color="#b3261e",
+        linestyle=":",
+        linewidth=1.2,
+        label=f"paper (CIFAR-10) ≈ {PAPER_BINARIZATION}",
+    )
     lows = [np.nanmin(v) for v in series.values() if np.any(np.isfinite(v))]
     ax.set_ylim(min([0.7, *lows]) - 0.02, 1.0)
-    style_axes(ax, xlabel="eigenfunction index j",
-               ylabel=r"$\langle \mathrm{sign}(\phi_j)/\sqrt{N}, \phi_j \rangle$",
-               title="How binary the eigenfunctions are", index_axis=True)
+    style_axes(
+        ax,
+        xlabel="eigenfunction index j",
+        ylabel=r"$\langle \mathrm{sign}(\phi_j)/\sqrt{N}, \phi_j \rangle$",
+        title="How binary the eigenfunctions are",
+        index_axis=True,
+    )
     finish_legend(ax, loc="lower right")
     return fig

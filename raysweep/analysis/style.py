@@ -33,8 +33,9 @@ REFERENCE_COLOR = "#555555"
 PANEL_SIZE = (4.2, 3.2)  # inches per panel
 
 
-def new_figure(nrows: int = 1, ncols: int = 1, *, panel_size=PANEL_SIZE, min_width=6.4,
-               squeeze=False):
+def new_figure(
+    nrows: int = 1, ncols: int = 1, *, panel_size=PANEL_SIZE, min_width=6.4, squeeze=False
+):
     """A Figure with an Agg canvas and an ``(nrows, ncols)`` array of axes (constrained layout).
 
     The figure is at least ``min_width`` inches wide, so that a title and a legend below the
@@ -56,19 +57,36 @@ def draw_curve(ax, curve: IndexSeries, *, smooth: int | None = None) -> None:
     if smooth and smooth > 1:
         ax.plot(x, mean, MARKERS[kind], color=color, alpha=0.3, markersize=3, label="_raw")
         mean, low, high = (moving_average(v, smooth) for v in (mean, low, high))
-    ax.plot(x, mean, "-", marker=MARKERS[kind], color=color, markersize=4, linewidth=1.6,
-            label=kind)
+    ax.plot(
+        x, mean, "-", marker=MARKERS[kind], color=color, markersize=4, linewidth=1.6, label=kind
+    )
     if curve.has_band:
-        ax.fill_between(x, low, high, color=color, alpha=0.22, linewidth=0,
-                        label=f"{kind} band")
+        ax.fill_between(x, low, high, color=color, alpha=0.22, linewidth=0, label=f"{kind} band")
     edge = blended_transform_factory(ax.transData, ax.transAxes)
     if curve.diverged.size:
-        ax.plot(curve.diverged, np.full(curve.diverged.size, 0.03), "x", color=color,
-                markersize=7, mew=1.8, transform=edge, clip_on=False, label="diverged")
+        ax.plot(
+            curve.diverged,
+            np.full(curve.diverged.size, 0.03),
+            "x",
+            color=color,
+            markersize=7,
+            mew=1.8,
+            transform=edge,
+            clip_on=False,
+            label="diverged",
+        )
     if curve.unreached.size:
-        ax.plot(curve.unreached, np.full(curve.unreached.size, 0.97), "^", color=color,
-                markerfacecolor="none", markersize=7, transform=edge, clip_on=False,
-                label="not reached")
+        ax.plot(
+            curve.unreached,
+            np.full(curve.unreached.size, 0.97),
+            "^",
+            color=color,
+            markerfacecolor="none",
+            markersize=7,
+            transform=edge,
+            clip_on=False,
+            label="not reached",
+        )
 
 
 def _legend_entries(axes) -> list[tuple]:
@@ -97,8 +115,13 @@ def figure_legend(fig, *, fontsize=8) -> None:
     keep = _legend_entries(fig.axes)
     if keep:
         per_row = max(2, int(fig.get_figwidth() / 1.5))
-        fig.legend(*zip(*keep, strict=True), loc="outside lower center", fontsize=fontsize,
-                   ncols=min(len(keep), per_row), frameon=False)
+        fig.legend(
+            *zip(*keep, strict=True),
+            loc="outside lower center",
+            fontsize=fontsize,
+            ncols=min(len(keep), per_row),
+            frameon=False,
+        )
 
 
 def plain_log_ticks(axis) -> None:
@@ -110,8 +133,9 @@ def plain_log_ticks(axis) -> None:
     axis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5)))
 
 
-def style_axes(ax, *, xlabel: str, ylabel: str, title: str | None = None,
-               index_axis: bool = False) -> None:
+def style_axes(
+    ax, *, xlabel: str, ylabel: str, title: str | None = None, index_axis: bool = False
+) -> None:
     """Labels, a light grid, a title; ``index_axis``: integer ticks on x (eigen-indices)."""
     if index_axis:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -37,9 +37,7 @@ def _numeric(cell: str) -> bool:
     return True
 
 
-def format_table(
-    header: Sequence[str], rows: Sequence[Sequence[str]], *, fmt: str = "text"
-) -> str:
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, fmt: str = "text") -> str:
     """Render ``(header, rows)`` as ``"text"``, ``"markdown"`` or ``"html"``.
 
     Numeric-looking cells are right-aligned (text: padded; HTML: ``class="num"``).
@@ -51,24 +49,33 @@ def format_table(
     if fmt == "html":
         head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
         body = "\n".join(
-            "<tr>" + "".join(
-                f'<td class="num">{html.escape(c)}</td>' if _numeric(c)
-                else f"<td>{html.escape(c)}</td>" for c in row
-            ) + "</tr>"
+            "<tr>"
+            + "".join(
+                f'<td class="num">{html.escape(c)}</td>'
+                if _numeric(c)
+                else f"<td>{html.escape(c)}</td>"
+                for c in row
+            )
+            + "</tr>"
             for row in cells
         )
-        return (f'<table class="data">\n<thead><tr>{head}</tr></thead>\n'
-                f"<tbody>\n{body}\n</tbody>\n</table>")
+        return (
+            f'<table class="data">\n<thead><tr>{head}</tr></thead>\n'
+            f"<tbody>\n{body}\n</tbody>\n</table>"
+        )
     if fmt == "markdown":
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
         return "\n".join(lines)
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
-              for i, h in enumerate(header)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)
+    ]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
     for row in cells:
-        lines.append("  ".join(
-            c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(row, widths, strict=True)
-        ).rstrip())
+        lines.append(
+            "  ".join(
+                c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(row, widths, strict=True)
+            ).rstrip()
+        )
     return "\n".join(lines)

@@ -102,9 +102,13 @@ def plot_training_metrics(
                 plain_log_ticks(ax.yaxis)
                 if not any((curve.mean > 0).any() for curve in shown):
                     ax.set_ylim(1, 10)  # nothing reached: an empty but valid log axis
-            style_axes(ax, xlabel="eigenfunction index j",
-                       ylabel=metric_label(metric, threshold), title=panel_title(*pair, opt),
-                       index_axis=True)
+            style_axes(
+                ax,
+                xlabel="eigenfunction index j",
+                ylabel=metric_label(metric, threshold),
+                title=panel_title(*pair, opt),
+                index_axis=True,
+            )
     title = r"Training on sign($\phi_j$): steps to the loss threshold and distance from $\theta_0$"
     if any(c.has_band for curves_m in curves.values() for c in curves_m):
         title += f"\nshaded: {BAND_NAMES[band]} over seeds"

@@ -83,4 +83,3 @@ def nystrom_eigenpairs(
     with one_blas_thread() if rank <= _ONE_THREAD_MAX_M else contextlib.nullcontext():
         values, z = scipy.linalg.eigh(r @ r.T, subset_by_index=[rank - k, rank - 1])
     return q @ z[:, ::-1], values[::-1].copy()
-

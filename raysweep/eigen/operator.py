@@ -118,7 +118,8 @@ class KernelOperator:
                 f"K.matmat(V) returned shape {out.shape} for V of shape {v.shape}; a handle "
                 "must return K @ V with the shape of V."
             )
-        return out.astype(self.dtype, copy=False)
+        # the solvers update products in place: a read-only result (e.g. from JAX) is copied
+        return out.astype(self.dtype, copy=not out.flags.writeable)
 
     def product64(self, v: np.ndarray) -> np.ndarray:
         """``K @ v`` accumulated in float64 (the residual product); ``v`` is ``(N, b)``.

@@ -47,8 +47,7 @@ class EigenPairs(tuple):
     def __new__(cls, eigvals, eigvecs, **info):
         return super().__new__(cls, (eigvals, eigvecs))
 
-    def __init__(self, eigvals, eigvecs, *, residuals, method, iterations, matvecs, converged,
-                 tol):
+    def __init__(self, eigvals, eigvecs, *, residuals, method, iterations, matvecs, converged, tol):
         self.residuals = residuals
         self.method = method
         self.iterations = int(iterations)

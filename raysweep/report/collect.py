@@ -112,8 +112,11 @@ def read_artifact_summary(path: Path, key: str | None = None) -> ArtifactSummary
     meta = json.loads((path / "meta.json").read_text())
     manifest = json.loads((path / "dataset.json").read_text())
     if key is None:
-        cfg = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() \
+        cfg = (
+            json.loads((path / "config.json").read_text())
+            if (path / "config.json").exists()
             else {}
+        )
         model = cfg.get("model", {}).get("name", "?")
         key = f"{model}-{manifest.get('name', cfg.get('data', {}).get('name', '?'))}"
     dataset = {k: v for k, v in manifest.items() if not isinstance(v, list) or len(v) <= 8}
@@ -164,8 +167,9 @@ def collect(results_dir: str | os.PathLike) -> ReportInputs:
         summary = _guard(problems, f"the artifact {path}", read_artifact_summary, path, key)
         if summary is not None:
             found.artifacts.append(summary)
-    found.energy = _guard(problems, "analysis/energy_concentration.json", load_energy_records,
-                          results_dir)
+    found.energy = _guard(
+        problems, "analysis/energy_concentration.json", load_energy_records, results_dir
+    )
     found.alignment = _guard(problems, "analysis/alignment.npz", load_alignment, results_dir)
     found.nads = _guard(problems, "analysis/nads.npz", load_nads, results_dir)
     found.baseline = _guard(problems, "analysis/baseline.json", load_baseline, results_dir)

@@ -99,8 +99,10 @@ def figure(png: bytes, *, alt: str, caption: str, links: Sequence[tuple[str, str
     link_html = " · ".join(f'<a href="{esc(href)}">{esc(label)}</a>' for label, href in links)
     if link_html:
         link_html = f" ({link_html})"
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{esc(alt)}">'
-            f"<figcaption>{esc(caption)}{link_html}</figcaption></figure>")
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{esc(alt)}">'
+        f"<figcaption>{esc(caption)}{link_html}</figcaption></figure>"
+    )
 
 
 def row(*blocks: str) -> str:
@@ -123,8 +125,10 @@ def key_values(items: Mapping[str, Any], *, caption: str | None = None) -> str:
 
 def cards(items: Mapping[str, Any]) -> str:
     """Big numbers with a small label (the summary)."""
-    body = "".join(f'<div class="card"><div class="v">{esc(v)}</div><div class="k">{esc(k)}'
-                   "</div></div>" for k, v in items.items())
+    body = "".join(
+        f'<div class="card"><div class="v">{esc(v)}</div><div class="k">{esc(k)}</div></div>'
+        for k, v in items.items()
+    )
     return f'<div class="cards">{body}</div>'
 
 
@@ -147,12 +151,13 @@ def render_page(title: str, subtitle: str, sections: Sequence[Section]) -> str:
     """The whole page: header, table of contents, sections."""
     nav = "\n".join(f'<a href="#{esc(s.anchor)}">{esc(s.title)}</a>' for s in sections)
     body = "\n".join(
-        f'<section id="{esc(s.anchor)}"><h2>{esc(s.title)}</h2>\n' + "\n".join(s.blocks)
+        f'<section id="{esc(s.anchor)}"><h2>{esc(s.title)}</h2>\n'
+        + "\n".join(s.blocks)
         + "</section>"
         for s in sections
     )
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
         f"<header><h1>{esc(title)}</h1><p>{esc(subtitle)}</p></header>\n"

@@ -42,13 +42,19 @@ from raysweep.store import STATUSES, count_target_statuses, trial_states
 
 Draw = Callable[..., str]
 
-NO_METRICS = ("No metrics yet: metrics/*.parquet is absent or empty. Run the sweep "
-              "(python sweeps/eigen_sweep.py --out <this folder>); figures appear after the "
-              "first epoch of the first trial.")
-NO_ARTIFACT = ("No eigenfunction artifact (eigenfunctions/): run the eigen step "
-               "(python sweeps/eigen_sweep.py --eigen-only --out <this folder>).")
-NO_CONFIG = ("No config.json: the main job has not started in this folder "
-             "(python sweeps/eigen_sweep.py --out <this folder>).")
+NO_METRICS = (
+    "No metrics yet: metrics/*.parquet is absent or empty. Run the sweep "
+    "(python sweeps/eigen_sweep.py --out <this folder>); figures appear after the "
+    "first epoch of the first trial."
+)
+NO_ARTIFACT = (
+    "No eigenfunction artifact (eigenfunctions/): run the eigen step "
+    "(python sweeps/eigen_sweep.py --eigen-only --out <this folder>)."
+)
+NO_CONFIG = (
+    "No config.json: the main job has not started in this folder "
+    "(python sweeps/eigen_sweep.py --out <this folder>)."
+)
 
 
 def seconds(value: float) -> str:
@@ -87,8 +93,11 @@ def _trial_time(inputs: ReportInputs) -> tuple[float, float]:
 
 def _eigen_time(inputs: ReportInputs) -> float:
     meta = [a.meta for a in inputs.artifacts]
-    return float(sum(m.get("gram_seconds", 0) + m.get("eigen_seconds", 0) for m in meta)) \
-        if meta else float("nan")
+    return (
+        float(sum(m.get("gram_seconds", 0) + m.get("eigen_seconds", 0) for m in meta))
+        if meta
+        else float("nan")
+    )
 
 
 def summary_section(inputs: ReportInputs) -> Section:
@@ -129,31 +138,57 @@ def run_section(inputs: ReportInputs) -> Section:
         blocks = [key_values(top, caption="config")] if top else []
         for name, part in sorted(inputs.config.items()):
             if isinstance(part, dict):
-                shown = {k: ", ".join(map(str, v)) if isinstance(v, list) else
-                         ("—" if v is None else v) for k, v in sorted(part.items())}
+                shown = {
+                    k: ", ".join(map(str, v)) if isinstance(v, list) else ("—" if v is None else v)
+                    for k, v in sorted(part.items())
+                }
                 blocks.append(key_values(shown, caption=name))
-        sec.add(paragraph("The resolved config of the sweep (config.json; —: not set, the "
-                          "default applies).", lead=True), row(*blocks),
-                details("config.json as saved", json_block(inputs.config)))
+        sec.add(
+            paragraph(
+                "The resolved config of the sweep (config.json; —: not set, the default applies).",
+                lead=True,
+            ),
+            row(*blocks),
+            details("config.json as saved", json_block(inputs.config)),
+        )
     if inputs.plan is not None:
         packs = inputs.plan.get("packs") or []
-        sec.add(heading("Grid"), key_values({
-            "sweep id": inputs.plan.get("sweep_id", "?"),
-            "trials": _expected_trials(inputs) or "?",
-            "eigen-index packs": len(packs),
-            "indices per trial": ", ".join(str(len(p)) for p in packs) or "?",
-            "optimizers": ", ".join(inputs.plan.get("optimizers") or []),
-        }))
+        sec.add(
+            heading("Grid"),
+            key_values(
+                {
+                    "sweep id": inputs.plan.get("sweep_id", "?"),
+                    "trials": _expected_trials(inputs) or "?",
+                    "eigen-index packs": len(packs),
+                    "indices per trial": ", ".join(str(len(p)) for p in packs) or "?",
+                    "optimizers": ", ".join(inputs.plan.get("optimizers") or []),
+                }
+            ),
+        )
     if inputs.artifacts:
-        header = ["artifact", "N", "k", "solver", "Gram time", "solver time",
-                  "max residual / λ₁", "mean binarization"]
-        rows = [[a.key, str(a.meta.get("N", a.dataset.get("num_train", 0)
-                                     + a.dataset.get("num_test", 0))),
-                 str(a.eigvals.size), str(a.meta.get("eigen_method", "?")),
-                 seconds(float(a.meta.get("gram_seconds", np.nan))),
-                 seconds(float(a.meta.get("eigen_seconds", np.nan))),
-                 f"{np.max(a.residuals) / a.eigvals.max():.1e}" if a.eigvals.max() > 0 else "–",
-                 f"{np.nanmean(a.binarization):.3f}"] for a in inputs.artifacts]
+        header = [
+            "artifact",
+            "N",
+            "k",
+            "solver",
+            "Gram time",
+            "solver time",
+            "max residual / λ₁",
+            "mean binarization",
+        ]
+        rows = [
+            [
+                a.key,
+                str(a.meta.get("N", a.dataset.get("num_train", 0) + a.dataset.get("num_test", 0))),
+                str(a.eigvals.size),
+                str(a.meta.get("eigen_method", "?")),
+                seconds(float(a.meta.get("gram_seconds", np.nan))),
+                seconds(float(a.meta.get("eigen_seconds", np.nan))),
+                f"{np.max(a.residuals) / a.eigvals.max():.1e}" if a.eigvals.max() > 0 else "–",
+                f"{np.nanmean(a.binarization):.3f}",
+            ]
+            for a in inputs.artifacts
+        ]
         sec.add(heading("Eigenfunction artifacts"), table(header, rows))
     return sec
 
@@ -172,14 +207,36 @@ def progress_section(inputs: ReportInputs) -> Section:
         rows.append(["not started", str(max(expected - len(states), 0)), "–"])
     total, longest = _trial_time(inputs)
     sec.add(table(["status", "trials", "targets"], rows))
-    sec.add(key_values({"training, summed over trials": seconds(total),
-                        "longest trial": seconds(longest),
-                        "eigen step (Gram + eigensolver)": seconds(_eigen_time(inputs))}))
-    header = ["trial", "status", "epoch", "targets", "mean train loss", "mean test acc",
-              "wall time"]
-    trial_rows = [[s.trial_id, s.status, str(s.epoch), str(len(s.eigen_indices)),
-                   f"{s.mean_train_loss:.4g}", f"{s.mean_test_accuracy:.3f}",
-                   seconds(s.wall_time)] for s in states]
+    sec.add(
+        key_values(
+            {
+                "training, summed over trials": seconds(total),
+                "longest trial": seconds(longest),
+                "eigen step (Gram + eigensolver)": seconds(_eigen_time(inputs)),
+            }
+        )
+    )
+    header = [
+        "trial",
+        "status",
+        "epoch",
+        "targets",
+        "mean train loss",
+        "mean test acc",
+        "wall time",
+    ]
+    trial_rows = [
+        [
+            s.trial_id,
+            s.status,
+            str(s.epoch),
+            str(len(s.eigen_indices)),
+            f"{s.mean_train_loss:.4g}",
+            f"{s.mean_test_accuracy:.3f}",
+            seconds(s.wall_time),
+        ]
+        for s in states
+    ]
     sec.add(details(f"all {len(states)} trials", table(header, trial_rows, scroll=True)))
     return sec
 
@@ -193,25 +250,37 @@ def accuracy_section(inputs: ReportInputs, draw: Draw) -> Section:
     if inputs.baseline is not None:
         models = set(inputs.metrics.column("model").to_pylist())
         baseline = inputs.baseline[1] if models & set(inputs.baseline[1]) else None
-    caption = ("Final-epoch test accuracy of the network and its linearization trained on "
-               "sign(φ_j); rows: optimizers, columns: model · dataset. × marks diverged "
-               "targets (left out of the mean).")
+    caption = (
+        "Final-epoch test accuracy of the network and its linearization trained on "
+        "sign(φ_j); rows: optimizers, columns: model · dataset. × marks diverged "
+        "targets (left out of the mean)."
+    )
     if baseline is not None:
         caption += f" Dashed green: accuracy on {inputs.baseline[0]} (the dataset's own task)."
     elif inputs.baseline is not None:
-        caption += (f" No baseline: analysis/baseline.json has no entry for these models "
-                    f"(it has {', '.join(sorted(inputs.baseline[1]))}).")
+        caption += (
+            f" No baseline: analysis/baseline.json has no entry for these models "
+            f"(it has {', '.join(sorted(inputs.baseline[1]))})."
+        )
     else:
-        caption += (" No baseline (analysis/baseline.json absent: "
-                    "raysweep.analysis.save_baseline).")
-    sec.add(draw("accuracy_vs_index", lambda: plot_accuracy_vs_index(
-        inputs.metrics, baseline=baseline), alt="test accuracy vs eigen-index",
-        caption=caption))
+        caption += " No baseline (analysis/baseline.json absent: raysweep.analysis.save_baseline)."
+    sec.add(
+        draw(
+            "accuracy_vs_index",
+            lambda: plot_accuracy_vs_index(inputs.metrics, baseline=baseline),
+            alt="test accuracy vs eigen-index",
+            caption=caption,
+        )
+    )
     header, rows = accuracy_rows(inputs.metrics)
-    sec.add(heading("Final test accuracy by eigen-index"),
-            paragraph("mean ± std over seeds; div: diverged; *: still running (latest epoch); "
-                      "–: no row.", lead=True),
-            table(header, rows, scroll=len(rows) > 25))
+    sec.add(
+        heading("Final test accuracy by eigen-index"),
+        paragraph(
+            "mean ± std over seeds; div: diverged; *: still running (latest epoch); –: no row.",
+            lead=True,
+        ),
+        table(header, rows, scroll=len(rows) > 25),
+    )
     return sec
 
 
@@ -221,10 +290,15 @@ def training_section(inputs: ReportInputs, draw: Draw) -> Section:
     if inputs.metrics is None:
         return sec.add(note(NO_METRICS))
     threshold = inputs.config_value("train", "loss_threshold")
-    return sec.add(draw("training_metrics", lambda: plot_training_metrics(
-        inputs.metrics, threshold=threshold), alt="training metrics vs eigen-index",
-        caption="At the final epoch: steps until the training loss fell below the threshold "
-                "(△ at the top: not reached), ℓ2 and cosine distance between θ_T and θ₀."))
+    return sec.add(
+        draw(
+            "training_metrics",
+            lambda: plot_training_metrics(inputs.metrics, threshold=threshold),
+            alt="training metrics vs eigen-index",
+            caption="At the final epoch: steps until the training loss fell below the threshold "
+            "(△ at the top: not reached), ℓ2 and cosine distance between θ_T and θ₀.",
+        )
+    )
 
 
 def eigen_section(inputs: ReportInputs, draw: Draw) -> Section:
@@ -234,38 +308,73 @@ def eigen_section(inputs: ReportInputs, draw: Draw) -> Section:
         return sec.add(note(NO_ARTIFACT))
     one = len(inputs.artifacts) == 1
     vals = inputs.artifacts[0].eigvals if one else {a.key: a.eigvals for a in inputs.artifacts}
-    binz = (inputs.artifacts[0].binarization if one
-            else {a.key: a.binarization for a in inputs.artifacts})
-    return sec.add(row(
-        draw("spectrum", lambda: plot_spectrum(vals), alt="NTK eigenvalue spectrum",
-             caption="Top-k eigenvalues of the empirical NTK Gram matrix at θ₀."),
-        draw("binarization", lambda: plot_binarization(binz), alt="binarization diagnostic",
-             caption="⟨sign(φ_j)/√N, φ_j⟩: the share of each eigenvector that its sign keeps "
-                     "(Gaussian: √(2/π) ≈ 0.798; paper ≈ 0.78)."),
-    ))
+    binz = (
+        inputs.artifacts[0].binarization
+        if one
+        else {a.key: a.binarization for a in inputs.artifacts}
+    )
+    return sec.add(
+        row(
+            draw(
+                "spectrum",
+                lambda: plot_spectrum(vals),
+                alt="NTK eigenvalue spectrum",
+                caption="Top-k eigenvalues of the empirical NTK Gram matrix at θ₀.",
+            ),
+            draw(
+                "binarization",
+                lambda: plot_binarization(binz),
+                alt="binarization diagnostic",
+                caption="⟨sign(φ_j)/√N, φ_j⟩: the share of each eigenvector that its sign keeps "
+                "(Gaussian: √(2/π) ≈ 0.798; paper ≈ 0.78).",
+            ),
+        )
+    )
 
 
 def optional_sections(inputs: ReportInputs, draw: Draw) -> list[Section]:
     """Energy concentration (Table 1), alignment (Figs 6-7) and NADs (Fig 1), or notes."""
     energy = Section("energy", "Energy concentration (Table 1)")
     if inputs.energy is None:
-        energy.add(note("Energy concentration records not present: save them with "
-                        "raysweep.analysis.save_energy_records (analysis/"
-                        "energy_concentration.json)."))
+        energy.add(
+            note(
+                "Energy concentration records not present: save them with "
+                "raysweep.analysis.save_energy_records (analysis/"
+                "energy_concentration.json)."
+            )
+        )
     else:
         header, rows = energy_rows(inputs.energy)
-        energy.add(row(table(header, rows), draw(
-            "energy_concentration", lambda: plot_energy_concentration(inputs.energy),
-            alt="energy concentration", caption="Energy of the labels on the top-k NTK "
-            "eigenfunctions, at initialization and after training.")))
+        energy.add(
+            row(
+                table(header, rows),
+                draw(
+                    "energy_concentration",
+                    lambda: plot_energy_concentration(inputs.energy),
+                    alt="energy concentration",
+                    caption="Energy of the labels on the top-k NTK "
+                    "eigenfunctions, at initialization and after training.",
+                ),
+            )
+        )
     align = Section("alignment", "Alignment after training")
-    align.add(draw("alignment", lambda: plot_alignment(inputs.alignment),
-                   alt="alignment after training", caption="α_T(φ_i) of the initial "
-                   "eigenfunctions with the NTK after training on sign(φ_j); ● marks i = j."))
+    align.add(
+        draw(
+            "alignment",
+            lambda: plot_alignment(inputs.alignment),
+            alt="alignment after training",
+            caption="α_T(φ_i) of the initial "
+            "eigenfunctions with the NTK after training on sign(φ_j); ● marks i = j.",
+        )
+    )
     nads = Section("nads", "Neural anisotropy directions")
     nad = inputs.nads or {}
-    nads.add(draw("nads", lambda: plot_nads(nad.get("eigvals"), nad.get("directions"),
-                                            nad.get("input_shape")),
-                  alt="neural anisotropy directions",
-                  caption="The first NADs in space and as |FFT| (zero frequency centred)."))
+    nads.add(
+        draw(
+            "nads",
+            lambda: plot_nads(nad.get("eigvals"), nad.get("directions"), nad.get("input_shape")),
+            alt="neural anisotropy directions",
+            caption="The first NADs in space and as |FFT| (zero frequency centred).",
+        )
+    )
     return [energy, align, nads]

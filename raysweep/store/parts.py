@@ -61,7 +61,8 @@ def list_parts(sweep_dir: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(
-        p for p in folder.iterdir()
+        p
+        for p in folder.iterdir()
         if p.name.endswith(PART_SUFFIX) and not p.name.startswith((".", "_")) and p.is_file()
     )
 

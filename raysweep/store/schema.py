@@ -138,9 +138,7 @@ def _check_value(i: int, name: str, value: Any) -> Any:
         if not isinstance(value, str):
             raise TypeError(f"{where}: expected a string, got {type(value).__name__} {value!r}.")
         if name == "status" and value not in STATUSES:
-            raise ValueError(
-                f"{where}: status {value!r} is not one of {', '.join(STATUSES)}."
-            )
+            raise ValueError(f"{where}: status {value!r} is not one of {', '.join(STATUSES)}.")
         return value
     if typ == pa.bool_():
         if not isinstance(value, bool | _NP_BOOLS):
@@ -148,9 +146,7 @@ def _check_value(i: int, name: str, value: Any) -> Any:
         return bool(value)
     if pa.types.is_integer(typ):
         if not _is_int(value):
-            raise TypeError(
-                f"{where}: expected an integer, got {type(value).__name__} {value!r}."
-            )
+            raise TypeError(f"{where}: expected an integer, got {type(value).__name__} {value!r}.")
         value = int(value)
         low = -1 if name == "steps_to_threshold" else 0
         if value < low:
@@ -204,9 +200,7 @@ def validate_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 def rows_to_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
     """Validated rows as a ``pyarrow.Table`` of :data:`METRICS_SCHEMA` (empty rows → 0 rows)."""
     clean = validate_rows(rows)
-    columns = [
-        pa.array([row[name] for row in clean], type=_TYPES[name]) for name in COLUMNS
-    ]
+    columns = [pa.array([row[name] for row in clean], type=_TYPES[name]) for name in COLUMNS]
     return pa.Table.from_arrays(columns, schema=METRICS_SCHEMA)
 
 

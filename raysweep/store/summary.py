@@ -158,8 +158,11 @@ def format_accuracy(table: pa.Table) -> str:
             )
         means = []
         for opt, lin in columns:
-            vals = [cells[(opt, lin, j)]["test_accuracy"] for j in indices
-                    if (opt, lin, j) in cells and cells[(opt, lin, j)]["status"] != "diverged"]
+            vals = [
+                cells[(opt, lin, j)]["test_accuracy"]
+                for j in indices
+                if (opt, lin, j) in cells and cells[(opt, lin, j)]["status"] != "diverged"
+            ]
             means.append(f"{sum(vals) / len(vals):.3f}" if vals else "-")
         lines.append(f"  {'mean':>6}" + "".join(f"{m:>11}" for m in means))
         blocks.append("\n".join(lines))

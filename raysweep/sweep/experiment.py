@@ -63,8 +63,11 @@ def completed_trials(out_dir: str | os.PathLike, plan: SweepPlan) -> set[str]:
     for spec in plan.trials:
         rows = latest.get(spec.trial_id, {})
         if all(
-            j in rows and (rows[j]["status"] == "diverged"
-                           or (rows[j]["status"] == "finished" and rows[j]["epoch"] == epochs))
+            j in rows
+            and (
+                rows[j]["status"] == "diverged"
+                or (rows[j]["status"] == "finished" and rows[j]["epoch"] == epochs)
+            )
             for j in spec.eigen_indices
         ):
             done.add(spec.trial_id)
@@ -157,12 +160,14 @@ def tune_trial_states(out_dir: str | os.PathLike, name: str | None = None) -> li
             ours = trial_id_from_config(cfg)
         except (KeyError, TypeError):
             ours = str(trial.trial_id)
-        out.append({
-            "trial_id": ours,
-            "tune_id": trial.trial_id,
-            "status": trial.status,
-            "num_failures": trial.run_metadata.num_failures,
-            "epoch": last.get("epoch"),
-            "mean_test_accuracy": last.get("mean_test_accuracy"),
-        })
+        out.append(
+            {
+                "trial_id": ours,
+                "tune_id": trial.trial_id,
+                "status": trial.status,
+                "num_failures": trial.run_metadata.num_failures,
+                "epoch": last.get("epoch"),
+                "mean_test_accuracy": last.get("mean_test_accuracy"),
+            }
+        )
     return sorted(out, key=lambda d: d["trial_id"])

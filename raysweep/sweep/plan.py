@@ -38,8 +38,13 @@ def trial_id(optimizer: str, linearized: bool, pack: int, model: str, dataset: s
 def trial_id_from_config(config: dict[str, Any]) -> str:
     """:func:`trial_id` of a Tune trial config (see :func:`raysweep.sweep.tuner.param_space`)."""
     art, pack = config["artifact"], config["pack"]
-    return trial_id(config["optimizer"], bool(config["linearized"]), int(pack["id"]),
-                    art["model"], art["dataset"])
+    return trial_id(
+        config["optimizer"],
+        bool(config["linearized"]),
+        int(pack["id"]),
+        art["model"],
+        art["dataset"],
+    )
 
 
 def chunk_indices(indices: Sequence[int], pack_size: int) -> tuple[tuple[int, ...], ...]:
@@ -159,11 +164,20 @@ def plan_sweep(config: Config, artifacts: Sequence[Any]) -> SweepPlan:
     sweep = config.sweep
     artifacts = list(artifacts)
     indices, optimizers, modes = (
-        tuple(sweep.eigen_indices), tuple(sweep.optimizers), tuple(sweep.linearized)
+        tuple(sweep.eigen_indices),
+        tuple(sweep.optimizers),
+        tuple(sweep.linearized),
     )
-    empty = [name for name, axis in (("artifacts", artifacts), ("sweep.eigen_indices", indices),
-                                     ("sweep.optimizers", optimizers),
-                                     ("sweep.linearized", modes)) if not axis]
+    empty = [
+        name
+        for name, axis in (
+            ("artifacts", artifacts),
+            ("sweep.eigen_indices", indices),
+            ("sweep.optimizers", optimizers),
+            ("sweep.linearized", modes),
+        )
+        if not axis
+    ]
     if empty:
         raise ValueError(
             f"the sweep grid is empty: {', '.join(empty)} has no value. Expected at least one "

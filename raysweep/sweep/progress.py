@@ -86,8 +86,10 @@ class SweepProgress(Callback):
     def on_trial_recover(self, iteration: int, trials: list, trial, **info):
         tid = _our_id(trial)
         self._latest.pop(tid, None)
-        self.log(f"[sweep] {tid} raised (failure {trial.num_failures}); retrying it from "
-                 "epoch 1 (its part file is replaced).")
+        self.log(
+            f"[sweep] {tid} raised (failure {trial.num_failures}); retrying it from "
+            "epoch 1 (its part file is replaced)."
+        )
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info):
         done = self._count_done(trials, trial)

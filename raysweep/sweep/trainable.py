@@ -94,9 +94,7 @@ def is_complete(table: pa.Table, indices: list[int], epochs: int) -> bool:
     """Whether a part holds the final row (last epoch, or diverged) of every index."""
     final = {}
     for row in table.select(["eigen_index", "epoch", "status"]).to_pylist():
-        if row["status"] == "diverged" or (
-            row["status"] == "finished" and row["epoch"] == epochs
-        ):
+        if row["status"] == "diverged" or (row["status"] == "finished" and row["epoch"] == epochs):
             final[row["eigen_index"]] = True
     return all(final.get(j, False) for j in indices)
 
@@ -137,8 +135,9 @@ def _identity(config: dict[str, Any], tid: str) -> dict[str, Any]:
 
 def _last_rows(table: pa.Table, indices: list[int]) -> list[dict]:
     rows = table.to_pylist()
-    return [max((r for r in rows if r["eigen_index"] == j), key=lambda r: r["epoch"])
-            for j in indices]
+    return [
+        max((r for r in rows if r["eigen_index"] == j), key=lambda r: r["epoch"]) for j in indices
+    ]
 
 
 def claim_attempt(store_dir: str, tid: str) -> str:
@@ -219,8 +218,14 @@ def train_eigen_pack(config: dict[str, Any], payloads: dict[str, Any]) -> None:
             if (j, int(row["epoch"])) in seen:  # a diverged target repeats its final row
                 continue
             seen.add((j, int(row["epoch"])))
-            new.append({**identity, "eigen_index": j,
-                        **{k: row[k] for k in METRIC_COLUMNS}, "wall_time": now})
+            new.append(
+                {
+                    **identity,
+                    "eigen_index": j,
+                    **{k: row[k] for k in METRIC_COLUMNS},
+                    "wall_time": now,
+                }
+            )
         rows.extend(new)
         tables.append(rows_to_table(new))
         check_attempt(store_dir, tid, token)
@@ -229,9 +234,16 @@ def train_eigen_pack(config: dict[str, Any], payloads: dict[str, Any]) -> None:
 
     try:
         train_pack_model(
-            module, payload["variables"], payload["x_train"], y_train, payload["x_test"],
-            y_test, train=train, linearized=bool(config["linearized"]),
-            seed=int(config["seed"]), on_epoch=on_epoch,
+            module,
+            payload["variables"],
+            payload["x_train"],
+            y_train,
+            payload["x_test"],
+            y_test,
+            train=train,
+            linearized=bool(config["linearized"]),
+            seed=int(config["seed"]),
+            on_epoch=on_epoch,
         )
     except Exception:
         _mark_error(store_dir, tid, rows, token)
@@ -246,7 +258,8 @@ def _mark_error(store_dir: str, tid: str, rows: list[dict[str, Any]], token: str
     for row in rows:
         latest[row["eigen_index"]] = row
     marked = [
-        {**r, "status": "error"} if latest[r["eigen_index"]] is r and r["status"] == "running"
+        {**r, "status": "error"}
+        if latest[r["eigen_index"]] is r and r["status"] == "running"
         else r
         for r in rows
     ]

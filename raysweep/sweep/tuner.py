@@ -126,8 +126,9 @@ def _check_resources(config: Config) -> None:
     need = {"CPU": config.sweep.cpus_per_trial, "GPU": config.sweep.gpus_per_trial}
     short = {k: (v, total.get(k, 0)) for k, v in need.items() if v > total.get(k, 0)}
     if short:
-        detail = ", ".join(f"{k}: {v} per trial but the cluster has {have}"
-                           for k, (v, have) in short.items())
+        detail = ", ".join(
+            f"{k}: {v} per trial but the cluster has {have}" for k, (v, have) in short.items()
+        )
         raise ValueError(
             f"no trial could ever be scheduled ({detail}). Lower sweep.cpus_per_trial / "
             "sweep.gpus_per_trial (--cpus-per-trial / --gpus-per-trial) or add nodes first."
@@ -143,8 +144,9 @@ def compile_cache_dir(out_dir: Path, compile_cache: bool | str | os.PathLike) ->
     return str(Path(compile_cache).resolve())
 
 
-def param_space(plan: SweepPlan, out_dir: Path,
-                compile_cache: bool | str | os.PathLike = True) -> dict:
+def param_space(
+    plan: SweepPlan, out_dir: Path, compile_cache: bool | str | os.PathLike = True
+) -> dict:
     """The Tune search space: grid over artifact × pack × optimizer × linearized."""
     from ray import tune
 
@@ -154,13 +156,15 @@ def param_space(plan: SweepPlan, out_dir: Path,
         "compile_cache": compile_cache_dir(out_dir, compile_cache),
         "seed": plan.seed,
         "train": dataclasses.asdict(plan.train),
-        "artifact": tune.grid_search([
-            {"key": a.key, "path": a.path, "model": a.model, "dataset": a.dataset}
-            for a in plan.artifacts
-        ]),
-        "pack": tune.grid_search([
-            {"id": p, "eigen_indices": list(pack)} for p, pack in enumerate(plan.packs)
-        ]),
+        "artifact": tune.grid_search(
+            [
+                {"key": a.key, "path": a.path, "model": a.model, "dataset": a.dataset}
+                for a in plan.artifacts
+            ]
+        ),
+        "pack": tune.grid_search(
+            [{"id": p, "eigen_indices": list(pack)} for p, pack in enumerate(plan.packs)]
+        ),
         "optimizer": tune.grid_search(list(plan.optimizers)),
         "linearized": tune.grid_search(list(plan.linearized)),
     }
@@ -236,8 +240,10 @@ def run_sweep(
     if previous.state == "complete":
         summary = summarize(plan, out_dir)
         if progress:
-            log(f"[sweep] all {len(plan.trials)} trials of {out_dir} are already complete "
-                "(nothing to run; another grid needs another --out or sweep.name).\n")
+            log(
+                f"[sweep] all {len(plan.trials)} trials of {out_dir} are already complete "
+                "(nothing to run; another grid needs another --out or sweep.name).\n"
+            )
             log(str(summary))
         return summary
 
@@ -262,19 +268,24 @@ def run_sweep(
     exp = experiment_dir(out_dir, plan.sweep_id)
     todo = len(plan.trials) - len(previous.done)
     if progress:
-        log(f"[sweep] {len(plan.trials)} trials ({plan.num_targets} targets, "
+        log(
+            f"[sweep] {len(plan.trials)} trials ({plan.num_targets} targets, "
             f"{plan.train.epochs} epochs): {todo} to run; metrics in {metrics_dir(out_dir)}; "
-            f"tensorboard --logdir {exp}")
+            f"tensorboard --logdir {exp}"
+        )
     tuner = None
     if resume and tune.Tuner.can_restore(exp):
         try:
             tuner = tune.Tuner.restore(str(exp), trainable=trainable, resume_errored=True)
         except Exception as err:  # unreadable state: the store still knows what is done
-            log(f"[sweep] cannot restore Tune's state in {exp} ({err!r}); starting the grid "
-                "again, trials already complete in the store are skipped.")
+            log(
+                f"[sweep] cannot restore Tune's state in {exp} ({err!r}); starting the grid "
+                "again, trials already complete in the store are skipped."
+            )
     if tuner is None:
-        tuner = _new_tuner(trainable, plan, config, out_dir, compile_cache,
-                           log if progress else _quiet)
+        tuner = _new_tuner(
+            trainable, plan, config, out_dir, compile_cache, log if progress else _quiet
+        )
     results = tuner.fit()
     tune_counts: dict[str, int] = {}
     for result in results:
@@ -286,8 +297,14 @@ def run_sweep(
     return summary
 
 
-def _new_tuner(trainable, plan: SweepPlan, config: Config, out_dir: Path,
-               compile_cache: bool | str | os.PathLike, log):
+def _new_tuner(
+    trainable,
+    plan: SweepPlan,
+    config: Config,
+    out_dir: Path,
+    compile_cache: bool | str | os.PathLike,
+    log,
+):
     from ray import tune
 
     exp = experiment_dir(out_dir, plan.sweep_id)
