@@ -159,8 +159,7 @@ def load_artifact(path: str | os.PathLike) -> EigenArtifact:
         )
     config = config_from_dict(json.loads((path / "config.json").read_text()))
     manifest = json.loads((path / "dataset.json").read_text())
-    _, template = _model_for(config, manifest["input_shape"])
-    variables = flax.serialization.from_bytes(template, (path / "variables.msgpack").read_bytes())
+    variables = flax.serialization.msgpack_restore((path / "variables.msgpack").read_bytes())
     return EigenArtifact(
         path=path,
         config=config,

@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from raysweep.store.schema import METRIC_COLUMNS
+
 __all__ = [
     "LOSSES",
     "METRIC_NAMES",
@@ -38,20 +40,7 @@ __all__ = [
 LOSSES: tuple[str, ...] = ("bce", "mse")
 """Loss names accepted by ``train_pack(loss=...)``; ``"bce"`` is the paper's."""
 
-METRIC_NAMES: tuple[str, ...] = (
-    "epoch",
-    "step",
-    "train_loss",
-    "train_accuracy",
-    "test_loss",
-    "test_accuracy",
-    "steps_to_threshold",
-    "l2_distance",
-    "cosine_distance",
-    "weight_norm",
-    "grad_norm",
-    "status",
-)
+METRIC_NAMES: tuple[str, ...] = METRIC_COLUMNS
 """Keys of every metric row, in this order.
 
 ``epoch`` (int, 1-based) · ``step`` (int, optimizer steps so far) · ``train_loss``,
