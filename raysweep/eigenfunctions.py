@@ -173,6 +173,24 @@ def load_artifact(path: str | os.PathLike) -> EigenArtifact:
     )
 
 
+def config_gram(config: Config, apply_fn, params, x, *, store_dir, model_id: str, progress: bool):
+    """:func:`raysweep.distributed.compute_gram` with the settings of ``config.ntk``."""
+    from raysweep.distributed import compute_gram
+
+    return compute_gram(
+        apply_fn,
+        params,
+        x,
+        store_dir=store_dir,
+        tile_size=config.ntk.tile_size,
+        num_workers=config.ntk.num_workers,
+        method=config.ntk.method,
+        memory_budget_mb=config.ntk.memory_budget_mb,
+        model_id=model_id,
+        progress=progress,
+    )
+
+
 def _same_setup(a: Config, b: Config) -> bool:
     return a.data == b.data and a.model == b.model and a.ntk == b.ntk
 
@@ -190,7 +208,7 @@ def compute_eigenfunctions(
     An existing artifact with the same data, model and NTK settings is loaded, not recomputed;
     an interrupted Gram resumes from its finished tiles.
     """
-    from raysweep.distributed import compute_gram, ensure_ray
+    from raysweep.distributed import ensure_ray
 
     out_dir = Path(out_dir)
     target = out_dir / "eigenfunctions"
@@ -223,15 +241,12 @@ def compute_eigenfunctions(
 
     start = time.perf_counter()
     model_id = f"{config.model.name}/{config.model.activation}/seed={config.model.seed}"
-    with compute_gram(
+    with config_gram(
+        config,
         apply_fn,
         variables["params"],
         x_all,
         store_dir=out_dir / "gram",
-        tile_size=config.ntk.tile_size,
-        num_workers=config.ntk.num_workers,
-        method=config.ntk.method,
-        memory_budget_mb=config.ntk.memory_budget_mb,
         model_id=model_id,
         progress=progress,
     ) as gram:

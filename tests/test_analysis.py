@@ -437,3 +437,69 @@ def test_table_types_are_checked():
     bad = pa.table({"model": ["mlp"]})
     with pytest.raises(ValueError, match="lacks the metrics columns"):
         plot_training_metrics(bad)
+
+
+# ----------------------------------------------------------------------------- pretrained
+
+
+def _pretrained_record(variant, j, acc, steps):
+    rows = [{"epoch": 1, "test_accuracy": acc, "train_loss": 0.3}]
+    return {
+        "variant": variant,
+        "eigen_index": j,
+        "status": "finished",
+        "test_accuracy": acc,
+        "train_accuracy": 1.0,
+        "train_loss": 0.3,
+        "steps_to_threshold": steps,
+        "rows": rows,
+    }
+
+
+def test_pretrained_rows_plot_and_file_round_trip(tmp_path):
+    from raysweep.analysis import (
+        load_pretrained,
+        plot_pretrained,
+        pretrained_rows,
+        save_pretrained,
+    )
+
+    records = [
+        _pretrained_record("network", 3, 0.9, 12),
+        _pretrained_record("linearized_init", 3, 0.6, -1),
+        _pretrained_record("linearized_pretrained", 3, 0.8, 30),
+        _pretrained_record("network", 1, 0.95, 5),
+    ]
+    header, rows = pretrained_rows({"records": records})
+    assert header[0] == "index" and len(header) == 7
+    assert rows == [
+        ["1", "0.950", "5", "-", "-", "-", "-"],
+        ["3", "0.900", "12", "0.600", "not reached", "0.800", "30"],
+    ]
+    fig = plot_pretrained({"records": records, "model": "mlp"})
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 4
+    save_pretrained(tmp_path, records, model="mlp", dataset="digits", optimizer="sgd")
+    loaded = load_pretrained(tmp_path)
+    assert loaded["records"] == records and loaded["dataset"] == "digits"
+    assert load_pretrained(tmp_path / "nothing") is None
+
+
+def test_pretrained_records_rejects_bad_input(tmp_path):
+    from raysweep.analysis import MissingInputError, plot_pretrained, pretrained_records
+
+    with pytest.raises(ValueError, match="variant 'lin' is not one of network"):
+        pretrained_records([_pretrained_record("lin", 0, 0.5, 1)])
+    with pytest.raises(ValueError, match=r"test_accuracy must be in \[0, 1\], got 1.5"):
+        pretrained_records([_pretrained_record("network", 0, 1.5, 1)])
+    bad = _pretrained_record("network", 0, 0.5, 1)
+    del bad["rows"]
+    with pytest.raises(ValueError, match=r"missing keys \['rows'\]"):
+        pretrained_records([bad])
+    with pytest.raises(MissingInputError, match="sweeps/pretrained_ntk.py"):
+        plot_pretrained(None)
+    (tmp_path / "analysis").mkdir()
+    (tmp_path / "analysis" / "pretrained_ntk.json").write_text('{"format": "other"}')
+    from raysweep.analysis import load_pretrained
+
+    with pytest.raises(ValueError, match="raysweep.pretrained/v1"):
+        load_pretrained(tmp_path)

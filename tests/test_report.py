@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from raysweep.analysis import save_alignment, save_baseline, save_energy_records, save_nads
+from raysweep.analysis import (
+    save_alignment,
+    save_baseline,
+    save_energy_records,
+    save_nads,
+    save_pretrained,
+)
 from raysweep.analysis.alignment import AlignmentData
 from raysweep.cli import main as cli_main
 from raysweep.config import get_preset
@@ -27,6 +33,7 @@ FIGURES = (
     "binarization",
     "energy_concentration",
     "alignment",
+    "pretrained_ntk",
     "nads",
 )
 
@@ -117,6 +124,26 @@ def write_optional(results: Path) -> None:
         results, np.array([3.0, 2.0, 1.0]), np.random.default_rng(1).normal(size=(3, 48)), (4, 4, 3)
     )
     save_baseline(results, "digits2", {"mlp": 0.97})
+    records = []
+    for variant, acc in (
+        ("network", 0.9),
+        ("linearized_init", 0.7),
+        ("linearized_pretrained", 0.8),
+    ):
+        rows = [{"epoch": e, "test_accuracy": acc - 0.1 / e, "train_loss": 0.5 / e} for e in (1, 2)]
+        records.append(
+            {
+                "variant": variant,
+                "eigen_index": 4,
+                "status": "finished",
+                "test_accuracy": rows[-1]["test_accuracy"],
+                "train_accuracy": 1.0,
+                "train_loss": 0.25,
+                "steps_to_threshold": 40 if variant != "linearized_init" else -1,
+                "rows": rows,
+            }
+        )
+    save_pretrained(results, records, model="mlp", dataset="digits", optimizer="sgd")
 
 
 @pytest.fixture(scope="module")

@@ -382,3 +382,37 @@ def test_apply_fn_with_wrong_output_shape_is_rejected(problem):
             train=CFG,
             linearized=False,
         )
+
+
+# ----------------------------------------------------------------------------- centered
+
+
+def test_centered_linearization_trains_like_the_explicit_centered_model(problem):
+    """linearized=True, centered=True == the network mode of J(θ₀, x)(θ − θ₀) written out."""
+    from raysweep.evolution import centered_linearization
+
+    apply_c = centered_linearization(problem["apply_fn"], problem["params0"])
+    x = jnp.asarray(problem["x"][:8])
+    np.testing.assert_allclose(np.asarray(apply_c(problem["params0"], x)), 0.0, atol=0)
+    packed = _run(problem, T=1, linearized=True, centered=True)
+    explicit = train_pack(
+        apply_c,
+        problem["params0"],
+        problem["x"],
+        problem["y"][:1],
+        problem["xt"],
+        problem["yt"][:1],
+        train=CFG,
+        linearized=False,
+    )
+    _assert_rows_close(packed, explicit)
+    # Centering changes the model: the uncentered linearization starts from f(θ₀) ≠ 0.
+    plain = _run(problem, T=1, linearized=True)
+    assert plain[0][0]["train_loss"] != pytest.approx(packed[0][0]["train_loss"], rel=1e-4)
+
+
+def test_centered_needs_linearized(problem):
+    with pytest.raises(ValueError, match="centered=True .* needs linearized=True"):
+        _run(problem, T=1, linearized=False, centered=True)
+    with pytest.raises(TypeError, match="centered must be a bool"):
+        _run(problem, T=1, linearized=True, centered="yes")

@@ -25,6 +25,7 @@ Modules, one idea each:
 - ``energy``: energy concentration records → Table 1 and a bar chart.
 - ``alignment``: alignment of initial eigenfunctions with the final NTK (Figs 6-7).
 - ``nads``: neural anisotropy directions, spatial and Fourier (Fig 1).
+- ``pretrained``: network vs linearization at θ₀ vs linearization at the trained θ_T.
 - ``tables``: (header, rows) → text / Markdown / HTML.
 - ``inputs``: the optional inputs' files under ``<results>/analysis/``.
 - ``checks``: argument checks and :class:`MissingInputError`.
@@ -47,12 +48,20 @@ from raysweep.analysis.inputs import (
     load_baseline,
     load_energy_records,
     load_nads,
+    load_pretrained,
     save_alignment,
     save_baseline,
     save_energy_records,
     save_nads,
+    save_pretrained,
 )
 from raysweep.analysis.nads import fourier_magnitude, plot_nads
+from raysweep.analysis.pretrained import (
+    VARIANTS,
+    plot_pretrained,
+    pretrained_records,
+    pretrained_rows,
+)
 from raysweep.analysis.series import IndexSeries, final_rows, index_series, moving_average
 from raysweep.analysis.spectrum import (
     GAUSSIAN_BINARIZATION,
@@ -70,6 +79,7 @@ __all__ = [
     "PAPER_BINARIZATION",
     "SPLITS",
     "TRAINING_METRICS",
+    "VARIANTS",
     "AlignmentData",
     "IndexSeries",
     "MissingInputError",
@@ -86,16 +96,21 @@ __all__ = [
     "load_baseline",
     "load_energy_records",
     "load_nads",
+    "load_pretrained",
     "moving_average",
     "plot_accuracy_vs_index",
     "plot_alignment",
     "plot_binarization",
     "plot_energy_concentration",
     "plot_nads",
+    "plot_pretrained",
     "plot_spectrum",
     "plot_training_metrics",
+    "pretrained_records",
+    "pretrained_rows",
     "save_alignment",
     "save_baseline",
     "save_energy_records",
     "save_nads",
+    "save_pretrained",
 ]

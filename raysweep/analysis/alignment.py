@@ -4,7 +4,9 @@ After a network is trained on the labels sign(φ_j) of one eigen-index j (the *t
 index*), its NTK Θ_T has changed. The alignment of the *initial* eigenfunctions φ_i,
 i = 0 … K-1, with Θ_T, ``α_T(φ_i) = φ_iᵀ Θ_T φ_i / n²`` (:func:`raysweep.ntk.alignment`),
 computed on the train samples, the test samples and all of them, shows which directions the
-kernel has grown towards: in the paper, mostly towards φ_j itself.
+kernel has grown towards: in the paper, mostly towards φ_j itself. The study
+(:func:`raysweep.evolution.alignment_study`) stores it normalized by the energy of φ_i on the
+samples used, ``α_T(φ_i) / mean(φ_i²) = φ_iᵀ Θ_T φ_i / (n ‖φ_i‖²)``, so the splits compare.
 
 Format (:class:`AlignmentData`, saved by :func:`raysweep.analysis.save_alignment` as
 ``<results>/analysis/alignment.npz``)::
@@ -13,7 +15,8 @@ Format (:class:`AlignmentData`, saved by :func:`raysweep.analysis.save_alignment
     alpha            {split: (m, K)} for split in "train", "test", "all" (at least one)
     init             {split: (K,)}, optional: α_0(φ_i) with the NTK at initialization
 
-Nothing in the sweep computes these yet; ``None`` raises a ``ValueError`` saying so.
+``sweeps/kernel_alignment.py`` (:func:`raysweep.evolution.alignment_study`) computes them;
+``None`` raises a ``ValueError`` saying how.
 """
 
 from __future__ import annotations
@@ -31,9 +34,8 @@ from raysweep.analysis.style import REFERENCE_COLOR, figure_legend, new_figure, 
 
 SPLITS = ("train", "test", "all")
 ALIGNMENT_HOW = (
-    "compute α(φ_i) of the initial eigenfunctions with raysweep.ntk.alignment at the final "
-    "parameters of each trained index and save them with "
-    "raysweep.analysis.save_alignment(results_dir, AlignmentData(...))."
+    "run python sweeps/kernel_alignment.py --out <results folder> "
+    "(raysweep.evolution.alignment_study; it saves them with raysweep.analysis.save_alignment)."
 )
 
 

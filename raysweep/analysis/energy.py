@@ -7,9 +7,9 @@ span of the top-k eigenvectors of the NTK, at initialization and after training
     {"model": "lenet5", "dataset": "cifar2", "k": 50,
      "energy_init": 0.31, "energy_final": 0.74, "test_accuracy": 0.82}
 
-Nothing in the sweep produces these yet: compute them with
-:func:`raysweep.ntk.energy_concentration` and save them with
-:func:`raysweep.analysis.save_energy_records` (``<results>/analysis/energy_concentration.json``).
+``sweeps/energy_concentration.py`` (:func:`raysweep.evolution.energy_study`) computes them and
+saves them with :func:`raysweep.analysis.save_energy_records`
+(``<results>/analysis/energy_concentration.json``).
 ``None`` for ``records`` raises a ``ValueError`` saying so.
 
 - :func:`energy_rows`: the records as ``(header, rows)`` of text cells.
@@ -33,9 +33,8 @@ ENERGY_FIELDS = ("model", "dataset", "k", "energy_init", "energy_final", "test_a
 """The keys of one energy-concentration record."""
 
 ENERGY_HOW = (
-    "compute them with raysweep.ntk.energy_concentration (labels on the top-k eigenvectors of "
-    "the NTK at initialization and after training) and save them with "
-    "raysweep.analysis.save_energy_records(results_dir, records)."
+    "run python sweeps/energy_concentration.py --out <results folder> once per model "
+    "(raysweep.evolution.energy_study; it saves them with raysweep.analysis.save_energy_records)."
 )
 
 

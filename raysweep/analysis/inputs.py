@@ -1,7 +1,7 @@
 """The optional inputs of the analysis on disk: ``<results>/analysis/`` of a sweep directory.
 
-Nothing in the sweep writes these yet; whichever later step computes them saves them here with
-the ``save_*`` functions, and the report picks them up. Each ``load_*`` returns ``None`` when
+The kernel-evolution studies save them here with the ``save_*`` functions, and the report
+picks them up. Each ``load_*`` returns ``None`` when
 its file is absent (the report then says what is missing) and raises ``ValueError`` for a file
 that is present but malformed.
 
@@ -18,7 +18,14 @@ baseline.json                  ``{"format": "raysweep.baseline/v1", "dataset": "
                                "accuracy": {"<model>": 0.85, ...}}``: test accuracy of each
                                model on the dataset's own binary task, drawn on the
                                accuracy figure
+pretrained_ntk.json            ``{"format": "raysweep.pretrained/v1", "model", "dataset",
+                               "optimizer", "records": [...]}``, records as in
+                               :mod:`raysweep.analysis.pretrained`
 =============================  ==========================================================
+
+The scripts ``sweeps/energy_concentration.py``, ``sweeps/kernel_alignment.py``,
+``sweeps/binary_baseline.py``, ``sweeps/pretrained_ntk.py`` (:mod:`raysweep.evolution`) and
+``sweeps/nad_sweep.py`` write them.
 
 Files are written atomically (temporary name, then ``os.replace``).
 """
@@ -37,12 +44,15 @@ from raysweep.analysis.alignment import AlignmentData
 from raysweep.analysis.checks import check_probability_map
 from raysweep.analysis.energy import energy_records
 from raysweep.analysis.nads import check_nads
+from raysweep.analysis.pretrained import pretrained_records
 
 ANALYSIS_DIR = "analysis"
 ENERGY_FILE = "energy_concentration.json"
 ALIGNMENT_FILE = "alignment.npz"
 NADS_FILE = "nads.npz"
 BASELINE_FILE = "baseline.json"
+PRETRAINED_FILE = "pretrained_ntk.json"
+PRETRAINED_FORMAT = "raysweep.pretrained/v1"
 
 
 def analysis_dir(results_dir: str | os.PathLike) -> Path:
@@ -64,6 +74,7 @@ def _write_atomic(path: Path, write) -> Path:
 
 
 def _write_json(path: Path, payload: dict) -> Path:
+    # NaN/inf stay readable by json.loads (a diverged target's loss).
     data = (json.dumps(payload, indent=1, sort_keys=True) + "\n").encode()
     return _write_atomic(path, lambda fh: fh.write(data))
 
@@ -169,3 +180,38 @@ def load_baseline(results_dir: str | os.PathLike) -> tuple[str, dict[str, float]
         return str(payload["dataset"]), check_probability_map(payload["accuracy"], "accuracy")
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{path}: {err}") from err
+
+
+def save_pretrained(
+    results_dir: str | os.PathLike,
+    records: Sequence[Mapping],
+    *,
+    model: str,
+    dataset: str,
+    optimizer: str,
+) -> Path:
+    """Validate and write ``analysis/pretrained_ntk.json``."""
+    for name, value in (("model", model), ("dataset", dataset), ("optimizer", optimizer)):
+        if not isinstance(value, str) or not value:
+            raise TypeError(f"{name}: expected a non-empty string, got {value!r}.")
+    payload = {
+        "format": PRETRAINED_FORMAT,
+        "model": model,
+        "dataset": dataset,
+        "optimizer": optimizer,
+        "records": pretrained_records(records),
+    }
+    return _write_json(analysis_dir(results_dir) / PRETRAINED_FILE, payload)
+
+
+def load_pretrained(results_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The pretrained-NTK comparison (``model``, ``dataset``, ``optimizer``, ``records``)."""
+    path = analysis_dir(results_dir) / PRETRAINED_FILE
+    payload = _read_json(path, PRETRAINED_FORMAT)
+    if payload is None:
+        return None
+    try:
+        payload["records"] = pretrained_records(payload.get("records"))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from err
+    return payload

@@ -32,6 +32,7 @@ from raysweep.analysis import (
     load_baseline,
     load_energy_records,
     load_nads,
+    load_pretrained,
 )
 from raysweep.store import CONFIG_FILE, read_metrics
 
@@ -66,6 +67,7 @@ class ReportInputs:
     alignment: AlignmentData | None = None
     nads: dict[str, Any] | None = None
     baseline: tuple[str, dict[str, float]] | None = None
+    pretrained: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -173,4 +175,7 @@ def collect(results_dir: str | os.PathLike) -> ReportInputs:
     found.alignment = _guard(problems, "analysis/alignment.npz", load_alignment, results_dir)
     found.nads = _guard(problems, "analysis/nads.npz", load_nads, results_dir)
     found.baseline = _guard(problems, "analysis/baseline.json", load_baseline, results_dir)
+    found.pretrained = _guard(
+        problems, "analysis/pretrained_ntk.json", load_pretrained, results_dir
+    )
     return found

@@ -22,8 +22,10 @@ from raysweep.analysis import (
     plot_binarization,
     plot_energy_concentration,
     plot_nads,
+    plot_pretrained,
     plot_spectrum,
     plot_training_metrics,
+    pretrained_rows,
 )
 from raysweep.report.collect import ReportInputs
 from raysweep.report.page import (
@@ -263,7 +265,10 @@ def accuracy_section(inputs: ReportInputs, draw: Draw) -> Section:
             f"(it has {', '.join(sorted(inputs.baseline[1]))})."
         )
     else:
-        caption += " No baseline (analysis/baseline.json absent: raysweep.analysis.save_baseline)."
+        caption += (
+            " No baseline (analysis/baseline.json absent: python sweeps/binary_baseline.py "
+            "--out <this folder>)."
+        )
     sec.add(
         draw(
             "accuracy_vs_index",
@@ -333,14 +338,15 @@ def eigen_section(inputs: ReportInputs, draw: Draw) -> Section:
 
 
 def optional_sections(inputs: ReportInputs, draw: Draw) -> list[Section]:
-    """Energy concentration (Table 1), alignment (Figs 6-7) and NADs (Fig 1), or notes."""
+    """Energy concentration (Table 1), alignment (Figs 6-7), the pretrained-NTK comparison and
+    NADs (Fig 1), or notes saying how to produce them."""
     energy = Section("energy", "Energy concentration (Table 1)")
     if inputs.energy is None:
         energy.add(
             note(
-                "Energy concentration records not present: save them with "
-                "raysweep.analysis.save_energy_records (analysis/"
-                "energy_concentration.json)."
+                "Energy concentration records not present: run python "
+                "sweeps/energy_concentration.py --out <this folder> once per model "
+                "(analysis/energy_concentration.json)."
             )
         )
     else:
@@ -363,10 +369,30 @@ def optional_sections(inputs: ReportInputs, draw: Draw) -> list[Section]:
             "alignment",
             lambda: plot_alignment(inputs.alignment),
             alt="alignment after training",
-            caption="α_T(φ_i) of the initial "
+            caption="Normalized alignment α_T(φ_i)/mean(φ_i²) of the initial "
             "eigenfunctions with the NTK after training on sign(φ_j); ● marks i = j.",
         )
     )
+    pretrained = Section("pretrained", "Linearization around the trained network")
+    if inputs.pretrained is None:
+        pretrained.add(
+            note(
+                "Pretrained-NTK comparison not present: run python sweeps/pretrained_ntk.py "
+                "--out <this folder> (analysis/pretrained_ntk.json)."
+            )
+        )
+    else:
+        header, rows = pretrained_rows(inputs.pretrained)
+        pretrained.add(
+            table(header, rows),
+            draw(
+                "pretrained_ntk",
+                lambda: plot_pretrained(inputs.pretrained),
+                alt="pretrained NTK comparison",
+                caption="The network, its linearization at θ₀ and its linearization around "
+                "the trained θ_T (both centered: f_lin − f(θ_base)) on sign(φ_j).",
+            ),
+        )
     nads = Section("nads", "Neural anisotropy directions")
     nad = inputs.nads or {}
     nads.add(
@@ -377,4 +403,4 @@ def optional_sections(inputs: ReportInputs, draw: Draw) -> list[Section]:
             caption="The first NADs in space and as |FFT| (zero frequency centred).",
         )
     )
-    return [energy, align, nads]
+    return [energy, align, pretrained, nads]

@@ -147,6 +147,7 @@ def check_options(
     loss: Any,
     schedule: Any,
     on_epoch: Callable | None,
+    centered: Any = False,
 ) -> None:
     if not isinstance(linearized, bool | np.bool_):
         raise TypeError(
@@ -162,6 +163,13 @@ def check_options(
     if schedule not in SCHEDULES:
         raise ValueError(
             f"schedule={schedule!r} is not supported; choose one of {', '.join(SCHEDULES)}."
+        )
+    if not isinstance(centered, bool | np.bool_):
+        raise TypeError(f"centered must be a bool, got {centered!r}.")
+    if centered and not linearized:
+        raise ValueError(
+            "centered=True trains the linearization minus f(θ₀, x), so it needs "
+            "linearized=True; the network itself cannot be centered."
         )
     if on_epoch is not None and not callable(on_epoch):
         raise TypeError(

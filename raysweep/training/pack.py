@@ -114,6 +114,7 @@ def _fit(
     loss: str,
     schedule: str,
     lr_scale: Any,
+    centered: bool = False,
 ) -> PackResult:
     pack_size = data.pack_size
     scale = check_lr_scale(lr_scale, pack_size)
@@ -131,6 +132,7 @@ def _fit(
         steps_per_epoch=n_train // batch,
         eval_block_train=min(eval_batch_size, n_train),
         eval_block_test=min(eval_batch_size, n_test),
+        centered=bool(centered),
     )
     x_probe = jnp.asarray(data.x_train[:batch])
     check_logits("apply_fn(params0, x)", forward.infer, params0, stats0, x_probe, n=batch)
@@ -203,6 +205,7 @@ def fit_pack(
     loss: str = "bce",
     schedule: str = "linear",
     lr_scale: Any = None,
+    centered: bool = False,
 ) -> PackResult:
     """:func:`train_pack` returning the final state too (a :class:`PackResult`)."""
     train = check_train_config(train)
@@ -213,6 +216,7 @@ def fit_pack(
         loss=loss,
         schedule=schedule,
         on_epoch=on_epoch,
+        centered=centered,
     )
     data = check_data(x_train, y_train, x_test, y_test)
     check_params0(params0)
@@ -232,6 +236,7 @@ def fit_pack(
         loss=loss,
         schedule=schedule,
         lr_scale=lr_scale,
+        centered=bool(centered),
     )
 
 
@@ -254,6 +259,7 @@ def train_pack(
     loss: str = "bce",
     schedule: str = "linear",
     lr_scale: Any = None,
+    centered: bool = False,
 ) -> Rows:
     """Train a pack of T targets (network or linearization) and return their metric rows.
 
@@ -289,6 +295,8 @@ def train_pack(
         ``"constant"``.
       lr_scale: optional ``(T,)`` positive factors; target ``t`` uses learning rate
         ``lr_scale[t] × η_k``. Default ones.
+      centered: with ``linearized``, train ``J(θ₀, x)(θ − θ₀)`` (the linearization minus
+        ``f(θ₀, x)``, zero output at θ₀) instead; ``True`` without ``linearized`` raises.
 
     Returns:
       ``rows[t][e]``: dicts with keys :data:`~raysweep.training.metrics.METRIC_NAMES` after
@@ -317,6 +325,7 @@ def train_pack(
         loss=loss,
         schedule=schedule,
         lr_scale=lr_scale,
+        centered=centered,
     ).rows
 
 
@@ -344,16 +353,19 @@ def fit_pack_model(
             f"variables must be the dict from raysweep.models.init_variables (a 'params' entry "
             f"and optionally 'batch_stats'), got {got}."
         )
-    allowed = {"seed", "on_epoch", "eval_batch_size", "loss", "schedule", "lr_scale"}
+    allowed = {"seed", "on_epoch", "eval_batch_size", "loss", "schedule", "lr_scale", "centered"}
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise TypeError(f"unknown option(s) {unknown}; allowed are {sorted(allowed)}.")
     train = check_train_config(train)
     opts = {"seed": 0, "on_epoch": None, "eval_batch_size": 1024, "loss": "bce"}
-    opts |= {"schedule": "linear", "lr_scale": None} | options
+    opts |= {"schedule": "linear", "lr_scale": None, "centered": False} | options
     check_options(
         linearized=linearized,
-        **{k: opts[k] for k in ("seed", "eval_batch_size", "loss", "schedule", "on_epoch")},
+        **{
+            k: opts[k]
+            for k in ("seed", "eval_batch_size", "loss", "schedule", "on_epoch", "centered")
+        },
     )
     data = check_data(x_train, y_train, x_test, y_test)
     params0 = variables["params"]
@@ -387,8 +399,8 @@ def train_pack_model(
     The network trains with batch statistics and per-target running averages (from
     ``variables["batch_stats"]``) and is evaluated with those running averages; the
     linearization uses the initial statistics throughout. ``options``: ``seed``,
-    ``on_epoch``, ``eval_batch_size``, ``loss``, ``schedule``, ``lr_scale`` as in
-    :func:`train_pack`.
+    ``on_epoch``, ``eval_batch_size``, ``loss``, ``schedule``, ``lr_scale``, ``centered`` as
+    in :func:`train_pack`.
     """
     return fit_pack_model(
         module,

@@ -31,7 +31,10 @@ from :mod:`raysweep.training.optim`. The forward pass ``f`` is
 - linearized: ``f_lin(θ, x) = f(θ₀, x) + J(θ₀, x)(θ − θ₀)`` (one ``jax.jvp``, the formula of
   :func:`raysweep.ntk.linearize`) with the batch-norm statistics frozen at initialization,
   for training and evaluation alike. θ₀ is an argument of the program, not a compile-time
-  constant, so large models do not inflate the executable.
+  constant, so large models do not inflate the executable;
+- centered linearization (``spec.centered``): ``J(θ₀, x)(θ − θ₀)``, the linearization minus
+  ``f(θ₀, x)``, which outputs zero at θ₀ (the pretrained-NTK comparison trains it around
+  the network's final parameters).
 
 Inside the scan each target also tracks ``steps_to_threshold`` (the 1-based index of the
 first update whose minibatch loss ``L_t(θ_t) ≤ train.loss_threshold``, ``-1`` until then) and
@@ -122,6 +125,7 @@ class ProgramSpec:
     steps_per_epoch: int
     eval_block_train: int
     eval_block_test: int
+    centered: bool = False
 
     @property
     def total_steps(self) -> int:
@@ -220,7 +224,7 @@ class PackProgram:
         f0, df = jax.jvp(
             lambda p: self.spec.forward.infer(p, consts.stats0, x), (consts.params0,), (delta,)
         )
-        return f0 + df
+        return df if self.spec.centered else f0 + df
 
     def _train_forward(self, params, stats, x, consts):
         if self.spec.linearized:

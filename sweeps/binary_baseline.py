@@ -1,0 +1,50 @@
+"""Network vs linearization on the dataset's own binary task: the accuracy figures' baseline.
+
+    python sweeps/binary_baseline.py                                # digits2, MLP: seconds on a CPU
+    python sweeps/binary_baseline.py --preset cifar10 --data-dir /data model.name=lenet5
+    python sweeps/binary_baseline.py --smoke-test                   # what CI runs
+
+Trains the network and its linearization at initialization on the binary task of the preset's
+dataset (CIFAR2 = CIFAR-10 classes 0-4 vs 5-9 for cifar10/cifar2, with the paper's 200 epochs
+unless train.epochs is given; digits 0-4 vs 5-9 offline). The network's test accuracy goes to
+<results>/analysis/baseline.json, drawn as the baseline line of the accuracy-vs-index figure
+of `raysweep report <results>`. Run it once per model of the sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+from raysweep.evolution.script import base_parser, run_script
+
+PAPER_EPOCHS = 200
+
+
+def main(argv=None) -> int:
+    ap = base_parser(
+        "Network vs linearization on the dataset's binary task (CIFAR2 in the paper).",
+        "python sweeps/binary_baseline.py --preset cifar10 model.name=lenet5",
+    )
+    args = ap.parse_args(argv)
+    epochs_given = any(o.startswith("train.epochs=") for o in args.overrides)
+
+    def study(config, out):
+        from raysweep.evolution import baseline_study
+
+        if config.data.name in ("cifar10", "cifar2") and not epochs_given:
+            config = dataclasses.replace(
+                config, train=dataclasses.replace(config.train, epochs=PAPER_EPOCHS)
+            )
+        summary = baseline_study(config, out)
+        print(
+            f"\n{summary['model']} on {summary['dataset']} ({summary['optimizer']}): test "
+            f"accuracy network {summary['network']['test_accuracy']:.1%}, linearized "
+            f"{summary['linearized']['test_accuracy']:.1%}"
+        )
+
+    return run_script(args, "binary_baseline", study, needs_ray=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
