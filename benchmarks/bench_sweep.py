@@ -4,13 +4,22 @@ Usage::
 
     python benchmarks/bench_sweep.py                       # 64 MLP targets on digits, 3 epochs
     python benchmarks/bench_sweep.py --targets 32 --epochs 2 --pack-sizes 32,8
+    python benchmarks/bench_sweep.py --targets 64,192 --no-naive   # marginal cost per target
 
 Setup: the paper's MLP on scikit-learn digits (1,347 train + 450 test images), the eigenfunction
 artifact of the default main job (computed on first use under ``--out``, then reused), the
 first ``--targets`` eigen-indices, SGD, network only, ``--epochs`` epochs. The same targets
 are swept with ``run_sweep`` once per pack size, each into a fresh sweep directory of the same
 local Ray cluster: pack size 1 (one Tune trial per target) and each of ``--pack-sizes`` (the
-targets of a pack trained together in one compiled, vmapped program).
+targets of a pack trained together in one compiled, vmapped program). One trial per target runs
+twice: *naive*, as Tune does by default (a fresh worker process per trial, no shared
+compilation cache: every trial imports JAX and compiles its program), and *reused*, as
+``run_sweep`` does (``reuse_actors=True`` and JAX's persistent compilation cache, so a worker
+compiles once and then only pays Tune's per-trial scheduling and reporting).
+
+With two sizes (``--targets 64,192``) every mode runs at both, and the marginal throughput
+``(n2 − n1) / (t2 − t1)`` targets per second, free of the one-off costs (Tune start-up, the
+first compilation), is what a sweep of thousands of targets approaches.
 
 Reported per run: wall seconds of ``run_sweep`` (Tune start-up, actor start, payload fetch,
 JIT compilation, training, per-epoch Parquet writes and ``tune.report`` included; the
@@ -40,7 +49,14 @@ from raysweep.config import apply_overrides, get_preset
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--targets", type=int, default=64, help="eigen-indices 0..targets-1")
+    ap.add_argument(
+        "--targets",
+        default="64",
+        help="eigen-indices 0..n-1; two comma-separated sizes also give the marginal rate",
+    )
+    ap.add_argument(
+        "--no-naive", action="store_true", help="skip the fresh-process-per-trial baseline"
+    )
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--pack-sizes", default="64,16", help="packed runs, comma-separated")
     ap.add_argument("--cpus-per-trial", type=float, default=1.0)
@@ -64,11 +80,11 @@ def trial_seconds(sweep_dir: Path) -> tuple[float, float]:
 
 
 def run_one(
-    config, out: Path, artifact: Path, pack_size: int, targets: int
+    config, out: Path, artifact: Path, pack_size: int, targets: int, naive: bool = False
 ) -> tuple[float, int, bool, float, float]:
     from raysweep.sweep import run_sweep
 
-    name = f"pack{pack_size}-n{targets}"
+    name = f"pack{pack_size}-n{targets}" + ("-naive" if naive else "")
     config = apply_overrides(
         config,
         [
@@ -81,7 +97,14 @@ def run_one(
     shutil.rmtree(sweep_dir, ignore_errors=True)
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):  # Tune's banner; progress=False otherwise
-        summary = run_sweep(config, sweep_dir, artifacts=[artifact], progress=False)
+        summary = run_sweep(
+            config,
+            sweep_dir,
+            artifacts=[artifact],
+            progress=False,
+            reuse_actors=not naive,
+            compile_cache=not naive,
+        )
     seconds = time.perf_counter() - start
     return (seconds, summary.num_trials, summary.ok, *trial_seconds(sweep_dir))
 
@@ -93,6 +116,9 @@ def main(argv=None) -> int:
 
     out = Path(args.out).resolve()
     packs = [int(p) for p in args.pack_sizes.split(",") if p]
+    sizes = [int(n) for n in args.targets.split(",") if n]
+    if not 1 <= len(sizes) <= 2 or sorted(sizes) != sizes or sizes[0] < 1:
+        raise SystemExit(f"--targets: one size or two increasing sizes, got {args.targets!r}")
     base = apply_overrides(
         get_preset("smoke"),
         [
@@ -105,7 +131,9 @@ def main(argv=None) -> int:
         ],
     )
     ensure_ray(num_cpus=args.num_cpus, include_dashboard=False)
-    artifact = compute_eigenfunctions(base, out, progress=False).path
+    k = max(128, sizes[-1])  # the default main job's 128, more for larger grids
+    base = apply_overrides(base, [f"ntk.num_eigen={k}"])
+    artifact = compute_eigenfunctions(base, out / f"eigen_k{k}", progress=False).path
     print(
         f"{args.targets} targets (MLP on digits, SGD, network), {args.epochs} epochs, "
         f"{args.cpus_per_trial:g} CPU per trial; artifact {artifact}"
@@ -113,32 +141,58 @@ def main(argv=None) -> int:
     import ray
 
     slots = max(1, int(ray.cluster_resources().get("CPU", 1) // args.cpus_per_trial))
-    n = args.targets
-    rows = []
-    for pack_size in [1, *packs]:
-        seconds, trials, ok, in_trials, first = run_one(base, out, artifact, pack_size, n)
-        rows.append((pack_size, trials, seconds, in_trials, first))
+    modes = ([("1 naive", 1, True)] if not args.no_naive else []) + [("1 reused", 1, False)]
+    modes += [(str(p), p, False) for p in packs]
+    results: dict[tuple[str, int], float] = {}
+    for n in sizes:
+        rows = []
+        for label, pack_size, naive in modes:
+            seconds, trials, ok, in_trials, first = run_one(
+                base, out, artifact, pack_size, n, naive=naive
+            )
+            results[(label, n)] = seconds
+            rows.append((label, trials, seconds, in_trials, first))
+            print(
+                f"  n={n} pack {label:>9}: {trials:>3} trials in {seconds:7.1f} s"
+                + ("" if ok else "  (INCOMPLETE)"),
+                flush=True,
+            )
+        ref = {label: s for label, _, s, _, _ in rows if label.startswith("1 ")}
+        print(f"\n{n} targets, {args.epochs} epochs, {slots} trials at a time:")
         print(
-            f"  pack_size {pack_size:>3}: {trials:>3} trials in {seconds:7.1f} s"
-            + ("" if ok else "  (INCOMPLETE)"),
-            flush=True,
+            f"{'pack':>9} {'trials':>6} {'seconds':>8} {'targets/h':>10}"
+            + "".join(f" {'vs ' + k:>11}" for k in ref)
+            + f" {'trial s':>8} {'1st epoch s':>11} {'driver s':>8}"
         )
-
-    single = rows[0][2]
-    print(f"\n{n} targets, {args.epochs} epochs, {slots} trials at a time:")
-    print(
-        f"{'pack_size':>9} {'trials':>6} {'seconds':>8} {'trials/h':>9} {'targets/h':>10}"
-        f" {'vs pack 1':>9} {'trial s':>8} {'1st epoch s':>11} {'driver s':>8}"
-    )
-    for pack_size, trials, seconds, in_trials, first in rows:
-        driver = max(seconds - in_trials / min(slots, trials), 0.0)
-        print(
-            f"{pack_size:>9} {trials:>6} {seconds:>8.1f} {trials * 3600 / seconds:>9.0f}"
-            f" {n * 3600 / seconds:>10.0f} {single / seconds:>8.1f}x {in_trials:>8.1f}"
-            f" {first:>11.1f} {driver:>8.1f}"
-        )
-    best = max(single / s for _, _, s, _, _ in rows[1:]) if len(rows) > 1 else 1.0
-    print(f"packed vs one trial per target: {best:.1f}x targets/hour (goal >= 20x)")
+        for label, trials, seconds, in_trials, first in rows:
+            driver = max(seconds - in_trials / min(slots, trials), 0.0)
+            print(
+                f"{label:>9} {trials:>6} {seconds:>8.1f} {n * 3600 / seconds:>10.0f}"
+                + "".join(f" {r / seconds:>10.1f}x" for r in ref.values())
+                + f" {in_trials:>8.1f} {first:>11.1f} {driver:>8.1f}"
+            )
+        for k, r in ref.items():
+            best = max(r / s for label, _, s, _, _ in rows if not label.startswith("1 "))
+            print(f"packed vs one trial per target ({k}): {best:.1f}x targets/hour (goal >= 20x)")
+    if len(sizes) == 2:
+        n1, n2 = sizes
+        print(f"\nmarginal throughput from {n1} to {n2} targets (one-off costs cancel):")
+        marginal = {}
+        for label, _, _ in modes:
+            extra = results[(label, n2)] - results[(label, n1)]
+            marginal[label] = (n2 - n1) / extra if extra > 0 else None
+            if marginal[label] is None:
+                print(f"  pack {label:>9}: n/a ({n2} targets took no longer than {n1}: noise)")
+        for label, rate in marginal.items():
+            if rate is None:
+                continue
+            line = f"  pack {label:>9}: {rate * 3600:>9.0f} targets/h"
+            line += "".join(
+                f", {rate / marginal[k]:.1f}x vs {k}"
+                for k in marginal
+                if k.startswith("1 ") and marginal[k]
+            )
+            print(line)
     return 0
 
 

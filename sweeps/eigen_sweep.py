@@ -7,6 +7,14 @@
 
     python sweeps/eigen_sweep.py --resume                      # finish an interrupted sweep
     raysweep status results/eigen_sweep                        # while it runs, from a 2nd shell
+    python sweeps/eigen_sweep.py --address auto --preset cifar10 --out /mnt/efs/results/cifar10
+
+Ray: the job joins a running cluster when there is one — ``--address`` (``host:port``,
+``ray://host:10001``, ``auto``), else ``$RAY_ADDRESS`` (set by ``ray job submit``), else the
+cluster a ``ray start`` on this machine recorded — and otherwise starts a local one
+(``--address local`` forces that); it prints which. On a multi-node cluster the results
+folder must be on storage every node mounts at the same path (EFS/NFS); this is checked before
+any work, and URIs such as ``s3://`` are refused (README, "Running on a cluster").
 
 Steps:
 1. Load the dataset (train + test concatenated), initialize the model from the config seed.
@@ -30,13 +38,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
+# The driver shares a GPU with a Gram worker or trials when everything runs on one machine: it
+# must not preallocate 75 % of the device for the little it computes itself (set before JAX).
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-from raysweep.config import (
+import numpy as np  # noqa: E402
+
+from raysweep.config import (  # noqa: E402
     PRESETS,
     NTKConfig,
     apply_overrides,
@@ -58,6 +71,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--data-dir", help="folder with the dataset archives (else $RAYSWEEP_DATA)")
     ap.add_argument("--out", help="results folder (default: <storage_path>/<sweep name>)")
     ap.add_argument("--num-workers", type=int, help="Gram workers (default: one per GPU/CPU)")
+    ap.add_argument(
+        "--address",
+        help="Ray cluster to join: host:port, ray://host:10001, 'auto' (a running ray start "
+        "cluster) or 'local' (always a new local one). Default: $RAY_ADDRESS, else a cluster "
+        "started with ray start on this machine, else a new local cluster",
+    )
     ap.add_argument(
         "--smoke-test",
         action="store_true",
@@ -137,9 +156,29 @@ def main(argv=None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else Path(config.sweep.storage_path) / config.sweep.name
-    out = out.resolve()
+    from raysweep.distributed.cluster import (
+        check_results_dir,
+        check_shared_dir,
+        connect_or_start,
+        gpu_memory_env,
+    )
+
+    try:
+        if args.out:
+            out = check_results_dir(args.out)
+        else:
+            out = check_results_dir(config.sweep.storage_path) / config.sweep.name
+        trial_env = gpu_memory_env(config.sweep.gpus_per_trial)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"raysweep eigen_sweep: preset {config.preset}, results in {out}")
+    try:
+        connect_or_start(args.address, env_vars=trial_env)
+        check_shared_dir(out)
+    except (ValueError, ConnectionError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
     from raysweep.eigenfunctions import compute_eigenfunctions
 

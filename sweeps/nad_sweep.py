@@ -5,6 +5,12 @@
     python sweeps/nad_sweep.py --smoke-test      # what CI runs (< 1 min)
     python sweeps/nad_sweep.py --models lenet5,resnet18 --resnet-width 8 --indices 0,1,5
     raysweep status results/nad_sweep            # while it runs, from a 2nd shell
+    python sweeps/nad_sweep.py --paper --address auto --gpus-per-trial 0.25 --out /mnt/efs/nad
+
+Ray (Tune backend only): joins a running cluster — ``--address``, else ``$RAY_ADDRESS``, else a
+``ray start`` cluster on this machine — or starts a local one, and prints which; the trials' JAX
+memory settings follow ``--gpus-per-trial``. On a multi-node cluster ``--out`` must be on
+storage every node mounts at the same path (checked before any work; ``s3://`` is refused).
 
 Steps (Appendix C of the paper):
 1. For each model: initialize it with GeLU activations for a 32x32x1 input and compute its top-k
@@ -41,13 +47,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
+# On one machine the driver shares a GPU with the trials: no preallocation in it (before JAX).
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-from raysweep.config import TrainConfig
+import numpy as np  # noqa: E402
+
+from raysweep.config import TrainConfig  # noqa: E402
 
 PRESETS = {
     "default": {
@@ -110,6 +120,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--backend", choices=("tune", "local"), help="trials on Ray Tune or here")
     ap.add_argument("--cpus-per-trial", type=float, default=1.0)
     ap.add_argument("--gpus-per-trial", type=float, default=0.0)
+    ap.add_argument(
+        "--address",
+        help="Ray cluster to join (Tune backend): host:port, ray://host:10001, 'auto' or "
+        "'local'. Default: $RAY_ADDRESS, else a ray start cluster on this machine, else local",
+    )
     return ap.parse_args(argv)
 
 
@@ -126,8 +141,10 @@ def resolve(args) -> dict:
             f"NAD indices {opts['indices']} need k > {max(opts['indices'])}, "
             f"got k={opts['k']}; raise --k or lower --indices."
         )
+    from raysweep.distributed.cluster import check_results_dir
+
     default_out = "results/smoke_test_nad" if name == "smoke" else "results/nad_sweep"
-    opts["out"] = Path(args.out or default_out).resolve()
+    opts["out"] = check_results_dir(args.out or default_out)
     opts["optimizers"] = tuple(o.strip() for o in args.optimizers.split(",") if o.strip())
     return opts
 
@@ -184,6 +201,19 @@ def main(argv=None) -> int:
     out = opts["out"]
     start = time.perf_counter()
     print(f"raysweep nad_sweep: preset {opts['preset']}, results in {out}")
+    if opts["backend"] == "tune":
+        from raysweep.distributed.cluster import (
+            check_shared_dir,
+            connect_or_start,
+            gpu_memory_env,
+        )
+
+        try:  # before JAX starts its threads in this process: Ray forks its processes
+            connect_or_start(args.address, env_vars=gpu_memory_env(args.gpus_per_trial))
+            check_shared_dir(out)
+        except (ValueError, ConnectionError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     print(f"1. NADs at the origin ({opts['size']}x{opts['size']}x1, GeLU):")
     payloads, results = {}, {}
     for model in opts["models"]:

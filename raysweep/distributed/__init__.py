@@ -12,7 +12,10 @@ Typical use::
 
 Modules, one idea each:
 
-- ``cluster``: :func:`ensure_ray`; one actor per GPU, else per CPU (:func:`worker_layout`).
+- ``cluster``: :func:`connect_or_start` (join a running cluster, else start a local one; what
+  the scripts call), :func:`ensure_ray`; one actor per GPU, else per CPU
+  (:func:`worker_layout`); :func:`gpu_memory_env` (JAX memory settings for a GPU share);
+  :func:`check_results_dir` / :func:`check_shared_dir` (the results folder on a cluster).
 - ``fingerprint``: sha256 of the dataset and of the parameters.
 - ``store``: the on-disk tile store (``tiles/tile_{i:05d}_{j:05d}.npy`` + ``manifest.json``).
 - ``worker``: the ``GramWorker`` actor (engine, resident panels, partial matmat).
@@ -22,7 +25,14 @@ Modules, one idea each:
 - ``compute``: :func:`compute_gram`, the entry point.
 """
 
-from raysweep.distributed.cluster import ensure_ray, worker_layout
+from raysweep.distributed.cluster import (
+    check_results_dir,
+    check_shared_dir,
+    connect_or_start,
+    ensure_ray,
+    gpu_memory_env,
+    worker_layout,
+)
 from raysweep.distributed.compute import compute_gram
 from raysweep.distributed.fingerprint import dataset_fingerprint, params_fingerprint
 from raysweep.distributed.handle import DistributedGram
@@ -33,9 +43,13 @@ __all__ = [
     "DistributedGram",
     "PanelEvent",
     "TileStore",
+    "check_results_dir",
+    "check_shared_dir",
     "compute_gram",
+    "connect_or_start",
     "dataset_fingerprint",
     "ensure_ray",
+    "gpu_memory_env",
     "params_fingerprint",
     "worker_layout",
 ]

@@ -9,24 +9,30 @@ Recovery policy (shared by the Gram computation and :class:`DistributedGram.matm
 call on slot ``s`` fails with ``ray.exceptions.RayActorError`` (the actor process died: killed,
 OOM, node lost), :meth:`WorkerPool.replace` kills what is left of it and starts a fresh actor in
 the same slot, up to ``max_restarts`` replacements per pool; past that budget the slot is
-retired and the surviving actors take over its work. An actor whose *constructor* raised is not
-retried (the error is deterministic): :meth:`WorkerPool.raise_if_init_failed` turns it into a
-``RuntimeError`` carrying the original message.
+retired and the surviving actors take over its work. A replacement is started only where the
+live nodes still have room for it (:func:`~raysweep.distributed.cluster.slot_capacity`: after a
+lost node they may not) and must answer within ``start_timeout_s``; otherwise the slot is
+retired too, so that a lost node never leaves work waiting for an actor that cannot be placed.
+An actor whose *constructor* raised is not retried (the error is deterministic):
+:meth:`WorkerPool.raise_if_init_failed` turns it into a ``RuntimeError`` carrying the original
+message.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 import ray
 from ray.exceptions import RayActorError
 
-from raysweep.distributed.cluster import WorkerLayout
+from raysweep.distributed.cluster import WorkerLayout, slot_capacity
 from raysweep.distributed.worker import GramWorker
 
 logger = logging.getLogger(__name__)
 
 _START_WARNING_S = 60.0
+_START_POLL_S = 1.0
 
 
 class WorkerPool:
@@ -40,6 +46,8 @@ class WorkerPool:
       worker_kwargs: keyword arguments of :class:`GramWorker` (method, memory_budget_mb,
         precision, keep_resident).
       max_restarts: total actor replacements allowed over the pool's lifetime.
+      start_timeout_s: how long a replacement actor may take to start (a slot held by other
+        jobs) before its slot is retired.
     """
 
     def __init__(
@@ -50,8 +58,10 @@ class WorkerPool:
         store_dir: str,
         worker_kwargs: dict,
         max_restarts: int,
+        start_timeout_s: float = 120.0,
     ):
         self.layout = layout
+        self.start_timeout_s = float(start_timeout_s)
         self._refs = (model_ref, x_ref)
         self._store_dir = store_dir
         self._worker_kwargs = dict(worker_kwargs)
@@ -131,6 +141,15 @@ class WorkerPool:
             )
             self.actors[slot] = None
             return False
+        if not self._room_for(slot):
+            logger.warning(
+                "Gram worker in slot %d died and the live nodes have no %s slot left for a "
+                "replacement (a node was lost?); its work moves to the surviving workers.",
+                slot,
+                self.layout.device.upper(),
+            )
+            self.actors[slot] = None
+            return False
         self.restarts += 1
         logger.warning(
             "Gram worker in slot %d died; starting a replacement (%d of %d).",
@@ -138,8 +157,49 @@ class WorkerPool:
             self.restarts,
             self.max_restarts,
         )
-        self.actors[slot] = self._new_actor()
-        return True
+        actor = self._new_actor()
+        self.actors[slot] = actor
+        return self._await_start(slot, actor)
+
+    def _room_for(self, slot: int) -> bool:
+        """Whether the live nodes can host one more actor next to the other live ones."""
+        others = sum(1 for s in self.live_slots() if s != slot)
+        return slot_capacity(self.layout.options) > others
+
+    def _await_start(self, slot: int, actor) -> bool:
+        """Wait until the replacement in ``slot`` answers; retire the slot if it cannot start.
+
+        Gives up (kills it, retires the slot, returns False) once the live nodes have no room
+        for it any more or after ``start_timeout_s``; a replacement that dies while starting is
+        replaced in turn (within the restart budget).
+        """
+        probe = actor.info.remote()
+        deadline = time.monotonic() + self.start_timeout_s
+        while True:
+            ready, _ = ray.wait([probe], timeout=_START_POLL_S)
+            if ready:
+                try:
+                    ray.get(probe)
+                    return True
+                except RayActorError as err:
+                    self.raise_if_init_failed(err)
+                    return self.replace(slot)
+            room = self._room_for(slot)
+            if room and time.monotonic() < deadline:
+                continue
+            logger.warning(
+                "replacement Gram worker in slot %d %s; its work moves to the surviving workers.",
+                slot,
+                "has no room on the live nodes"
+                if not room
+                else f"did not start within {self.start_timeout_s:.0f} s",
+            )
+            try:
+                ray.kill(actor)
+            except Exception:  # noqa: BLE001 - already gone is fine
+                pass
+            self.actors[slot] = None
+            return False
 
     def close(self, wait_s: float = 10.0) -> None:
         """Kill every actor and wait (up to ``wait_s``) until Ray reports them dead, so their

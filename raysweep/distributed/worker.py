@@ -21,6 +21,13 @@ same compiled program, and bit-identical to :func:`raysweep.ntk.ntk_gram` with
     ``v``: tiles upcast, all float64. Returns float64 ``(N, b)``. Non-resident panels are
     streamed from the store.
 
+Device pinning: a GPU worker asks Ray for one GPU, so Ray sets ``CUDA_VISIBLE_DEVICES`` to that
+device before the constructor runs; nothing in this module touches a JAX device at import, so
+the engine's JAX client sees that one device only, and the constructor refuses to run if JAX
+sees more (:func:`_check_device_pinning`). Its memory settings come with the actor's
+``runtime_env`` (:func:`raysweep.distributed.cluster.worker_layout`); :meth:`GramWorker.info`
+reports the node, the GPU ids and those variables.
+
 The inputs ``x`` arrive once per actor as an object-store reference resolved by Ray (read-only,
 zero-copy on the same node); ``apply_fn`` and ``params`` arrive once per actor too. Workers
 never talk to each other: the tile store and the driver are the only shared state.
@@ -36,6 +43,37 @@ import numpy as np
 import ray
 
 from raysweep.distributed.store import TileStore
+
+_REPORTED_ENV = (
+    "CUDA_VISIBLE_DEVICES",
+    "XLA_PYTHON_CLIENT_PREALLOCATE",
+    "XLA_CLIENT_MEM_FRACTION",
+    "JAX_PLATFORMS",
+    "OMP_NUM_THREADS",
+)
+
+
+def _check_device_pinning() -> None:
+    """Fail if JAX sees other GPUs than the ones Ray assigned to this process.
+
+    Ray sets ``CUDA_VISIBLE_DEVICES`` for an actor that requests GPUs before it runs the
+    actor's constructor; JAX honours it as long as it creates its GPU client afterwards. If
+    something initialized JAX's devices earlier in this process, all actors of a node would
+    share GPU 0: refuse that instead of computing on the wrong device.
+    """
+    import jax
+
+    assigned = ray.get_gpu_ids()
+    if not assigned or jax.default_backend() != "gpu":
+        return  # no GPU asked for, or a CPU-only JAX (e.g. logical GPUs in tests)
+    visible = jax.local_device_count()
+    if visible != len(assigned):
+        raise RuntimeError(
+            f"this Gram worker was given GPU(s) {assigned} by Ray "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}) but JAX sees "
+            f"{visible} device(s); JAX initialized its devices before Ray pinned them. Do not "
+            "import code that touches a JAX device at module level in worker processes."
+        )
 
 
 @ray.remote
@@ -64,6 +102,7 @@ class GramWorker:
     ):
         from raysweep.ntk import NTKEngine
 
+        _check_device_pinning()
         apply_fn, params = model
         self.store = TileStore.open(store_dir)
         self.x = x
@@ -88,13 +127,18 @@ class GramWorker:
         self.compute_seconds = 0.0
 
     def info(self) -> dict:
-        """pid, host, JAX devices, method, resident tiles, and ``compute_seconds`` (time spent
-        computing and writing this actor's tiles, i.e. excluding start-up and idle waits)."""
+        """pid, host, Ray node id, the GPUs Ray gave this actor and ``CUDA_VISIBLE_DEVICES``,
+        JAX devices and memory settings, method, resident tiles, and ``compute_seconds`` (time
+        spent computing and writing this actor's tiles, i.e. excluding start-up and idle
+        waits)."""
         import jax
 
         return {
             "pid": os.getpid(),
             "host": socket.gethostname(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+            "env": {k: os.environ.get(k) for k in _REPORTED_ENV},
             "devices": [str(d) for d in jax.devices()],
             "method": self.engine.method,
             "resident_tiles": sum(len(p) for p in self.resident.values()),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,8 +33,9 @@ def base_parser(description: str, example: str) -> argparse.ArgumentParser:
     ap.add_argument("--out", help="results folder (default: <storage_path>/<sweep name>)")
     ap.add_argument(
         "--address",
-        help="Ray cluster to join ('auto': a running `ray start` cluster); default: "
-        "$RAY_ADDRESS, else a local one",
+        help="Ray cluster to join: host:port, ray://host:10001, 'auto' or 'local' (always a new "
+        "local one). Default: $RAY_ADDRESS, else a cluster started with ray start on this "
+        "machine, else a new local cluster",
     )
     ap.add_argument("--smoke-test", action="store_true", help="tiny run for CI")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -79,13 +81,26 @@ def run_script(
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else Path(config.sweep.storage_path) / config.sweep.name
-    out = out.resolve()
-    print(f"raysweep {name}: preset {config.preset}, results in {out}")
-    if needs_ray:
-        from raysweep.distributed import ensure_ray
+    from raysweep.distributed.cluster import check_results_dir, check_shared_dir, connect_or_start
 
-        ensure_ray(address=args.address)  # before JAX starts its threads
+    try:
+        if args.out:
+            out = check_results_dir(args.out)
+        else:
+            out = check_results_dir(config.sweep.storage_path) / config.sweep.name
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"raysweep {name}: preset {config.preset}, results in {out}")
+    # Training runs in this process next to the Gram workers: grow GPU memory on demand.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    if needs_ray:
+        try:
+            connect_or_start(args.address)  # before JAX starts its threads
+            check_shared_dir(out)
+        except (ValueError, ConnectionError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     try:
         study(config, out)
     except ValueError as err:

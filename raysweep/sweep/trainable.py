@@ -21,6 +21,10 @@ retried sweep does not train it again. If training raises, the latest row of eac
 target is re-marked ``error`` before the exception goes to Tune (which retries up to
 ``sweep.max_retries`` times; a retry rewrites the part from epoch 1).
 
+Devices: the trial's GPU share arrives as ``env_vars`` (see :func:`train_eigen_pack`); Ray has
+already set ``CUDA_VISIBLE_DEVICES`` to the trial's device. Each report carries the trial's
+:func:`placement` (Ray node id, GPU ids, JAX memory cap), which Tune stores with the results.
+
 Compilation: with ``compile_cache`` set, JAX's persistent compilation cache is enabled in the
 trial's process (unless it already has one), so a retried, restored or newly started actor
 loads the packed program instead of compiling it again (XLA compilation is most of a short
@@ -179,17 +183,37 @@ def enable_compile_cache(path: str | None) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
-def train_eigen_pack(config: dict[str, Any], payloads: dict[str, Any]) -> None:
-    """Tune function trainable (module level, so Tune can pickle and restore it)."""
+def placement() -> dict[str, str]:
+    """Where this trial runs, for its Tune results: Ray node id, the GPU ids Ray gave it and
+    JAX's memory cap (``XLA_CLIENT_MEM_FRACTION``, empty if unset)."""
+    import ray
+
+    return {
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
+        "xla_client_mem_fraction": os.environ.get("XLA_CLIENT_MEM_FRACTION", ""),
+    }
+
+
+def train_eigen_pack(
+    config: dict[str, Any], payloads: dict[str, Any], env_vars: dict[str, str] | None = None
+) -> None:
+    """Tune function trainable (module level, so Tune can pickle and restore it).
+
+    ``env_vars`` (from :func:`raysweep.distributed.cluster.gpu_memory_env` of the trial's GPU
+    share) are set before the trial first touches a JAX device: with fractional GPUs several
+    trials share a device, so JAX must not preallocate 75 % of it in each of them.
+    """
     import ray
     from ray import tune
 
+    from raysweep.distributed.cluster import apply_env
     from raysweep.models import get_model
     from raysweep.training import train_pack_model
 
+    apply_env(env_vars)  # before anything in this process uses a JAX device
     start = time.perf_counter()
-    # Fractional GPUs: several trials share a device, so JAX must not grab 75% of it each.
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    where = placement()
     art, pack = config["artifact"], config["pack"]
     indices = [int(j) for j in pack["eigen_indices"]]
     tid = trial_id_from_config(config)
@@ -198,7 +222,7 @@ def train_eigen_pack(config: dict[str, Any], payloads: dict[str, Any]) -> None:
 
     done = read_trial_rows(store_dir, tid)
     if is_complete(done, indices, train.epochs):
-        tune.report({**epoch_report(_last_rows(done, indices), indices), "skipped": 1})
+        tune.report({**epoch_report(_last_rows(done, indices), indices), "skipped": 1, **where})
         return
 
     token = claim_attempt(store_dir, tid)
@@ -230,7 +254,7 @@ def train_eigen_pack(config: dict[str, Any], payloads: dict[str, Any]) -> None:
         tables.append(rows_to_table(new))
         check_attempt(store_dir, tid, token)
         write_trial_table(store_dir, tid, pa.concat_tables(tables))
-        tune.report({**epoch_report(latest, indices), "skipped": 0})
+        tune.report({**epoch_report(latest, indices), "skipped": 0, **where})
 
     try:
         train_pack_model(

@@ -7,7 +7,15 @@ eigenvectors of the sweep's indices, θ₀) are put in the object store once and
 trainable through ``tune.with_parameters``. Other settings, and the Ray 2.60 behaviour they
 account for:
 
-- ``tune.with_resources({"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial})``;
+- ``tune.with_resources({"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial})``; Ray
+  sets ``CUDA_VISIBLE_DEVICES`` of a trial to its device, and the JAX memory settings for the
+  trial's GPU share (:func:`raysweep.distributed.cluster.gpu_memory_env`: no preallocation and
+  a memory cap of 0.9 × the share when trials share a device) go to every trial through
+  ``tune.with_parameters`` and are set before it first touches a device;
+- the results folder: a local path (a URI such as ``s3://`` is refused), and on a multi-node
+  cluster one that every node sees (checked with
+  :func:`raysweep.distributed.cluster.check_shared_dir` before any trial starts): trials write
+  their parts, and Tune its trial folders, from the node they run on;
 - ``FailureConfig(max_failures=sweep.max_retries)``: a failed trial restarts from epoch 1 and
   replaces its part file (its id is deterministic);
 - ``RunConfig(storage_path=<out_dir>/tune (absolute), name=sweep.name)``; no checkpoints (a
@@ -201,6 +209,7 @@ def run_sweep(
     resume: bool = False,
     progress: bool = True,
     compile_cache: bool | str | os.PathLike = True,
+    reuse_actors: bool = True,
     log=print,
 ) -> SweepSummary:
     """Train the network and its linearization on eigenfunction labels, one Tune trial per pack.
@@ -218,6 +227,9 @@ def run_sweep(
         through JAX's persistent cache: ``True`` in ``<out_dir>/jax_cache``, a path to share
         one cache between sweeps, ``False`` for none. Retries, restores and new actors then
         load programs instead of compiling them (XLA compilation dominates short trials).
+      reuse_actors: run the next trial in the process of a finished one (keeps its compiled
+        programs). ``False``, Tune's default, starts a fresh process per trial; the benchmark
+        (``benchmarks/bench_sweep.py``) uses it as the naive baseline.
       log: where progress lines go.
 
     Returns:
@@ -228,10 +240,14 @@ def run_sweep(
       ValueError / TypeError: before any trial starts and without touching results already
         written: missing artifact, empty grid, unknown optimizer, eigen-index ≥ eigenvectors
         in the artifact, dataset differing from the artifact's manifest, per-trial resources
-        the cluster cannot provide, or ``out_dir`` holding another or an unfinished sweep
-        (without ``resume``).
+        the cluster cannot provide, a GPU share JAX cannot be set up for, ``out_dir`` a URI or
+        (multi-node) not visible on every node, or ``out_dir`` holding another or an
+        unfinished sweep (without ``resume``).
     """
-    out_dir = Path(out_dir).resolve()
+    from raysweep.distributed.cluster import check_results_dir, gpu_memory_env
+
+    out_dir = check_results_dir(out_dir)
+    trial_env = gpu_memory_env(config.sweep.gpus_per_trial)
     paths = [out_dir / "eigenfunctions"] if artifacts is None else list(artifacts)
     loaded = _load_artifacts(paths)
     plan = plan_sweep(config, loaded)
@@ -251,10 +267,12 @@ def run_sweep(
     from ray import tune
 
     from raysweep.distributed import ensure_ray
+    from raysweep.distributed.cluster import check_shared_dir
 
     payloads = {a.key: build_payload(by_path[a.path], plan) for a in plan.artifacts}
     ensure_ray()
     _check_resources(config)
+    check_shared_dir(out_dir)
     refs = {key: ray.put(value) for key, value in payloads.items()}
     del payloads
     save_sweep_config(config, out_dir)
@@ -262,7 +280,7 @@ def run_sweep(
     metrics_dir(out_dir).mkdir(parents=True, exist_ok=True)
 
     trainable = tune.with_resources(
-        tune.with_parameters(train_eigen_pack, payloads=refs),
+        tune.with_parameters(train_eigen_pack, payloads=refs, env_vars=trial_env),
         {"cpu": config.sweep.cpus_per_trial, "gpu": config.sweep.gpus_per_trial},
     )
     exp = experiment_dir(out_dir, plan.sweep_id)
@@ -284,7 +302,13 @@ def run_sweep(
             )
     if tuner is None:
         tuner = _new_tuner(
-            trainable, plan, config, out_dir, compile_cache, log if progress else _quiet
+            trainable,
+            plan,
+            config,
+            out_dir,
+            compile_cache,
+            log if progress else _quiet,
+            reuse_actors=bool(reuse_actors),
         )
     results = tuner.fit()
     tune_counts: dict[str, int] = {}
@@ -304,6 +328,8 @@ def _new_tuner(
     out_dir: Path,
     compile_cache: bool | str | os.PathLike,
     log,
+    *,
+    reuse_actors: bool = True,
 ):
     from ray import tune
 
@@ -312,7 +338,7 @@ def _new_tuner(
         trainable,
         param_space=param_space(plan, out_dir, compile_cache),
         tune_config=tune.TuneConfig(
-            reuse_actors=True,
+            reuse_actors=reuse_actors,
             trial_name_creator=trial_name,
             trial_dirname_creator=trial_dirname,
         ),
