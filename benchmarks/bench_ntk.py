@@ -11,11 +11,27 @@ subprocess, so peak memory (ru_maxrss) is per run and a crash or timeout costs o
 neural-tangents runs in the pinned environment (``$RAYSWEEP_NT_PYTHON``, default
 ``/work/nt-venv/bin/python``; see tools/README.md) and is skipped with a message if absent.
 
-Columns: steady-state seconds (best of ``--repeats``, compilation excluded and shown
-separately), the ratio to neural-tangents implementation 1 and to its fastest
-implementation, GFLOP/s, and peak RSS. GFLOP/s counts the work of the contraction method,
-n²·P (one triangle of 2·n²·P), for every row, so rows are comparable; "gemm%" is that rate
-over this machine's float32 GEMM rate measured in the same run.
+Timing policy, the same on both sides: compile and run once untimed (raysweep: the first
+``ntk_gram`` call, which compiles; neural-tangents: ``lower().compile()`` then one warm-up
+run), then the best of ``--repeats`` timed runs (fewer when one run exceeds
+``--max-repeat-seconds``). raysweep's time is the public ``ntk_gram`` call, NumPy inputs in
+and NumPy Gram out; neural-tangents' is the jitted kernel on inputs already on the device.
+``--rounds R`` repeats the whole list of measurements of a case R times, interleaved, and
+keeps each method's best round, so a burst of load from other jobs hits both sides alike.
+
+Slow measurements are estimated, not run: when one call of a method at this n, scaled by n²
+from a smaller n of the same model measured earlier in the run (or from a one-call probe at
+``max(32, n // 8)`` when there is none), is predicted to exceed ``--max-seconds``, the row
+shows that estimate prefixed by ``~`` and says so (n² is the Gram's scaling; per-example work
+grows only with n, so estimates are upper bounds); a method that failed (out of memory,
+timeout) at a smaller n is not retried at a larger one.
+
+Columns: steady-state seconds, compilation seconds (first call minus steady state), the ratio
+to neural-tangents implementation 1 and to its fastest implementation, GFLOP/s, and peak RSS.
+GFLOP/s counts the work of the contraction method, n²·P (one triangle of 2·n²·P), for every
+row, so rows are comparable; "gemm%" is that rate over this machine's float32 GEMM rate
+measured in the same run. For rows that resolve to the contraction, a line below the table
+gives the rate of its tile product alone (one block's Jacobian times itself, 2·b²·P flops).
 """
 
 from __future__ import annotations
@@ -33,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NT_PYTHON = os.environ.get("RAYSWEEP_NT_PYTHON", "/work/nt-venv/bin/python")
 MODEL_NAMES = {"mlp": "paper_mlp", "lenet": "paper_lenet", "resnet18": "paper_resnet18"}
 METHODS = ("auto", "contraction", "structured", "ntvp")
+NT_IMPLS = ("nt impl 1", "nt impl 2", "nt impl 3")
 CPU_CASES = ("mlp:1000", "lenet:1000", "mlp:4000", "lenet:4000", "resnet18:256")
 GPU_CASES = ("lenet:10000", "resnet18:2000")
 
@@ -41,7 +58,9 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_raysweep(model: str, n: int, method: str, repeats: int, budget_mb: float) -> dict:
+def run_raysweep(
+    model: str, n: int, method: str, repeats: int, budget_mb: float, max_repeat: float
+) -> dict:
     """One measurement in this process (called through ``--worker``)."""
     import jax
     import numpy as np
@@ -49,26 +68,37 @@ def run_raysweep(model: str, n: int, method: str, repeats: int, budget_mb: float
     sys.path.insert(0, str(ROOT / "tools"))
     from nt_models import get_model
 
-    from raysweep.ntk import NTKEngine, gram_with_engine
+    from raysweep.ntk import NTKEngine, ntk_gram
 
     params, _state, apply_fn = get_model(MODEL_NAMES[model], seed=0, input_shape=(32, 32, 3))
     x = np.random.default_rng(0).standard_normal((n, 32, 32, 3)).astype(np.float32)
     start = time.perf_counter()
+    gram = ntk_gram(apply_fn, params, x, method=method, memory_budget_mb=budget_mb)  # compiles
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(max(repeats, 1)):
+        start = time.perf_counter()
+        gram = ntk_gram(apply_fn, params, x, method=method, memory_budget_mb=budget_mb)
+        times.append(time.perf_counter() - start)
+        if times[-1] > max_repeat:
+            break
+    best = min(times)
+    # What ntk_gram resolved (an engine of the same options; builds, compiles nothing).
     engine = NTKEngine(apply_fn, params, x[:1], method=method, memory_budget_mb=budget_mb)
     engine.fit_block_size(n)
-    gram = gram_with_engine(engine, x)  # first call: compiles
-    first = time.perf_counter() - start
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        gram = gram_with_engine(engine, x)
-        best = min(best, time.perf_counter() - start)
+    whole = engine.can_do_whole(n)
+    if not whole:
+        engine.fit_block_size(n, min_blocks=4)
+    tile = tile_gemm_rate(engine, x) if engine.method == "contraction" else {}
     return {
+        **tile,
         "side": "raysweep",
         "method": method,
         "resolved": engine.method,
         "block_size": engine.block_size,
+        "whole": whole,
         "seconds": best,
+        "all_seconds": times,
         "compile_seconds": max(first - best, 0.0),
         "peak_rss_mb": _peak_rss_mb(),
         "params": engine.num_params,
@@ -77,18 +107,38 @@ def run_raysweep(model: str, n: int, method: str, repeats: int, budget_mb: float
     }
 
 
+def tile_gemm_rate(engine, x) -> dict:
+    """GFLOP/s of the contraction's tile product alone, J_b J_bᵀ on one block of features.
+
+    Counts the flops the product executes, 2·b²·P (the Gram rows count only n²·P).
+    """
+    import jax
+
+    b = min(len(x), engine.block_size)
+    feats, _ = engine.features(x[:b])
+    jax.block_until_ready(engine.tile((feats, b), (feats, b)))
+    best = float("inf")
+    for _ in range(2):
+        start = time.perf_counter()
+        jax.block_until_ready(engine.tile((feats, b), (feats, b)))
+        best = min(best, time.perf_counter() - start)
+    rate = 2.0 * b * b * engine.num_params / best / 1e9
+    return {"tile_rows": b, "tile_seconds": best, "tile_gflops": rate}
+
+
 def gemm_rate(size: int = 2048, depth: int = 16384) -> float:
     """float32 GEMM GFLOP/s of this machine through XLA: (size x depth) @ (depth x size)."""
     import jax
     import jax.numpy as jnp
 
     a = jax.random.normal(jax.random.PRNGKey(0), (size, depth), jnp.float32)
-    mm = jax.jit(lambda a: jnp.matmul(a, a.T, precision="highest"))
-    mm(a).block_until_ready()
+    b = jax.random.normal(jax.random.PRNGKey(1), (size, depth), jnp.float32)
+    mm = jax.jit(lambda a, b: jnp.matmul(a, b.T, precision="highest"))
+    mm(a, b).block_until_ready()
     best = float("inf")
-    for _ in range(3):
+    for _ in range(5):
         start = time.perf_counter()
-        mm(a).block_until_ready()
+        mm(a, b).block_until_ready()
         best = min(best, time.perf_counter() - start)
     return 2.0 * size * size * depth / best / 1e9
 
@@ -97,59 +147,162 @@ def _subprocess_json(cmd: list[str], timeout: float) -> dict:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     except subprocess.TimeoutExpired:
-        return {"error": f"timeout after {timeout:.0f} s"}
+        return {"error": f"timeout after {timeout:.0f} s", "timeout": True}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if not lines:
         tail = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
-        return {"error": f"no result (exit {proc.returncode}; likely out of memory): {tail[0]}"}
+        return {
+            "error": f"no result (exit {proc.returncode}; likely out of memory): {tail[0]}",
+            "oom": True,
+        }
     return json.loads(lines[-1])
 
 
-def measure(model: str, n: int, args) -> list[dict]:
-    rows = []
-    for method in args.methods:
-        cmd = [sys.executable, __file__, "--worker", model, str(n), method]
-        cmd += ["--repeats", str(args.repeats), "--budget-mb", str(args.budget_mb)]
-        rows.append({"side": "raysweep", "method": method, **_subprocess_json(cmd, args.timeout)})
-    if args.skip_nt:
-        return rows
-    if not Path(NT_PYTHON).exists():
-        print(f"  neural-tangents skipped: {NT_PYTHON} not found (tools/README.md)", flush=True)
-        return rows
-    for impl in (1, 2, 3):
+def _command(model: str, n: int, method: str, args, repeats: int) -> list[str]:
+    if method.startswith("nt impl"):
         cmd = [NT_PYTHON, str(ROOT / "benchmarks" / "nt_baseline.py"), "--model", model]
-        cmd += ["--n", str(n), "--implementation", str(impl), "--repeats", str(args.repeats)]
-        rows.append(
-            {"side": "nt", "method": f"nt impl {impl}", **_subprocess_json(cmd, args.timeout)}
-        )
-    return rows
+        cmd += ["--n", str(n), "--implementation", method[-1], "--repeats", str(repeats)]
+        return cmd + ["--max-repeat-seconds", str(args.max_repeat_seconds)]
+    cmd = [sys.executable, __file__, "--worker", model, str(n), method]
+    cmd += ["--repeats", str(repeats), "--budget-mb", str(args.budget_mb)]
+    return cmd + ["--max-repeat-seconds", str(args.max_repeat_seconds)]
+
+
+def _measure_one(
+    model: str, n: int, method: str, args, repeats: int | None = None, timeout: float = 0
+) -> dict:
+    side = "nt" if method.startswith("nt impl") else "raysweep"
+    cmd = _command(model, n, method, args, args.repeats if repeats is None else repeats)
+    row = _subprocess_json(cmd, timeout or args.timeout)
+    if "error" in row and "oom" not in row:
+        row["oom"] = "RESOURCE_EXHAUSTED" in row["error"] or "Out of memory" in row["error"]
+    return {**row, "side": side, "method": method, "n": n}
+
+
+def _estimate(history: dict, model: str, n: int, method: str, args) -> dict | None:
+    """A skip row when this measurement would take too long or failed at a smaller n."""
+    smaller = [r for (m, k, meth), r in history.items() if m == model and meth == method and k < n]
+    failed = [r for r in smaller if "seconds" not in r]
+    if failed:
+        r = min(failed, key=lambda r: r["n"])
+        why = "out of memory" if r.get("oom") else r.get("error", "failed")
+        return {"skipped": f"not run: {why} already at n={r['n']}"}
+    done = [r for r in smaller if "seconds" in r]
+    if not done:
+        if n < 2 * args.probe_min or args.max_seconds <= 0 or args.no_probe:
+            return None
+        probe_n = max(args.probe_min, n // 8)
+        # a probe slower than --max-seconds already decides: the full size would be slower
+        probe = _measure_one(model, probe_n, method, args, repeats=1, timeout=args.max_seconds)
+        history[(model, probe_n, method)] = probe
+        if "seconds" not in probe:
+            why = "out of memory" if probe.get("oom") else probe.get("error", "failed")
+            return {"skipped": f"not run: {why} already at the probe n={probe_n}"}
+        print(f"  {method}: probe n={probe_n}: {probe['seconds']:.3g} s", flush=True)
+        done = [probe]
+    ref = max(done, key=lambda r: r["n"])
+    estimate = ref["seconds"] * (n / ref["n"]) ** 2
+    if args.max_seconds > 0 and estimate > args.max_seconds:
+        return {
+            "estimate": estimate,
+            "skipped": (
+                f"estimated {estimate:.0f} s = {ref['seconds']:.3g} s at n={ref['n']} x "
+                f"({n}/{ref['n']})² > --max-seconds {args.max_seconds:.0f}: not run"
+            ),
+            "params": ref.get("params"),
+            "peak_rss_mb": None,
+        }
+    return None
+
+
+def measure(model: str, n: int, args, history: dict) -> list[dict]:
+    methods = list(args.methods)
+    if not args.skip_nt:
+        if Path(NT_PYTHON).exists():
+            methods += list(NT_IMPLS)
+        else:
+            print(f"  neural-tangents skipped: {NT_PYTHON} not found (tools/README.md)", flush=True)
+    rows: dict[str, dict] = {}
+    for method in methods:
+        skip = _estimate(history, model, n, method, args)
+        if skip is not None:
+            rows[method] = {"side": "nt" if "nt" in method else "raysweep", "method": method}
+            rows[method].update(n=n, **skip)
+            print(f"  {method}: {skip['skipped']}", flush=True)
+    to_run = [m for m in methods if m not in rows]
+    for r in range(max(args.rounds, 1)):
+        for method in to_run:
+            row = _measure_one(model, n, method, args)
+            row["round"] = r
+            old = rows.get(method)
+            if old is None or ("seconds" in row and row["seconds"] < old.get("seconds", 1e300)):
+                rows[method] = row
+            if "seconds" in row:
+                row["rounds_seconds"] = (
+                    [*old.get("rounds_seconds", []), row["seconds"]]
+                    if (old is not None and "seconds" in old)
+                    else [row["seconds"]]
+                )
+                rows[method]["rounds_seconds"] = row["rounds_seconds"]
+    for method in methods:
+        history[(model, n, method)] = rows[method]
+    return [rows[m] for m in methods]
 
 
 def print_table(model: str, n: int, rows: list[dict], gemm: float) -> None:
-    ok = [r for r in rows if "seconds" in r]
-    params = next((r["params"] for r in ok), None)
-    nt1 = next((r["seconds"] for r in ok if r["method"] == "nt impl 1"), None)
-    nt_best = min((r["seconds"] for r in ok if r["side"] == "nt"), default=None)
+    def sec(r):
+        return r.get("seconds", r.get("estimate"))
+
+    params = next((r["params"] for r in rows if r.get("params")), None)
+    nt1_row = next((r for r in rows if r["method"] == "nt impl 1"), {})
+    nt1 = sec(nt1_row)
+    nt_rows = [r for r in rows if r["side"] == "nt" and sec(r) is not None]
+    nt_best_row = min(nt_rows, key=sec, default={})
+    nt_best = sec(nt_best_row)
     print(f"\n{model} n={n} P={params}", flush=True)
     print(
-        f"  {'method':<22}{'seconds':>10}{'compile':>9}{'vs nt1':>9}{'vs nt best':>11}"
+        f"  {'method':<26}{'seconds':>10}{'compile':>9}{'vs nt1':>10}{'vs nt best':>12}"
         f"{'GFLOP/s':>10}{'gemm%':>7}{'peak MB':>9}"
     )
     for r in rows:
-        name = r["method"] + (
-            f" ({r['resolved']})" if "resolved" in r and r["method"] == "auto" else ""
-        )
-        if "seconds" not in r:
-            print(f"  {name:<22}  {r.get('error', 'failed')}")
+        name = r["method"]
+        if r.get("resolved") and r["method"] == "auto":
+            name += f" ({r['resolved']}{', whole' if r.get('whole') else ''})"
+        s = sec(r)
+        if s is None:
+            print(f"  {name:<26}  {r.get('skipped') or r.get('error', 'failed')}")
             continue
-        sec = r["seconds"]
-        flops = n * n * params / sec / 1e9 if params else float("nan")
-        vs1 = f"{nt1 / sec:8.1f}x" if nt1 else "       -"
-        vsb = f"{nt_best / sec:10.2f}x" if nt_best else "          -"
+        est = "~" if "seconds" not in r else ""
+        flops = n * n * params / s / 1e9 if params else float("nan")
+        vs1 = f"{'~' if est or 'seconds' not in nt1_row else ''}{nt1 / s:.1f}x" if nt1 else "-"
+        vsb = "-"
+        if nt_best:
+            mark = "~" if est or "seconds" not in nt_best_row else ""
+            vsb = f"{mark}{nt_best / s:.2f}x"
+        peak = r.get("peak_rss_mb")
         print(
-            f"  {name:<22}{sec:10.3f}{r.get('compile_seconds', 0):9.1f}{vs1:>9}{vsb:>11}"
-            f"{flops:10.1f}{100 * flops / gemm:6.0f}%{r.get('peak_rss_mb', 0):9.0f}"
+            f"  {name:<26}{est + format(s, '.3f'):>10}{r.get('compile_seconds', 0) or 0:9.1f}"
+            f"{vs1:>10}{vsb:>12}{flops:10.1f}{100 * flops / gemm:6.0f}%"
+            f"{format(peak, '.0f') if peak else '-':>9}"
         )
+        if r.get("rounds_seconds") and len(r["rounds_seconds"]) > 1:
+            print(f"  {'':<26}rounds: {', '.join(f'{t:.3f}' for t in r['rounds_seconds'])}")
+    for r in rows:
+        if r.get("tile_gflops"):
+            b, rate = r["tile_rows"], r["tile_gflops"]
+            print(
+                f"  {r['method']}: tile GEMM J_b J_bᵀ ({b} x {params:,} x {b}) "
+                f"{r['tile_seconds']:.3f} s = {rate:.1f} GFLOP/s = {100 * rate / gemm:.0f}% "
+                "of the GEMM rate"
+            )
+    traces = {r["method"]: r["gram_trace"] for r in rows if "gram_trace" in r}
+    if len(traces) > 1:
+        vals = list(traces.values())
+        spread = (max(vals) - min(vals)) / max(abs(v) for v in vals)
+        print(f"  trace(Θ) agrees across all measured rows to {spread:.1e} (relative)")
+    if nt_best:
+        est = " (estimate)" if "seconds" not in nt_best_row else ""
+        print(f"  nt fastest: {nt_best_row['method']}{est}")
 
 
 def main(argv=None) -> int:
@@ -157,9 +310,19 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", nargs="*", help="model:n pairs, e.g. mlp:1000 lenet:4000")
     ap.add_argument("--gpu", action="store_true", help="the GPU cases (LeNet 10k, ResNet18 2k)")
     ap.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs after the untimed one")
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds per case")
     ap.add_argument("--budget-mb", type=float, default=4096)
     ap.add_argument("--timeout", type=float, default=600, help="seconds per measurement")
+    ap.add_argument(
+        "--max-seconds",
+        type=float,
+        default=300,
+        help="estimate instead of running a call predicted to take longer (0: run everything)",
+    )
+    ap.add_argument("--max-repeat-seconds", type=float, default=60, help="stop repeating after")
+    ap.add_argument("--probe-min", type=int, default=32, help="smallest probe n")
+    ap.add_argument("--no-probe", action="store_true", help="estimate only from earlier cases")
     ap.add_argument("--skip-nt", action="store_true", help="raysweep only")
     ap.add_argument("--json", type=Path, help="also write all rows to this file")
     ap.add_argument("--gemm-worker", action="store_true", help=argparse.SUPPRESS)
@@ -172,26 +335,30 @@ def main(argv=None) -> int:
     if args.worker:
         model, n, method = args.worker
         try:
-            row = run_raysweep(model, int(n), method, args.repeats, args.budget_mb)
+            row = run_raysweep(
+                model, int(n), method, args.repeats, args.budget_mb, args.max_repeat_seconds
+            )
         except Exception as err:  # noqa: BLE001 - reported as a row
             row = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
         print(json.dumps(row), flush=True)
         return 0
 
     cases = args.cases or list(GPU_CASES if args.gpu else CPU_CASES)
+    for case in cases:
+        if case.split(":")[0] not in MODEL_NAMES:
+            raise SystemExit(f"unknown model in {case!r}; choose {sorted(MODEL_NAMES)}")
     # In a subprocess: JAX in this process would hold device memory the measurements need.
     gemm = _subprocess_json([sys.executable, __file__, "--gemm-worker"], args.timeout)["gflops"]
     print(f"float32 GEMM rate on this machine: {gemm:.1f} GFLOP/s", flush=True)
-    everything = []
+    everything, history = [], {}
     for case in cases:
         model, n = case.split(":")
-        if model not in MODEL_NAMES:
-            raise SystemExit(f"unknown model {model!r} in {case!r}; choose {sorted(MODEL_NAMES)}")
-        rows = measure(model, int(n), args)
+        print(f"\n== {case}", flush=True)
+        rows = measure(model, int(n), args, history)
         print_table(model, int(n), rows, gemm)
         everything.append({"model": model, "n": int(n), "gemm_gflops": gemm, "rows": rows})
-    if args.json:
-        args.json.write_text(json.dumps(everything, indent=1))
+        if args.json:
+            args.json.write_text(json.dumps(everything, indent=1))
     return 0
 
 

@@ -4,7 +4,7 @@ Runs ONLY in the pinned oracle environment (jax 0.4.23 + neural-tangents 0.6.5, 
 tools/README.md); the project benchmark calls it as a subprocess::
 
     /work/nt-venv/bin/python benchmarks/nt_baseline.py --model {mlp,lenet,resnet18} \
-        --n N --implementation {1,2,3} [--repeats 3] [--batch-size B] [--seed 0]
+        --n N --implementation {1,2,3} [--repeats 3] [--warmup 1] [--batch-size B] [--seed 0]
 
 Models are the pure-JAX ``paper_mlp`` / ``paper_lenet`` / ``paper_resnet18`` from
 tools/nt_models.py (the project can run the very same functions), params from
@@ -15,7 +15,8 @@ Computes the (n, n) Gram Θ = J Jᵀ with
 ``nt.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0, implementation=k)(x, None, params)``
 
 * without ``--batch-size`` (default): under ``jax.jit``; ``compile_seconds`` is the
-  ``lower(...).compile()`` time, ``seconds`` the best steady-state run of ``--repeats``
+  ``lower(...).compile()`` time, then ``--warmup`` untimed runs (default 1, as the project
+  benchmark's first call), ``seconds`` the best steady-state run of ``--repeats``
   (``block_until_ready``);
 * with ``--batch-size B`` (n must be divisible by B): through ``nt.batch(kernel_fn, B)``
   (the paper's path; nt jits each block internally), ``first_call_seconds`` is the first
@@ -63,6 +64,13 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=0, help="0: no nt.batch (default)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed runs after compiling")
+    ap.add_argument(
+        "--max-repeat-seconds",
+        type=float,
+        default=60.0,
+        help="stop repeating once one timed run took longer than this",
+    )
     args = ap.parse_args(argv)
 
     rec = {
@@ -111,6 +119,8 @@ def main(argv=None) -> int:
                 t = time.perf_counter()
                 k = jax.block_until_ready(bfn(x, None, params))
                 times.append(time.perf_counter() - t)
+                if times[-1] > args.max_repeat_seconds:
+                    break
             rec["first_call_seconds"] = first
             rec["compile_seconds"] = max(first - min(times), 0.0) if times else None
         else:
@@ -118,10 +128,18 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             compiled = fn.lower(x, params).compile()
             rec["compile_seconds"] = time.perf_counter() - t
+            warm = []
+            for _ in range(args.warmup):
+                t = time.perf_counter()
+                k = jax.block_until_ready(compiled(x, params))
+                warm.append(time.perf_counter() - t)
+            rec["warmup_seconds"] = warm
             for _ in range(max(args.repeats, 1)):
                 t = time.perf_counter()
                 k = jax.block_until_ready(compiled(x, params))
                 times.append(time.perf_counter() - t)
+                if times[-1] > args.max_repeat_seconds:
+                    break
         rec["seconds"] = min(times) if times else None
         rec["all_seconds"] = times
         k = np.asarray(k).reshape(args.n, args.n)

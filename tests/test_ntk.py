@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -11,15 +12,18 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
+import raysweep.ntk.gram as gram_module
 from raysweep.models import get_model, init_variables, make_apply_fn
 from raysweep.ntk import (
     NTKEngine,
     alignment,
     block_slices,
     energy_concentration,
+    gram_with_engine,
     linearize,
     ntk_gram,
 )
+from raysweep.ntk.gram import symmetric_product
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -135,6 +139,10 @@ def test_gram_matches_neural_tangents_fixture(path, method):
     )
     assert rel_err(got_self, fx["gram_self"]) <= RTOL
     assert rel_err(got_cross, fx["gram_cross"]) <= RTOL
+    whole_self = ntk_gram(fx["apply_fn"], fx["params"], fx["x1"], method=method)  # one program
+    whole_cross = ntk_gram(fx["apply_fn"], fx["params"], fx["x1"], fx["x2"], method=method)
+    assert rel_err(whole_self, fx["gram_self"]) <= RTOL
+    assert rel_err(whole_cross, fx["gram_cross"]) <= RTOL
 
 
 @pytest.mark.skipif(not FIXTURES, reason="no neural-tangents fixtures in tests/fixtures")
@@ -168,13 +176,48 @@ def test_gram_is_symmetric_psd_and_tiles_assemble(data):
     assert rel_err(assembled, full) <= RTOL
 
 
+@pytest.mark.parametrize("num_blocks", [1, 2, 3, 5, 21])
+def test_symmetric_product_from_the_upper_triangle(num_blocks):
+    rng = np.random.default_rng(num_blocks)
+    feats = {"a": jnp.asarray(rng.normal(size=(21, 6))), "d": jnp.asarray(rng.normal(size=(21, 3)))}
+
+    def kernel(f1, f2):
+        return (f1["a"] @ f2["a"].T) * (f1["d"] @ f2["d"].T)
+
+    calls = []
+    got = np.asarray(
+        symmetric_product(lambda f1, f2: calls.append(1) or kernel(f1, f2), feats, num_blocks)
+    )
+    assert len(calls) == num_blocks * (num_blocks + 1) // 2  # the upper triangle only
+    assert np.array_equal(got, got.T)
+    assert rel_err(got, kernel(feats, feats)) <= RTOL
+
+
+@pytest.mark.parametrize("method", ["structured", "contraction"])
+def test_whole_gram_with_triangle_blocks_matches_brute_force(method, data, monkeypatch):
+    apply_fn, params = tiny_mlp()
+    x1, x2 = data
+    monkeypatch.setitem(gram_module._TRIANGLE_ROWS, jax.default_backend(), 4)
+    assert gram_module.triangle_blocks(len(x1)) == 5
+    engine = NTKEngine(apply_fn, params, x1[:1], method=method)
+    assert engine.can_do_whole(len(x1))
+    got = gram_with_engine(engine, x1)
+    j1 = brute_jacobian(apply_fn, params, x1)
+    assert np.array_equal(got, got.T)
+    assert rel_err(got, j1 @ j1.T) <= RTOL
+    tiles = gram_with_engine(engine, x1, whole=False)
+    assert rel_err(tiles, got) <= RTOL
+
+
 def test_panel_computes_row_features_once(data, monkeypatch):
     apply_fn, params = tiny_mlp()
     x1, _ = data
     engine = NTKEngine(apply_fn, params, x1[:1], method="contraction", block_size=6)
     calls = []
-    original = engine.features
-    monkeypatch.setattr(engine, "features", lambda xb: calls.append(len(xb)) or original(xb))
+    original = engine._block_features
+    monkeypatch.setattr(
+        engine, "_block_features", lambda xb, leaves: calls.append(len(xb)) or original(xb, leaves)
+    )
     list(engine.panel(x1[:6], [x1[6:12], x1[12:18], x1[18:]]))
     assert calls == [6, 6, 6, 3]  # rows once, then each column block once
 
@@ -186,6 +229,131 @@ def test_auto_method_selection(flax_model):
     tiny_budget = NTKEngine(apply_fn, params, x[:1], method="auto", memory_budget_mb=1e-3)
     if name == "resnet18":
         assert tiny_budget.method == "ntvp"
+
+
+# ----------------------------------------------------------------------------- recompilation
+
+
+@contextlib.contextmanager
+def count_compiles():
+    """Names of the XLA compilations that happen inside the block (JAX's compile event)."""
+    compiled: list[str] = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(kwargs.get("fun_name", "?"))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield compiled
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def shifted_params(params, seed: int):
+    """Another parameter point of the same shapes and dtypes."""
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_map(
+        lambda p: p * 1.5 + jnp.asarray(0.2 * rng.standard_normal(p.shape), p.dtype), params
+    )
+
+
+def test_compile_counter_sees_compilations():
+    v = jnp.ones(7)
+    with count_compiles() as compiled:
+        jax.jit(lambda v: v * 3.0 + 1.0)(v).block_until_ready()
+    assert compiled == ["jit(<lambda>)"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_ntk_gram_with_new_params_does_not_recompile(method, data):
+    apply_fn, params = tiny_mlp()
+    params2 = shifted_params(params, 7)
+    x1, x2 = data
+    for batch_size in (None, 8):  # one whole program; tiles
+        ntk_gram(apply_fn, params, x1, method=method, batch_size=batch_size)
+        ntk_gram(apply_fn, params, x1, x2, method=method, batch_size=batch_size)
+        with count_compiles() as compiled:
+            got_self = ntk_gram(apply_fn, params2, x1, method=method, batch_size=batch_size)
+            got_cross = ntk_gram(apply_fn, params2, x1, x2, method=method, batch_size=batch_size)
+        assert compiled == [], (batch_size, compiled)
+        j1, j2 = brute_jacobian(apply_fn, params2, x1), brute_jacobian(apply_fn, params2, x2)
+        assert rel_err(got_self, j1 @ j1.T) <= RTOL
+        assert rel_err(got_cross, j1 @ j2.T) <= RTOL
+        # ...and the first point still gives its own answer.
+        j0 = brute_jacobian(apply_fn, params, x1)
+        assert rel_err(ntk_gram(apply_fn, params, x1, method=method), j0 @ j0.T) <= RTOL
+
+
+def test_engine_takes_params_as_arguments(flax_model, flax_jacobians):
+    name, apply_fn, params, x = flax_model
+    if name == "resnet18":
+        pytest.skip("minutes of compilation on CPU; the pure-JAX and other Flax models cover it")
+    params2 = shifted_params(params, 11)
+    jac2 = brute_jacobian(apply_fn, params2, x)
+    assert rel_err(jac2, flax_jacobian(flax_model, flax_jacobians)) > 1e-2  # a different point
+    for method in ("structured", "contraction"):
+        engine = NTKEngine(apply_fn, params, x[:1], method=method, block_size=4)
+        gram_with_engine(engine, x)  # compiles (tiles)
+        gram_with_engine(engine, x[:4])  # compiles (whole)
+        with count_compiles() as compiled:
+            tiles = gram_with_engine(engine, x, params=params2)
+            whole = gram_with_engine(engine, x[:4], params=params2)
+            panel = list(engine.panel(x[:4], [x[4:8], x[8:]], params=params2))
+        assert compiled == [], (name, method, compiled)
+        assert rel_err(tiles, jac2 @ jac2.T) <= RTOL, (name, method)
+        assert rel_err(whole, jac2[:4] @ jac2[:4].T) <= RTOL, (name, method)
+        assert rel_err(np.hstack([np.asarray(t) for t in panel]), jac2[:4] @ jac2[4:].T) <= RTOL
+    with pytest.raises(ValueError, match="shape/dtype"):
+        wrong = jax.tree_util.tree_map(lambda p: jnp.zeros((*p.shape, 1), p.dtype), params)
+        gram_with_engine(engine, x, params=wrong)
+    with pytest.raises(ValueError, match="structure"):
+        gram_with_engine(engine, x, params={"other": jnp.zeros(3)})
+
+
+def array_constants(lowered) -> list[str]:
+    """Non-splat array constants of a lowered program (closed-over arrays end up as these)."""
+    return [
+        line
+        for line in lowered.as_text().splitlines()
+        if "stablehlo.constant" in line and ("dense<[" in line or 'dense<"0x' in line)
+    ]
+
+
+def test_compiled_programs_hold_no_parameter_constants():
+    apply_fn, params = tiny_mlp()
+    x = np.ones((4, 2, 2, 3), np.float32)
+    # positive control: a closed-over parameter leaf is a constant of the program
+    closed = jax.jit(lambda xb: apply_fn(params, xb)).lower(x)
+    assert any("tensor<12x7xf32>" in line for line in array_constants(closed))
+    for method in ("structured", "contraction", "ntvp"):
+        engine = NTKEngine(apply_fn, params, x[:1], method=method, block_size=4)
+        leaves = engine.leaves()
+        if method == "ntvp":
+            programs = [(engine._kernel, (leaves, x, x))]
+        else:
+            programs = [
+                (engine._features, (leaves, x)),
+                (engine._whole_self, (leaves, x)),
+                (engine._whole_cross, (leaves, x, x)),
+            ]
+        for fn, args in programs:
+            assert array_constants(fn.lower(*args)) == [], method
+
+
+def test_alignment_with_new_params_does_not_recompile(flax_model):
+    name, apply_fn, params, x = flax_model
+    if name == "resnet18":
+        pytest.skip("minutes of compilation on CPU; the pure-JAX and other Flax models cover it")
+    params2 = shifted_params(params, 13)
+    targets = np.random.default_rng(3).normal(size=(5, len(x))).astype(np.float32)
+    alignment(apply_fn, params, x, targets, batch_size=4, target_chunk=2)
+    with count_compiles() as compiled:
+        got = alignment(apply_fn, params2, x, targets, batch_size=4, target_chunk=2)
+    assert compiled == []
+    jac2 = brute_jacobian(apply_fn, params2, x)
+    expected = np.einsum("mi,ij,mj->m", targets, jac2 @ jac2.T, targets) / len(x) ** 2
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
 # ----------------------------------------------------------------------------- linearize

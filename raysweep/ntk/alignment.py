@@ -10,12 +10,46 @@ matrix is never formed and memory stays bounded (targets in chunks, data in batc
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from raysweep.ntk.checks import check_inputs, check_params, check_single_output
+
+
+def _make_accumulator(apply_fn, precision: str):
+    """``accumulate(params, acc, xb, tb) = acc + [vjp of targets tb at inputs xb]``, jitted.
+
+    The parameters are an argument, so one compiled program serves every parameter point of
+    the same shapes.
+    """
+    matmul = "float32" if precision == "highest" else "default"
+
+    @jax.jit
+    def accumulate(params, acc, xb, tb):
+        with jax.default_matmul_precision(matmul):
+            _, vjp_fn = jax.vjp(lambda p: apply_fn(p, xb), params)
+
+            def one(t):
+                return ravel_pytree(vjp_fn(t[:, None].astype(acc.dtype))[0])[0]
+
+            return acc + jax.vmap(one)(tb)
+
+    return accumulate
+
+
+_shared_accumulator = functools.lru_cache(maxsize=8)(_make_accumulator)
+
+
+def _accumulator(apply_fn, precision: str):
+    """The compiled accumulator of ``apply_fn``, shared across calls (if hashable)."""
+    try:
+        return _shared_accumulator(apply_fn, precision)
+    except TypeError:  # unhashable apply_fn
+        return _make_accumulator(apply_fn, precision)
 
 
 def alignment(
@@ -27,6 +61,7 @@ def alignment(
     batch_size: int = 256,
     target_chunk: int | None = None,
     memory_budget_mb: float = 2048,
+    precision: str = "highest",
 ) -> np.ndarray:
     """α = ‖(1/n) Σᵢ targets[:, i] ∇θf(xᵢ)‖² for m target functions at once.
 
@@ -38,13 +73,19 @@ def alignment(
       batch_size: inputs per VJP.
       target_chunk: targets per vmapped VJP; ``None`` fits ``memory_budget_mb`` (each target
         holds one parameter-sized accumulator).
+      precision: ``"highest"`` (float32 matmuls, also on GPUs) or ``"default"``.
 
     Returns:
       ``numpy.ndarray`` of shape ``(m,)`` (float64 accumulation of float32 products).
+
+    The compiled program takes the parameters as an argument and is reused by later calls
+    with the same ``apply_fn`` object and shapes, whatever the parameter values.
     """
     check_inputs(x)
     check_params(params)
     check_single_output(apply_fn, params, x)
+    if precision not in ("highest", "default"):
+        raise ValueError(f"precision={precision!r}; choose 'highest' or 'default'.")
     targets = np.asarray(targets)
     if targets.ndim == 1:
         targets = targets[None]
@@ -62,15 +103,8 @@ def alignment(
         per_target = 3 * num_params * np.dtype(dtype).itemsize
         target_chunk = int(max(1, min(m, 256, memory_budget_mb * 2**20 // per_target)))
     batch_size = int(min(batch_size, n))
-
-    @jax.jit
-    def accumulate(acc, xb, tb):
-        _, vjp_fn = jax.vjp(lambda p: apply_fn(p, xb), params)
-
-        def one(t):
-            return ravel_pytree(vjp_fn(t[:, None].astype(dtype))[0])[0]
-
-        return acc + jax.vmap(one)(tb)
+    accumulate = _accumulator(apply_fn, precision)
+    params = jax.device_put(params)
 
     x = np.asarray(x)
     out = np.empty(m, dtype=np.float64)
@@ -86,7 +120,7 @@ def alignment(
             if pad:  # zero cotangents contribute nothing
                 xb = np.concatenate([xb, np.zeros((pad, *xb.shape[1:]), xb.dtype)])
                 tb = np.pad(tb, ((0, 0), (0, pad)))
-            acc = accumulate(acc, xb, tb)
+            acc = accumulate(params, acc, xb, tb)
         acc = np.asarray(acc[:c], dtype=np.float64) / n
         out[c0 : c0 + c] = np.sum(acc * acc, axis=1)
     return out

@@ -4,7 +4,8 @@
 model ``apply_fn(params, x) -> (n, 1)``. Three methods compute the same matrix:
 
 ``contraction``
-    Per-example Jacobian blocks ``(b, P)`` (``vmap`` of ``grad``), then one GEMM per tile.
+    Per-example Jacobian blocks ``(b, P)`` (``vmap`` of ``grad``, kept as per-leaf column
+    groups, never copied into one array), then one GEMM per group and tile.
 ``structured``
     Dense weights in factored form (see :mod:`raysweep.ntk.structured`):
     ``Σ (A₁A₂ᵀ) ⊙ (D₁D₂ᵀ)`` plus the contraction of the remaining leaves. Exact for every
@@ -16,38 +17,106 @@ model ``apply_fn(params, x) -> (n, 1)``. Three methods compute the same matrix:
 ``method="auto"`` estimates the per-tile cost and memory of each and picks the cheapest that
 fits ``memory_budget_mb``.
 
-Work is organised in *panels*: a row block's features are computed once and reused against
-every column block of the panel (:meth:`NTKEngine.panel`); blocks are padded to one fixed
-size so ``jax.jit`` compiles each function once. :class:`NTKEngine` is the tile-level entry
-point used by the distributed Gram.
+Two ways through a Gram matrix:
+
+- *whole*: when every example fits one block (the features of all inputs fit the budget),
+  one compiled program computes the features and the whole matrix. For ``x2=None`` it
+  computes only the upper triangle of sub-blocks of every product and mirrors it, which
+  saves up to half of the flops, and the result is exactly symmetric.
+- *tiles*: work is organised in *panels*: a row block's features are computed once and
+  reused against every column block of the panel (:meth:`NTKEngine.panel`); blocks are
+  padded to one fixed size so ``jax.jit`` compiles each function once. :class:`NTKEngine` is
+  the tile-level entry point used by the distributed Gram.
+
+Parameters are arguments of every compiled function, never constants baked into it: a new
+parameter point of the same shapes reuses the compiled programs (``params=`` on
+:meth:`NTKEngine.features` / :meth:`NTKEngine.panel` / :func:`gram_with_engine`;
+:func:`ntk_gram` keeps a few engines per ``apply_fn`` and shape signature).
 
 Precision: matrix products run at ``precision="highest"`` by default, so GPUs do not drop to
-TF32; results are float32 (float64 when the parameters and inputs are float64 with
-``jax_enable_x64``).
+TF32 (on CPU it compiles to the same float32 kernel as the default); results are float32
+(float64 when the parameters and inputs are float64 with ``jax_enable_x64``).
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from raysweep.ntk.checks import check_inputs, check_method, check_params, check_single_output
-from raysweep.ntk.structured import structured_feature_fn, structured_kernel
+from raysweep.ntk.structured import (
+    columns_product,
+    jacobian_columns,
+    structured_feature_fn,
+    structured_kernel,
+)
 
 _MIN_BLOCK = 8
+_MAX_BLOCK = 4096
+# Rows per sub-block of a symmetric whole-matrix product: smaller sub-blocks skip more of the
+# lower triangle but run each GEMM less efficiently (measured on CPU; GPUs need larger ones).
+_TRIANGLE_ROWS = {"cpu": 200}
+_TRIANGLE_ROWS_OTHER = 1024
+_MAX_TRIANGLE_BLOCKS = 8
 
 
 def _num_params(params) -> int:
     return sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(params))
 
 
+def _leaf_spec(leaf) -> tuple:
+    return tuple(np.shape(leaf)), np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype))
+
+
+def triangle_blocks(n: int, platform: str | None = None) -> int:
+    """Sub-blocks per side for the upper-triangle product of ``n`` examples with themselves."""
+    platform = platform or jax.default_backend()
+    rows = _TRIANGLE_ROWS.get(platform, _TRIANGLE_ROWS_OTHER)
+    return int(max(1, min(_MAX_TRIANGLE_BLOCKS, n // rows)))
+
+
+def symmetric_product(kernel, feats, num_blocks: int) -> jax.Array:
+    """``kernel(feats, feats)`` from its upper triangle of ``num_blocks²`` sub-blocks.
+
+    ``feats`` is a pytree of arrays with the examples on the leading axis; ``kernel(f1, f2)``
+    maps two such pytrees to their ``(n1, n2)`` block. Off-diagonal sub-blocks are computed
+    once and mirrored, diagonal ones symmetrized as ``0.5 (T + Tᵀ)``: the result is exactly
+    symmetric and costs ``(num_blocks + 1) / (2 num_blocks)`` of the full product.
+    """
+    n = jax.tree_util.tree_leaves(feats)[0].shape[0]
+    bounds = [round(i * n / num_blocks) for i in range(num_blocks + 1)]
+    parts = [
+        jax.tree_util.tree_map(lambda a, b0=b0, b1=b1: a[b0:b1], feats)
+        for b0, b1 in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    tiles = {}
+    for i in range(num_blocks):
+        for j in range(i, num_blocks):
+            t = kernel(parts[i], parts[j])
+            tiles[i, j] = 0.5 * (t + t.T) if i == j else t
+    if num_blocks == 1:
+        return tiles[0, 0]
+    rows = [
+        jnp.concatenate(
+            [tiles[i, j] if j >= i else tiles[j, i].T for j in range(num_blocks)], axis=1
+        )
+        for i in range(num_blocks)
+    ]
+    return jnp.concatenate(rows, axis=0)
+
+
 class NTKEngine:
-    """Compiled per-example features and tile kernels for one model and parameter point.
+    """Compiled per-example features and tile kernels for one model and parameter shapes.
+
+    The parameters are an argument of every compiled function: ``params`` given here is the
+    default parameter point (and fixes the shapes); any other point with the same tree
+    structure, shapes and dtypes can be passed as ``params=`` to :meth:`features`,
+    :meth:`panel` and :func:`gram_with_engine` without recompiling.
 
     Args:
       apply_fn: ``apply_fn(params, x) -> (n, 1)``.
@@ -60,6 +129,7 @@ class NTKEngine:
 
     Attributes:
       method: the resolved method. block_size: the resolved block size. num_params: P.
+      params: the default parameter point (``None`` for engines shared by :func:`ntk_gram`).
     """
 
     def __init__(
@@ -79,10 +149,14 @@ class NTKEngine:
         x_example = np.asarray(x_example)
         self.example_shape = tuple(x_example.shape[1:]) if x_example.ndim > 1 else ()
         self.apply_fn = apply_fn
-        self.params = params
         self.precision = precision
+        leaves, self._treedef = jax.tree_util.tree_flatten(params)
+        self._leaf_specs = tuple(_leaf_spec(leaf) for leaf in leaves)
         self.num_params = _num_params(params)
-        self.dtype = jax.tree_util.tree_leaves(params)[0].dtype
+        self.dtype = self._leaf_specs[0][1]
+        self.params = None
+        self._default_leaves = None
+        self.set_params(params)
         budget = float(memory_budget_mb) * 2**20
         self.memory_budget_bytes = budget
         itemsize = np.dtype(self.dtype).itemsize
@@ -91,8 +165,7 @@ class NTKEngine:
         sites, rest_index, structured_fn = [], [], None
         if method in ("auto", "structured"):
             structured_fn, sites, rest_index = structured_feature_fn(apply_fn, params, example)
-        leaves = jax.tree_util.tree_leaves(params)
-        rest_params = sum(int(np.size(leaves[i])) for i in rest_index)
+        rest_params = sum(int(np.prod(self._leaf_specs[i][0])) for i in rest_index)
         structured_width = rest_params + sum(s.in_features + s.out_features for s in sites)
         self.structured_sites = sites
 
@@ -106,12 +179,14 @@ class NTKEngine:
         self.method = method
 
         width = {"contraction": self.num_params, "structured": structured_width}.get(method)
+        if width is None:  # ntvp: rows are inputs; columns go through in chunks
+            budget_block = 256
+        else:
+            budget_block = int(budget // (2 * max(width, 1) * itemsize))
+            budget_block = max(_MIN_BLOCK, min(budget_block, _MAX_BLOCK))
+        self._budget_block_size = budget_block if block_size is None else int(block_size)
         if block_size is None:
-            if width is None:  # ntvp: rows are inputs; columns go through in chunks
-                block_size = 256
-            else:
-                block_size = int(budget // (2 * max(width, 1) * itemsize))
-                block_size = max(_MIN_BLOCK, min(block_size, 4096))
+            block_size = budget_block
         if block_size <= 0:
             raise ValueError(f"block_size must be positive, got {block_size}.")
         self.block_size = int(block_size)
@@ -130,7 +205,7 @@ class NTKEngine:
             feat = self._contraction_features
 
             def kernel(f1, f2):
-                return jnp.matmul(f1, f2.T, precision=prec)
+                return columns_product(f1, f2, precision=prec)
 
         else:
             feat = None
@@ -145,22 +220,64 @@ class NTKEngine:
 
         self._features = jax.jit(with_precision(feat)) if feat is not None else None
         self._kernel = jax.jit(with_precision(kernel))
+        self._whole_self = self._whole_cross = None
+        if feat is not None:
+
+            def whole_self(leaves, x):
+                return symmetric_product(kernel, feat(leaves, x), triangle_blocks(x.shape[0]))
+
+            def whole_cross(leaves, x1, x2):
+                return kernel(feat(leaves, x1), feat(leaves, x2))
+
+            self._whole_self = jax.jit(with_precision(whole_self))
+            self._whole_cross = jax.jit(with_precision(whole_cross))
+
+    # ----------------------------------------------------------------- parameters
+
+    def set_params(self, params) -> None:
+        """Replace the default parameter point (same structure, shapes and dtypes)."""
+        self._default_leaves = None if params is None else self.leaves(params)
+        self.params = params
+
+    def leaves(self, params=None) -> list:
+        """Validated parameter leaves on the device (``None``: the default point)."""
+        if params is None:
+            if self._default_leaves is None:
+                raise ValueError("this engine holds no default parameters; pass params=.")
+            return self._default_leaves
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        if treedef != self._treedef:
+            raise ValueError(
+                f"params has structure {treedef}, but the engine was built for {self._treedef}."
+            )
+        specs = tuple(_leaf_spec(leaf) for leaf in leaves)
+        if specs != self._leaf_specs:
+            pairs = zip(specs, self._leaf_specs, strict=True)
+            bad = next(i for i, (a, b) in enumerate(pairs) if a != b)
+            raise ValueError(
+                f"parameter leaf {bad} has shape/dtype {specs[bad]}, but the engine was built "
+                f"for {self._leaf_specs[bad]}; build a new engine for other shapes."
+            )
+        return jax.device_put(leaves)
 
     # ----------------------------------------------------------------- feature functions
 
-    def _contraction_features(self, x_block):
-        apply_fn = self.apply_fn
+    def _contraction_features(self, leaves, x_block):
+        apply_fn, treedef = self.apply_fn, self._treedef
 
         def scalar(params, xi):
             return jnp.reshape(apply_fn(params, xi[None]), ())
 
+        params = jax.tree_util.tree_unflatten(treedef, leaves)
+
         def row(xi):
-            return ravel_pytree(jax.grad(scalar)(self.params, xi))[0]
+            return jax.tree_util.tree_leaves(jax.grad(scalar)(params, xi))
 
-        return jax.vmap(row)(x_block)
+        return jacobian_columns(jax.vmap(row)(x_block))
 
-    def _ntvp_kernel(self, x_rows, x_cols):
-        apply_fn, params = self.apply_fn, self.params
+    def _ntvp_kernel(self, leaves, x_rows, x_cols):
+        apply_fn = self.apply_fn
+        params = jax.tree_util.tree_unflatten(self._treedef, leaves)
 
         def scalar(p, xi):
             return jnp.reshape(apply_fn(p, xi[None]), ())
@@ -181,15 +298,18 @@ class NTKEngine:
     # ----------------------------------------------------------------- blocks and tiles
 
     def fit_block_size(self, n: int, *, min_blocks: int = 1, min_size: int = 256) -> int:
-        """Shrink ``block_size`` to split ``n`` examples into equal blocks (less padding).
+        """Set ``block_size`` to split ``n`` examples into equal blocks (less padding).
 
-        Uses at least ``min_blocks`` blocks while blocks stay ``>= min_size`` examples (a
-        symmetric Gram computes only the upper triangle of tiles, so more blocks skip more of
-        the lower triangle). Sizes are rounded up to a multiple of 8. Returns the new size.
+        Starts from the size the engine was built with (``block_size`` or the budget's), so
+        calling it again for another ``n`` gives the same result as a fresh engine. Uses at
+        least ``min_blocks`` blocks while blocks stay ``>= min_size`` examples (a symmetric
+        Gram computes only the upper triangle of tiles, so more blocks skip more of the lower
+        triangle). Sizes are rounded up to a multiple of 8. Returns the new size.
         """
-        num_blocks = max(math.ceil(n / self.block_size), min(min_blocks, n // min_size))
+        base = self._budget_block_size
+        num_blocks = max(math.ceil(n / base), min(min_blocks, n // min_size))
         balanced = math.ceil(math.ceil(n / max(num_blocks, 1)) / 8) * 8
-        self.block_size = int(max(1, min(self.block_size, balanced)))
+        self.block_size = int(max(1, min(base, balanced)))
         return self.block_size
 
     def fits_in_budget(self, n: int) -> bool:
@@ -211,28 +331,91 @@ class NTKEngine:
             )
         return x_block, n
 
-    def features(self, x_block):
-        """Per-example features of one block (padded to ``block_size``) and its true length."""
+    def features(self, x_block, params=None):
+        """Per-example features of one block (padded to ``block_size``) and its true length.
+
+        ``params``: the parameter point (default: the engine's); for ntvp the "features" are
+        the inputs and the parameters travel with them.
+        """
+        return self._block_features(x_block, self.leaves(params))
+
+    def _block_features(self, x_block, leaves):
         xb, n = self._pad(x_block)
         if self._features is None:
-            return xb, n
-        return self._features(xb), n
+            return (leaves, xb), n
+        return self._features(leaves, xb), n
 
     def tile(self, f_rows, f_cols) -> jax.Array:
         """Θ between two feature blocks from :meth:`features` (sliced to the true lengths)."""
         (f1, n1), (f2, n2) = f_rows, f_cols
+        if self._features is None:  # ntvp: (leaves, x) pairs
+            return self._kernel(f1[0], f1[1], f2[1])[:n1, :n2]
         return self._kernel(f1, f2)[:n1, :n2]
 
-    def panel(self, x_rows, x_col_blocks: Sequence) -> Iterator[jax.Array]:
+    def panel(self, x_rows, x_col_blocks: Sequence, params=None) -> Iterator[jax.Array]:
         """Tiles Θ(x_rows, x_cols) for each column block; row features computed once."""
-        f_rows = self.features(x_rows)
+        leaves = self.leaves(params)
+        f_rows = self._block_features(x_rows, leaves)
         for x_cols in x_col_blocks:
-            yield self.tile(f_rows, self.features(x_cols))
+            yield self.tile(f_rows, self._block_features(x_cols, leaves))
+
+    def can_do_whole(self, n1: int, n2: int | None = None) -> bool:
+        """Whether :meth:`whole` applies: every example in one block (not for ntvp)."""
+        n = max(n1, n2 or 0)
+        return self._whole_self is not None and n <= self.block_size
+
+    def whole(self, x1, x2=None, params=None) -> jax.Array:
+        """Θ(x1, x2) in one compiled program (``x2=None``: upper triangle, mirrored).
+
+        Compiled once per input shape; requires :meth:`can_do_whole`.
+        """
+        if not self.can_do_whole(len(x1), None if x2 is None else len(x2)):
+            raise ValueError(
+                f"whole(): {len(x1)} (and {0 if x2 is None else len(x2)}) examples exceed "
+                f"block_size={self.block_size}, or method={self.method!r} has no features."
+            )
+        leaves = self.leaves(params)
+        if x2 is None:
+            return self._whole_self(leaves, jnp.asarray(x1))
+        return self._whole_cross(leaves, jnp.asarray(x1), jnp.asarray(x2))
 
 
 def block_slices(n: int, block_size: int) -> list[slice]:
     """Contiguous slices of ``range(n)`` of length ``block_size`` (the last may be shorter)."""
     return [slice(i, min(i + block_size, n)) for i in range(0, n, block_size)]
+
+
+# Engines reused by ntk_gram across calls with the same apply_fn and shapes (compiled
+# programs included); the parameters are never kept.
+_ENGINE_CACHE: OrderedDict = OrderedDict()
+_ENGINE_CACHE_SIZE = 4
+
+
+def _shared_engine(apply_fn, params, x1, **options) -> NTKEngine:
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    key = (
+        apply_fn,
+        treedef,
+        tuple(_leaf_spec(leaf) for leaf in leaves),
+        tuple(np.shape(x1)[1:]),
+        np.dtype(np.asarray(x1[:1]).dtype),
+        tuple(sorted(options.items())),
+        bool(jax.config.jax_enable_x64),
+        jax.default_backend(),
+    )
+    try:
+        engine = _ENGINE_CACHE.get(key)
+    except TypeError:  # unhashable apply_fn: no sharing
+        return NTKEngine(apply_fn, params, x1[:1], **options)
+    if engine is None:
+        engine = NTKEngine(apply_fn, params, x1[:1], **options)
+        engine.set_params(None)
+        _ENGINE_CACHE[key] = engine
+        while len(_ENGINE_CACHE) > _ENGINE_CACHE_SIZE:
+            _ENGINE_CACHE.popitem(last=False)
+    else:
+        _ENGINE_CACHE.move_to_end(key)
+    return engine
 
 
 def ntk_gram(
@@ -258,7 +441,9 @@ def ntk_gram(
         (then only the upper triangle of tiles is computed and mirrored; the result is exactly
         symmetric).
       method: ``"auto"``, ``"contraction"``, ``"structured"`` or ``"ntvp"`` (module docstring).
-      batch_size: examples per tile side; ``None`` derives it from ``memory_budget_mb``.
+      batch_size: examples per tile side (one compiled program per tile, as the distributed
+        Gram computes them); ``None`` derives it from ``memory_budget_mb`` and, when all
+        inputs fit one block, computes the whole matrix in one compiled program.
       memory_budget_mb: bound on the per-example feature blocks held at once; the N x P
         Jacobian is never formed.
       precision: ``"highest"`` (float32 matmuls, the default) or ``"default"``.
@@ -266,6 +451,9 @@ def ntk_gram(
     Returns:
       ``numpy.ndarray`` of shape ``(n1, n2)``, the dtype of the parameters (float32 by
       default). Row i, column j is Θ(x1[i], x2[j]).
+
+    Compiled programs are reused by later calls with the same ``apply_fn`` (the same Python
+    object), parameter shapes, input shapes and options, whatever the parameter values.
     """
     check_method(method)
     check_inputs(x1, x2)
@@ -274,23 +462,38 @@ def ntk_gram(
     x1 = np.asarray(x1)
     symmetric = x2 is None
     x2 = x1 if symmetric else np.asarray(x2)
-    engine = NTKEngine(
+    engine = _shared_engine(
         apply_fn,
         params,
-        x1[:1],
+        x1,
         method=method,
         block_size=batch_size,
         memory_budget_mb=memory_budget_mb,
         precision=precision,
     )
+    n = max(len(x1), len(x2))
     if batch_size is None:
-        engine.fit_block_size(max(len(x1), len(x2)), min_blocks=4 if symmetric else 1)
-    return gram_with_engine(engine, x1, None if symmetric else x2)
+        engine.fit_block_size(n)
+        if not engine.can_do_whole(len(x1), len(x2)):
+            engine.fit_block_size(n, min_blocks=4 if symmetric else 1)
+    return gram_with_engine(
+        engine, x1, None if symmetric else x2, params=params, whole=batch_size is None
+    )
 
 
-def gram_with_engine(engine: NTKEngine, x1, x2=None) -> np.ndarray:
-    """Θ(x1, x2) with an existing engine (compiled functions are reused)."""
+def gram_with_engine(engine: NTKEngine, x1, x2=None, *, params=None, whole=True) -> np.ndarray:
+    """Θ(x1, x2) with an existing engine (compiled functions are reused).
+
+    Args:
+      engine: the engine; ``params`` (default: ``engine.params``) may be any parameter point
+        of the engine's shapes.
+      whole: compute the whole matrix in one program when every example fits one block
+        (:meth:`NTKEngine.whole`); ``False`` always goes tile by tile.
+    """
     symmetric = x2 is None
+    if whole and engine.can_do_whole(len(x1), None if symmetric else len(x2)):
+        return np.array(engine.whole(x1, x2, params))
+    leaves = engine.leaves(params)
     x2 = x1 if symmetric else x2
     n1, n2 = x1.shape[0], x2.shape[0]
     rows = block_slices(n1, engine.block_size)
@@ -303,7 +506,7 @@ def gram_with_engine(engine: NTKEngine, x1, x2=None) -> np.ndarray:
     for bi, rs in enumerate(rows):
         f_rows = col_cache.get(bi) if symmetric else None
         if f_rows is None:
-            f_rows = engine.features(x1[rs])
+            f_rows = engine._block_features(x1[rs], leaves)
         for bj, cs in enumerate(cols):
             if symmetric and bj < bi:
                 continue
@@ -312,7 +515,7 @@ def gram_with_engine(engine: NTKEngine, x1, x2=None) -> np.ndarray:
             elif cache_cols and bj in col_cache:
                 f_cols = col_cache[bj]
             else:
-                f_cols = engine.features(x2[cs])
+                f_cols = engine._block_features(x2[cs], leaves)
                 if cache_cols:
                     col_cache[bj] = f_cols
             tile = np.asarray(engine.tile(f_rows, f_cols))

@@ -151,23 +151,27 @@ def _eval(jaxpr, consts, args, hooks: dict, perturb: dict, record: dict) -> list
 def structured_feature_fn(apply_fn, params, x_example):
     """Per-example NTK factors with dense weights in factored form.
 
-    Returns ``(feature_fn, sites, rest_index)``. ``feature_fn(x_block)`` maps a block of
-    examples ``(b, ...)`` to a dict with
+    ``params`` fixes the tree structure, shapes and dtypes (the program is traced with them);
+    the values are not captured. Returns ``(feature_fn, sites, rest_index)``.
+    ``feature_fn(leaves, x_block)`` takes the flattened parameter leaves
+    (``jax.tree_util.tree_leaves(params)`` of any point with those shapes) and a block of
+    examples ``(b, ...)``, and returns a dict with
 
     - ``"a"``: list, per dense site, of layer inputs ``(b, k)``;
     - ``"d"``: list, per dense site, of output cotangents ``(b, m)``;
-    - ``"j"``: the Jacobian of all other leaves, flattened ``(b, P_rest)``.
+    - ``"j"``: the Jacobian of all other leaves as column groups ``(b, P_g)`` (see
+      :func:`jacobian_columns`; together ``(b, P_rest)``).
 
     ``rest_index`` lists the leaves on the contraction path. Θ of two blocks is
     ``Σ_sites (A₁A₂ᵀ) ⊙ (D₁D₂ᵀ) + J₁J₂ᵀ`` (see :func:`structured_kernel`).
     """
     closed, sites = find_dense_sites(apply_fn, params, x_example)
-    leaves = jax.tree_util.tree_leaves(params)
+    num_leaves = len(jax.tree_util.tree_leaves(params))
     structured = {s.leaf for s in sites}
-    rest_index = [i for i in range(len(leaves)) if i not in structured]
+    rest_index = [i for i in range(num_leaves) if i not in structured]
     hooks = {s.eqn_id: s for s in sites}
 
-    def one(rest_leaves, perturb, xi):
+    def one(rest_leaves, perturb, leaves, xi):
         full = list(leaves)
         for i, leaf in zip(rest_index, rest_leaves, strict=True):
             full[i] = leaf
@@ -177,29 +181,62 @@ def structured_feature_fn(apply_fn, params, x_example):
 
     grad_one = jax.grad(one, argnums=(0, 1), has_aux=True)
 
-    def per_example(xi):
+    def feature_fn(leaves, x_block):
+        leaves = list(leaves)
+        if len(leaves) != num_leaves:
+            raise ValueError(f"expected {num_leaves} parameter leaves, got {len(leaves)}.")
         rest = [leaves[i] for i in rest_index]
         zeros = {s.leaf: jnp.zeros((s.out_features,), leaves[s.leaf].dtype) for s in sites}
-        (g_rest, g_perturb), record = grad_one(rest, zeros, xi)
-        flat_rest = [jnp.ravel(g) for g in g_rest]
-        j = jnp.concatenate(flat_rest) if flat_rest else jnp.zeros((0,), leaves[0].dtype)
-        return {
-            "a": [record[s.leaf] for s in sites],
-            "d": [g_perturb[s.leaf] for s in sites],
-            "j": j,
-        }
 
-    def feature_fn(x_block):
-        return jax.vmap(per_example)(x_block)
+        def per_example(xi):
+            (g_rest, g_perturb), record = grad_one(rest, zeros, leaves, xi)
+            return {
+                "a": [record[s.leaf] for s in sites],
+                "d": [g_perturb[s.leaf] for s in sites],
+                "j": list(g_rest),
+            }
+
+        feats = jax.vmap(per_example)(x_block)
+        return {**feats, "j": jacobian_columns(feats["j"])}
 
     return feature_fn, sites, rest_index
 
 
+# Jacobian leaves smaller than this are concatenated into one column group; larger ones stay
+# separate (no copy of the big per-example gradients; one GEMM each).
+SMALL_LEAF = 1 << 15
+
+
+def jacobian_columns(grads: list) -> list:
+    """Per-example gradients of some leaves ``(b, *shape)`` as 2-D column groups ``(b, P_g)``.
+
+    Big leaves are reshaped (free), small ones concatenated into a single group, so the
+    Jacobian block is never copied into one ``(b, P)`` array; ``J₁J₂ᵀ`` is the sum of one
+    product per group (:func:`columns_product`).
+    """
+    flat = [jnp.reshape(g, (g.shape[0], -1)) for g in grads]
+    big = [g for g in flat if g.shape[1] >= SMALL_LEAF]
+    small = [g for g in flat if 0 < g.shape[1] < SMALL_LEAF]
+    if len(small) > 1:
+        small = [jnp.concatenate(small, axis=1)]
+    return big + small
+
+
+def columns_product(c1: list, c2: list, precision=None) -> jax.Array | None:
+    """``Σ_g C1_g C2_gᵀ`` over column groups; ``None`` when there are none."""
+    out = None
+    for g1, g2 in zip(c1, c2, strict=True):
+        t = jnp.matmul(g1, g2.T, precision=precision)
+        out = t if out is None else out + t
+    return out
+
+
 def structured_kernel(f1: dict, f2: dict, precision=None) -> jax.Array:
     """Θ between two blocks of structured features: Σ (A₁A₂ᵀ)⊙(D₁D₂ᵀ) + J₁J₂ᵀ."""
-    out = jnp.matmul(f1["j"], f2["j"].T, precision=precision)
+    out = columns_product(f1["j"], f2["j"], precision=precision)
     for a1, a2, d1, d2 in zip(f1["a"], f2["a"], f1["d"], f2["d"], strict=True):
-        out = out + jnp.matmul(a1, a2.T, precision=precision) * jnp.matmul(
-            d1, d2.T, precision=precision
-        )
+        term = jnp.matmul(a1, a2.T, precision=precision) * jnp.matmul(d1, d2.T, precision=precision)
+        out = term if out is None else out + term
+    if out is None:  # a model without parameters cannot reach here (check_params)
+        raise ValueError("structured features hold no parameters.")
     return out
