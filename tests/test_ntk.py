@@ -199,14 +199,30 @@ def test_whole_gram_with_triangle_blocks_matches_brute_force(method, data, monke
     x1, x2 = data
     monkeypatch.setitem(gram_module._TRIANGLE_ROWS, jax.default_backend(), 4)
     assert gram_module.triangle_blocks(len(x1)) == 5
+    # features in chunks too (on CPU, for the structured method)
+    monkeypatch.setattr(gram_module, "_CHUNK_ROWS", 5)
+    monkeypatch.setattr(gram_module, "_CHUNK_MIN_WIDTH", 0)
     engine = NTKEngine(apply_fn, params, x1[:1], method=method)
     assert engine.can_do_whole(len(x1))
     got = gram_with_engine(engine, x1)
-    j1 = brute_jacobian(apply_fn, params, x1)
+    j1, j2 = brute_jacobian(apply_fn, params, x1), brute_jacobian(apply_fn, params, x2)
     assert np.array_equal(got, got.T)
     assert rel_err(got, j1 @ j1.T) <= RTOL
+    assert rel_err(gram_with_engine(engine, x1, x2), j1 @ j2.T) <= RTOL
     tiles = gram_with_engine(engine, x1, whole=False)
     assert rel_err(tiles, got) <= RTOL
+
+
+def test_chunked_features_equal_one_block():
+    apply_fn, params = tiny_mlp()
+    x = np.random.default_rng(2).normal(size=(13, 2, 2, 3)).astype(np.float32)
+    engine = NTKEngine(apply_fn, params, x[:1], method="structured")
+    leaves = engine.leaves()
+    one = jax.tree_util.tree_leaves(engine._features(leaves, x))
+    for k in (2, 3, 13):
+        parts = gram_module.chunked_features(engine._features, leaves, x, k)
+        for a, b in zip(jax.tree_util.tree_leaves(parts), one, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_panel_computes_row_features_once(data, monkeypatch):
