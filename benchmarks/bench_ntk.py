@@ -193,14 +193,18 @@ def _measure_one(
 def _estimate(history: dict, model: str, n: int, method: str, args) -> dict | None:
     """A skip row when this measurement would take too long or failed at a smaller n."""
     smaller = [r for (m, k, meth), r in history.items() if m == model and meth == method and k < n]
-    failed = [r for r in smaller if "seconds" not in r]
+    failed = [r for r in smaller if "error" in r]
     if failed:
         r = min(failed, key=lambda r: r["n"])
-        why = "out of memory" if r.get("oom") else r.get("error", "failed")
-        return {"skipped": f"not run: {why} already at n={r['n']}"}
+        why = "out of memory" if r.get("oom") else r["error"]
+        return {
+            "skipped": f"not run: {why} already at n={r['n']}",
+            "error": why,
+            "oom": r.get("oom"),
+        }
     if method == "auto":  # what the goals are about: always measured
         return None
-    done = [r for r in smaller if "seconds" in r]
+    done = [r for r in smaller if "seconds" in r or "estimate" in r]
     if not done:
         if n < 2 * args.probe_min or args.max_seconds <= 0 or args.no_probe:
             return None
@@ -210,16 +214,19 @@ def _estimate(history: dict, model: str, n: int, method: str, args) -> dict | No
         history[(model, probe_n, method)] = probe
         if "seconds" not in probe:
             why = "out of memory" if probe.get("oom") else probe.get("error", "failed")
-            return {"skipped": f"not run: {why} already at the probe n={probe_n}"}
+            skip = f"not run: {why} already at the probe n={probe_n}"
+            return {"skipped": skip, "error": why, "oom": probe.get("oom")}
         print(f"  {method}: probe n={probe_n}: {probe['seconds']:.3g} s", flush=True)
         done = [probe]
     ref = max(done, key=lambda r: r["n"])
-    estimate = ref["seconds"] * (n / ref["n"]) ** 2
+    base = ref.get("seconds", ref.get("estimate"))
+    estimate = base * (n / ref["n"]) ** 2
     if args.max_seconds > 0 and estimate > args.max_seconds:
+        how = "" if "seconds" in ref else " (itself an estimate)"
         return {
             "estimate": estimate,
             "skipped": (
-                f"estimated {estimate:.0f} s = {ref['seconds']:.3g} s at n={ref['n']} x "
+                f"estimated {estimate:.0f} s = {base:.3g} s at n={ref['n']}{how} x "
                 f"({n}/{ref['n']})² > --max-seconds {args.max_seconds:.0f}: not run"
             ),
             "params": ref.get("params"),

@@ -24,6 +24,7 @@ from raysweep.ntk import (
     ntk_gram,
 )
 from raysweep.ntk.gram import symmetric_product
+from raysweep.ntk.structured import ConvSite, DenseSite, conv_kernel_gradients
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -116,13 +117,93 @@ def test_every_method_matches_brute_force_on_flax_models(method, flax_model, fla
     assert rel_err(got, jac @ jac[:4].T) <= RTOL, name
 
 
-def test_structured_method_finds_the_dense_layers_of_the_paper_models(flax_model):
+def test_structured_method_finds_the_dense_and_conv_layers_of_the_paper_models(flax_model):
     name, apply_fn, params, x = flax_model
     engine = NTKEngine(apply_fn, params, x[:1], method="structured")
-    dense_kernels = {"mlp": 3, "lenet5": 3, "resnet18": 1}[name]
-    assert len(engine.structured_sites) == dense_kernels
+    dense = [s for s in engine.structured_sites if isinstance(s, DenseSite)]
+    convs = [s for s in engine.structured_sites if isinstance(s, ConvSite)]
+    assert len(dense) == {"mlp": 3, "lenet5": 3, "resnet18": 1}[name]
+    # every convolution kernel (the 4-D leaves) is handled from its patches
+    assert len(convs) == sum(leaf.ndim == 4 for leaf in jax.tree_util.tree_leaves(params))
+    assert len(convs) == {"mlp": 0, "lenet5": 2, "resnet18": 20}[name]
     if name == "mlp":
         assert engine.feature_width < engine.num_params / 5
+
+
+CONV_CASES = {
+    # name: (dimension numbers, kernel shape, stride, padding, lhs_dilation, rhs_dilation)
+    "nhwc_same": (("NHWC", "HWIO", "NHWC"), (3, 3, 2, 5), (1, 1), "SAME", None, None),
+    "strided_dilated": (
+        ("NHWC", "HWIO", "NHWC"),
+        (3, 2, 2, 4),
+        (2, 1),
+        ((1, 0), (2, 1)),
+        None,
+        (2, 1),
+    ),
+    "transposed": (("NHWC", "HWIO", "NHWC"), (2, 2, 2, 3), (1, 1), ((1, 1), (0, 1)), (2, 2), None),
+    "nchw_oihw": (("NCHW", "OIHW", "NCHW"), (5, 2, 3, 3), (1, 2), "VALID", None, None),
+    # 1 x 2 outputs with wide channels: the factored form is cheaper
+    "few_positions": (("NHWC", "HWIO", "NHWC"), (5, 3, 2, 40), (3, 3), "VALID", None, None),
+}
+
+
+def conv_model(case):
+    """(apply_fn, params, conv, head): apply_fn(p, x) = head(p, conv(p["k"], x))."""
+    dn, kshape, stride, padding, lhs_dil, rhs_dil = CONV_CASES[case]
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(7), 3)
+    c_out = kshape[dn[1].index("O")]
+    params = {
+        "k": jax.random.normal(k1, kshape) / np.sqrt(np.prod(kshape) / c_out),
+        "b": 0.1 * jax.random.normal(k2, (c_out,)),
+    }
+    readout = jax.random.normal(k3, (c_out,))
+
+    def conv(kernel, x):
+        if dn[0] == "NCHW":
+            x = jnp.transpose(x, (0, 3, 1, 2))
+        return jax.lax.conv_general_dilated(
+            x, kernel, stride, padding, lhs_dil, rhs_dil, dimension_numbers=dn
+        )
+
+    def head(p, y):
+        if dn[2] == "NCHW":
+            y = jnp.transpose(y, (0, 2, 3, 1))
+        h = jnp.tanh(y + p["b"])
+        return (h * readout).mean(axis=(1, 2)).sum(axis=-1, keepdims=True)
+
+    def apply_fn(p, x):
+        return head(p, conv(p["k"], x))
+
+    return apply_fn, params, conv, head
+
+
+@pytest.mark.parametrize("case", sorted(CONV_CASES))
+def test_conv_kernel_gradients_from_patches_match_brute_force(case):
+    apply_fn, params, conv, head = conv_model(case)
+    x = np.random.default_rng(3).normal(size=(6, 7, 8, 2)).astype(np.float32)
+    engine = NTKEngine(apply_fn, params, x[:1], method="structured")
+    (site,) = engine.structured_sites
+    assert isinstance(site, ConvSite) and site.factored == (case == "few_positions")
+    jac = brute_jacobian(apply_fn, params, x)
+    assert rel_err(ntk_gram(apply_fn, params, x, method="structured"), jac @ jac.T) <= RTOL
+    assert rel_err(ntk_gram(apply_fn, params, x, x[:2], method="auto"), jac @ jac[:2].T) <= RTOL
+
+    # the per-example kernel gradients themselves: columns ordered like an HWIO kernel
+    def scalar(p, xi):
+        return apply_fn(p, xi[None])[0, 0]
+
+    brute = jax.vmap(jax.grad(scalar), in_axes=(None, 0))(params, x)["k"]
+    spec = CONV_CASES[case][0][1]
+    brute = np.asarray(jnp.transpose(brute, [0, *(1 + spec.index(c) for c in "HWIO")]))
+    lhs = jnp.asarray(x)[:, None]  # one example with its batch axis of 1
+    if CONV_CASES[case][0][0] == "NCHW":
+        lhs = jnp.transpose(lhs, (0, 1, 4, 2, 3))
+    outputs = jax.vmap(lambda xi: conv(params["k"], xi[None]))(jnp.asarray(x))
+    cot = jax.vmap(jax.grad(lambda y: head(params, y)[0, 0]))(outputs)
+    got = np.asarray(conv_kernel_gradients(site, lhs, cot))
+    assert got.shape == (len(x), brute[0].size)
+    assert rel_err(got, brute.reshape(len(x), -1)) <= RTOL
 
 
 # ----------------------------------------------------------------------------- neural-tangents
@@ -241,7 +322,7 @@ def test_panel_computes_row_features_once(data, monkeypatch):
 def test_auto_method_selection(flax_model):
     name, apply_fn, params, x = flax_model
     auto = NTKEngine(apply_fn, params, x[:1])
-    assert auto.method == ("contraction" if name == "resnet18" else "structured")
+    assert auto.method == "structured"  # dense layers factored, convolutions from patches
     tiny_budget = NTKEngine(apply_fn, params, x[:1], method="auto", memory_budget_mb=1e-3)
     if name == "resnet18":
         assert tiny_budget.method == "ntvp"

@@ -27,8 +27,9 @@ from raysweep.analysis.checks import as_vector, require_present
 from raysweep.analysis.style import new_figure
 
 NADS_HOW = (
-    "compute the NADs (eigenvectors of the NTK over input directions) and save them with "
-    "raysweep.analysis.save_nads(results_dir, eigvals, directions, input_shape)."
+    "run `python sweeps/nad_sweep.py` (it writes analysis/nads.npz into its own results "
+    "folder, default results/nad_sweep: `raysweep report results/nad_sweep`), or save NADs "
+    "with raysweep.analysis.save_nads(results_dir, eigvals, directions, input_shape)."
 )
 
 
