@@ -12,18 +12,20 @@ How the layers are found: the single-example function ``g(leaves, x_i) = f(θ, x
 is traced to a jaxpr. A parameter leaf qualifies when it is a 2-D array used exactly once in
 the whole program, as the right operand of a ``dot_general`` that contracts a ``(1, k)`` left
 operand's last axis with the leaf's first axis (``nn.Dense`` and ``x @ W`` both trace to
-this). Leaves used through ``jit`` calls are followed inside them. Every other leaf
-(biases, convolutions, batch-norm scales, weights used twice) stays on the Jacobian
-contraction path, so the method is exact for every model; it is only faster when dense
-weights dominate the parameter count (the paper's MLP and LeNet5).
+this). Leaves used through ``jit`` calls are followed inside them.
 
 Convolutions (``lax.conv_general_dilated`` with a parameter leaf as its kernel, used once, one
 feature group) are found the same way. Their per-example kernel gradient is the sum over
 output positions of (input patch) ⊗ (output cotangent), computed here from the recorded
-input and cotangent as one batched product per block. ``vmap`` of ``grad`` computes the same
-numbers through a grouped convolution, which XLA runs several times slower on a CPU. These
+input and cotangent as one batched product per block (``vmap`` of ``grad`` computes the same
+numbers through a grouped convolution, which XLA runs several times slower on a CPU). These
 gradients join the Jacobian columns of the other leaves (their column order differs from the
-kernel's layout, which Θ does not see).
+kernel's layout, which Θ does not see). A layer with few output positions and many channels
+stays factored instead, like a dense layer with one term per pair of positions (see
+:class:`ConvSite`).
+
+Every other leaf (biases, batch-norm scales, weights used twice or transformed before use)
+stays on the Jacobian contraction path, so the method is exact for every model.
 
 The program is re-evaluated by a small interpreter (JAX's documented "custom interpreter"
 pattern: ``primitive.bind`` with ``get_bind_params``) that records ``a`` and adds a zero
