@@ -279,6 +279,31 @@ def test_pure_jax_model_contraction(ray_cluster, tmp_path):
     np.testing.assert_allclose(theta, reference, rtol=1e-6, atol=1e-7 * np.abs(reference).max())
 
 
+def test_conv_model_through_the_structured_path_matches_brute_force(ray_cluster, tmp_path):
+    """Convolution kernels (from patches) and dense layers (factored) on a Gram worker."""
+    from jax.flatten_util import ravel_pytree
+
+    module = get_model("lenet5", activation="gelu")
+    variables = init_variables(module, (8, 8, 1), seed=2)
+    apply_fn, params = make_apply_fn(module, variables), variables["params"]
+    x = np.random.default_rng(5).standard_normal((40, 8, 8, 1)).astype(np.float32)
+    with compute_gram(
+        apply_fn,
+        params,
+        x,
+        store_dir=tmp_path / "store",
+        tile_size=TILE,
+        num_workers=1,
+        progress=False,
+    ) as gram:
+        assert gram.method == "structured" and gram.tiles_computed == 6
+        theta = gram.to_numpy()
+    flat, unravel = ravel_pytree(params)
+    jac = np.asarray(jax.jacobian(lambda p: apply_fn(unravel(p), x)[:, 0])(flat), np.float64)
+    expected = jac @ jac.T
+    assert np.max(np.abs(theta - expected)) <= 1e-5 * np.max(np.abs(expected))
+
+
 def test_worker_killed_before_matmat_is_recovered(computed):
     gram, _, _ = computed
     dense = gram.to_numpy().astype(np.float64)
