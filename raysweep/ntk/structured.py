@@ -62,7 +62,7 @@ class DenseSite:
 class ConvSite:
     """One convolution kernel, handled through its input patches and output cotangents.
 
-    ``spec`` holds the convolution's static parameters: ``lhs_spec``, ``rhs_spec``,
+    The other fields are the convolution's static parameters: ``lhs_spec``, ``rhs_spec``,
     ``out_spec`` (dimension indices as in ``lax.ConvDimensionNumbers``), ``strides``,
     ``padding`` (low, high) pairs, ``lhs_dilation``, ``rhs_dilation``, and the ``out_shape``
     and ``rhs_shape`` of one example.
@@ -76,16 +76,22 @@ class ConvSite:
 
     leaf: int
     eqn_id: int
-    spec: tuple
+    lhs_spec: tuple[int, ...]
+    rhs_spec: tuple[int, ...]
+    out_spec: tuple[int, ...]
+    strides: tuple[int, ...]
+    padding: tuple[tuple[int, int], ...]
+    lhs_dilation: tuple[int, ...]
+    rhs_dilation: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    rhs_shape: tuple[int, ...]
 
     @property
     def dims(self) -> tuple[int, int, int]:
         """(S, K, C): output positions, patch size, output features."""
-        s = dict(self.spec)
-        out_shape, out_spec, rhs_shape = s["out_shape"], s["out_spec"], s["rhs_shape"]
-        positions = math.prod(out_shape[d] for d in out_spec[2:])
-        c_out = rhs_shape[s["rhs_spec"][0]]
-        return positions, math.prod(rhs_shape) // c_out, c_out
+        positions = math.prod(self.out_shape[d] for d in self.out_spec[2:])
+        c_out = self.rhs_shape[self.rhs_spec[0]]
+        return positions, math.prod(self.rhs_shape) // c_out, c_out
 
     @property
     def factored(self) -> bool:
@@ -113,18 +119,19 @@ def _conv_site(eqn, leaf: int) -> ConvSite | None:
     ):
         return None
     spatial = len(lhs.shape) - 2
-    spec = (
-        ("lhs_spec", tuple(dn.lhs_spec)),
-        ("rhs_spec", tuple(dn.rhs_spec)),
-        ("out_spec", tuple(dn.out_spec)),
-        ("strides", tuple(p["window_strides"])),
-        ("padding", tuple(tuple(int(v) for v in pair) for pair in p["padding"])),
-        ("lhs_dilation", tuple(p.get("lhs_dilation") or (1,) * spatial)),
-        ("rhs_dilation", tuple(p.get("rhs_dilation") or (1,) * spatial)),
-        ("out_shape", tuple(eqn.outvars[0].aval.shape)),
-        ("rhs_shape", tuple(rhs.shape)),
+    return ConvSite(
+        leaf=leaf,
+        eqn_id=id(eqn),
+        lhs_spec=tuple(dn.lhs_spec),
+        rhs_spec=tuple(dn.rhs_spec),
+        out_spec=tuple(dn.out_spec),
+        strides=tuple(p["window_strides"]),
+        padding=tuple((int(lo), int(hi)) for lo, hi in p["padding"]),
+        lhs_dilation=tuple(p.get("lhs_dilation") or (1,) * spatial),
+        rhs_dilation=tuple(p.get("rhs_dilation") or (1,) * spatial),
+        out_shape=tuple(eqn.outvars[0].aval.shape),
+        rhs_shape=tuple(rhs.shape),
     )
-    return ConvSite(leaf=leaf, eqn_id=id(eqn), spec=spec)
 
 
 def conv_factors(site: ConvSite, lhs, cot) -> tuple[jax.Array, jax.Array]:
@@ -135,31 +142,29 @@ def conv_factors(site: ConvSite, lhs, cot) -> tuple[jax.Array, jax.Array]:
     batch axis). The per-example kernel gradient is ``patchesᵀ cotangents`` (patch entries
     ordered (filter offset, input feature), not the kernel's layout).
     """
-    s = dict(site.spec)
-    lhs_spec, rhs_spec, out_spec = s["lhs_spec"], s["rhs_spec"], s["out_spec"]
 
     def channels_last(a, spec):  # (b, *one example) -> (b, *spatial, features)
         perm = [0, *(1 + d for d in spec[2:]), 1 + spec[1], 1 + spec[0]]
         a = jnp.transpose(a, perm)
         return a.reshape(a.shape[:-1])
 
-    x = channels_last(lhs, lhs_spec)
-    d = channels_last(cot, out_spec)
+    x = channels_last(lhs, site.lhs_spec)
+    d = channels_last(cot, site.out_spec)
     b, out_spatial, c_out = d.shape[0], d.shape[1:-1], d.shape[-1]
     config = [(0, 0, 0)]
-    for (lo, hi), dil in zip(s["padding"], s["lhs_dilation"], strict=True):
+    for (lo, hi), dil in zip(site.padding, site.lhs_dilation, strict=True):
         config.append((lo, hi, dil - 1))
     x = lax.pad(x, jnp.zeros((), x.dtype), [*config, (0, 0, 0)])
-    window = [s["rhs_shape"][k] for k in rhs_spec[2:]]
+    window = [site.rhs_shape[k] for k in site.rhs_spec[2:]]
     patches = []
     for offset in itertools.product(*(range(w) for w in window)):
-        start = [o * r for o, r in zip(offset, s["rhs_dilation"], strict=True)]
+        start = [o * r for o, r in zip(offset, site.rhs_dilation, strict=True)]
         limit = [
             st + (n - 1) * step + 1
-            for st, n, step in zip(start, out_spatial, s["strides"], strict=True)
+            for st, n, step in zip(start, out_spatial, site.strides, strict=True)
         ]
         patches.append(
-            lax.slice(x, (0, *start, 0), (b, *limit, x.shape[-1]), (1, *s["strides"], 1))
+            lax.slice(x, (0, *start, 0), (b, *limit, x.shape[-1]), (1, *site.strides, 1))
         )
     positions = math.prod(out_spatial)
     patches = jnp.stack(patches, axis=-2).reshape(b, positions, -1)
@@ -227,7 +232,7 @@ def _walk_uses(jaxpr, arg_alias: list[int | None], uses: Counter, candidates: di
             )
 
 
-def find_dense_sites(apply_fn, params, x_example) -> tuple[Any, list]:
+def find_sites(apply_fn, params, x_example) -> tuple[Any, list]:
     """Trace ``apply_fn`` on one example; return (closed jaxpr, structured sites).
 
     Sites are :class:`DenseSite` and :class:`ConvSite` objects, in leaf order.
@@ -307,7 +312,7 @@ def structured_feature_fn(apply_fn, params, x_example):
     ``Σ_dense (A₁A₂ᵀ) ⊙ (D₁D₂ᵀ) + Σ_factored Σ_st (P₁P₂ᵀ ⊙ D₁D₂ᵀ)_st + J₁J₂ᵀ`` (see
     :func:`structured_kernel`).
     """
-    closed, sites = find_dense_sites(apply_fn, params, x_example)
+    closed, sites = find_sites(apply_fn, params, x_example)
     dense = [s for s in sites if isinstance(s, DenseSite)]
     convs = [s for s in sites if isinstance(s, ConvSite)]
     num_leaves = len(jax.tree_util.tree_leaves(params))
@@ -332,7 +337,7 @@ def structured_feature_fn(apply_fn, params, x_example):
         rest = [leaves[i] for i in rest_index]
         dtype = lambda s: leaves[s.leaf].dtype  # noqa: E731
         zeros = {s.leaf: jnp.zeros((s.out_features,), dtype(s)) for s in dense}
-        zeros |= {s.leaf: jnp.zeros(dict(s.spec)["out_shape"], dtype(s)) for s in convs}
+        zeros |= {s.leaf: jnp.zeros(s.out_shape, dtype(s)) for s in convs}
 
         def per_example(xi):
             (g_rest, g_perturb), record = grad_one(rest, zeros, leaves, xi)
