@@ -260,21 +260,28 @@ def test_worker_killed_mid_run_gives_identical_matrix(computed, mlp, data, tmp_p
     assert "NTK Gram" in capfd.readouterr().err  # the progress bar
 
 
-def test_pure_jax_model_contraction(ray_cluster, tmp_path):
-    apply_fn, params = tanh_mlp()
-    x = np.random.default_rng(3).standard_normal((40, 8, 8, 1)).astype(np.float32)
+def one_worker_gram(apply_fn, params, x, store_dir, **options) -> tuple[str, int, np.ndarray]:
+    """(method, tiles computed, Θ) of a one-worker distributed Gram of ``x``."""
     with compute_gram(
         apply_fn,
         params,
         x,
-        store_dir=tmp_path / "store",
+        store_dir=store_dir,
         tile_size=TILE,
         num_workers=1,
-        method="contraction",
         progress=False,
+        **options,
     ) as gram:
-        assert gram.method == "contraction" and gram.tiles_computed == 6
-        theta = gram.to_numpy()
+        return gram.method, gram.tiles_computed, gram.to_numpy()
+
+
+def test_pure_jax_model_contraction(ray_cluster, tmp_path):
+    apply_fn, params = tanh_mlp()
+    x = np.random.default_rng(3).standard_normal((40, 8, 8, 1)).astype(np.float32)
+    method, tiles, theta = one_worker_gram(
+        apply_fn, params, x, tmp_path / "store", method="contraction"
+    )
+    assert method == "contraction" and tiles == 6
     reference = ntk_gram(apply_fn, params, x, method="contraction", batch_size=TILE)
     np.testing.assert_allclose(theta, reference, rtol=1e-6, atol=1e-7 * np.abs(reference).max())
 
@@ -287,17 +294,8 @@ def test_conv_model_through_the_structured_path_matches_brute_force(ray_cluster,
     variables = init_variables(module, (8, 8, 1), seed=2)
     apply_fn, params = make_apply_fn(module, variables), variables["params"]
     x = np.random.default_rng(5).standard_normal((40, 8, 8, 1)).astype(np.float32)
-    with compute_gram(
-        apply_fn,
-        params,
-        x,
-        store_dir=tmp_path / "store",
-        tile_size=TILE,
-        num_workers=1,
-        progress=False,
-    ) as gram:
-        assert gram.method == "structured" and gram.tiles_computed == 6
-        theta = gram.to_numpy()
+    method, tiles, theta = one_worker_gram(apply_fn, params, x, tmp_path / "store")
+    assert method == "structured" and tiles == 6
     flat, unravel = ravel_pytree(params)
     jac = np.asarray(jax.jacobian(lambda p: apply_fn(unravel(p), x)[:, 0])(flat), np.float64)
     expected = jac @ jac.T
