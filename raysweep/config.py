@@ -428,12 +428,9 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 
 def save_config(config: Config, path: str | os.PathLike) -> Path:
     """Write the resolved config as JSON (atomically: temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    from raysweep.atomic import atomic_write_json
+
+    return atomic_write_json(path, config.to_dict(), indent=2)
 
 
 def load_config(path: str | os.PathLike) -> Config:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import flax.serialization
 import jax
 import numpy as np
 
+from raysweep.atomic import replace_dir, temp_name
 from raysweep.config import Config, config_from_dict, save_config
 from raysweep.data import Dataset, load_dataset
 from raysweep.eigen import binarization_diagnostic, eigen_labels, top_eigenpairs
@@ -129,9 +129,7 @@ def save_artifact(
 ) -> Path:
     """Write an artifact directory atomically (temporary directory, then rename)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = temp_name(path)
     tmp.mkdir(parents=True)
     eigvecs = np.asarray(pairs.eigvecs, dtype=np.float32)
     np.save(tmp / "eigvals.npy", np.asarray(pairs.eigvals, dtype=np.float64))
@@ -142,10 +140,7 @@ def save_artifact(
     (tmp / "variables.msgpack").write_bytes(flax.serialization.to_bytes(variables))
     save_config(config, tmp / "config.json")
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
-    return path
+    return replace_dir(tmp, path)
 
 
 def load_artifact(path: str | os.PathLike) -> EigenArtifact:

@@ -45,6 +45,7 @@ from raysweep.analysis.checks import check_probability_map
 from raysweep.analysis.energy import energy_records
 from raysweep.analysis.nads import check_nads
 from raysweep.analysis.pretrained import pretrained_records
+from raysweep.atomic import atomic_write
 
 ANALYSIS_DIR = "analysis"
 ENERGY_FILE = "energy_concentration.json"
@@ -60,23 +61,10 @@ def analysis_dir(results_dir: str | os.PathLike) -> Path:
     return Path(results_dir) / ANALYSIS_DIR
 
 
-def _write_atomic(path: Path, write) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
 def _write_json(path: Path, payload: dict) -> Path:
     # NaN/inf stay readable by json.loads (a diverged target's loss).
     data = (json.dumps(payload, indent=1, sort_keys=True) + "\n").encode()
-    return _write_atomic(path, lambda fh: fh.write(data))
+    return atomic_write(path, lambda fh: fh.write(data))
 
 
 def _read_json(path: Path, fmt: str) -> dict | None:
@@ -110,7 +98,7 @@ def save_alignment(results_dir: str | os.PathLike, data: AlignmentData) -> Path:
     if not isinstance(data, AlignmentData):
         raise TypeError(f"data: expected AlignmentData, got {type(data).__name__}.")
     arrays = dict(data.to_arrays(), label=np.array(data.label))
-    return _write_atomic(
+    return atomic_write(
         analysis_dir(results_dir) / ALIGNMENT_FILE, lambda fh: np.savez(fh, **arrays)
     )
 
@@ -137,7 +125,7 @@ def save_nads(results_dir: str | os.PathLike, eigvals, directions, input_shape) 
         "directions": dirs.reshape(vals.size, -1).astype(np.float32),
         "input_shape": np.array(shape, dtype=np.int64),
     }
-    return _write_atomic(analysis_dir(results_dir) / NADS_FILE, lambda fh: np.savez(fh, **arrays))
+    return atomic_write(analysis_dir(results_dir) / NADS_FILE, lambda fh: np.savez(fh, **arrays))
 
 
 def load_nads(results_dir: str | os.PathLike) -> dict[str, np.ndarray] | None:

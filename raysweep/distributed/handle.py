@@ -25,29 +25,17 @@ The handle owns the actors: :meth:`close` (or leaving a ``with`` block) kills th
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import ray
 from ray.exceptions import RayActorError
 
+from raysweep.atomic import available_memory_bytes
 from raysweep.distributed.pool import WorkerPool
 from raysweep.distributed.store import TileStore
 
 _MEMORY_MARGIN = 0.9
-
-
-def available_memory_bytes() -> int:
-    """Memory available to this process now: ``MemAvailable`` on Linux, else free pages."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 class DistributedGram:

@@ -33,11 +33,11 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 
+from raysweep.atomic import atomic_write
 from raysweep.ntk import block_slices
 
 FORMAT_VERSION = 1
@@ -61,20 +61,6 @@ IDENTITY_FIELDS = (
 def tile_name(i: int, j: int) -> str:
     """File name of tile ``(i, j)``: ``tile_{i:05d}_{j:05d}.npy``."""
     return f"tile_{i:05d}_{j:05d}.npy"
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(file_object)`` on a temp file next to ``path``, then ``os.replace`` it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _describe(value) -> str:
@@ -181,7 +167,7 @@ class TileStore:
                 )
             store = cls(root, manifest)
             root.mkdir(parents=True, exist_ok=True)
-            _atomic_write(path, lambda fh: fh.write(json.dumps(manifest, indent=2).encode()))
+            atomic_write(path, json.dumps(manifest, indent=2).encode())
         store.tiles_dir.mkdir(parents=True, exist_ok=True)
         return store
 
@@ -233,7 +219,7 @@ class TileStore:
                 f"tile ({i}, {j}) must be {self.tile_shape(i, j)} {self.dtype}; "
                 f"got {tile.shape} {tile.dtype}."
             )
-        _atomic_write(self.tile_path(i, j), lambda fh: np.save(fh, tile, allow_pickle=False))
+        atomic_write(self.tile_path(i, j), lambda fh: np.save(fh, tile, allow_pickle=False))
 
     def load(self, i: int, j: int) -> np.ndarray:
         """Read tile ``(i, j)``; raises ValueError if the file has the wrong shape or dtype."""

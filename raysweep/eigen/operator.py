@@ -11,13 +11,11 @@ call's width, so locking is observable.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from raysweep.eigen.checks import check_array, check_handle
 
-__all__ = ["KernelOperator", "available_memory_bytes", "is_handle"]
+__all__ = ["KernelOperator", "is_handle"]
 
 # float64 rows of K materialized at once by the residual product of a float32 array
 _PRODUCT64_CHUNK_BYTES = 64 * 2**20
@@ -26,14 +24,6 @@ _PRODUCT64_CHUNK_BYTES = 64 * 2**20
 def is_handle(obj) -> bool:
     """True for operator handles (have ``matmat``), False for arrays and array-likes."""
     return not isinstance(obj, np.ndarray) and hasattr(obj, "matmat")
-
-
-def available_memory_bytes() -> int:
-    """Physical memory currently available (Linux ``sysconf``); 4 GiB where unknown."""
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 4 * 2**30
 
 
 def _work_dtype(dtype) -> np.dtype:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import numbers
 
+from raysweep.atomic import available_memory_bytes
 from raysweep.eigen.block import (
     block_eigenpairs,
     default_block_size,
@@ -48,7 +49,7 @@ from raysweep.eigen.checks import (
 )
 from raysweep.eigen.dense import DENSE_DRIVERS, dense_eigenpairs
 from raysweep.eigen.nystrom import default_num_landmarks, nystrom_eigenpairs
-from raysweep.eigen.operator import KernelOperator, available_memory_bytes
+from raysweep.eigen.operator import KernelOperator
 from raysweep.eigen.pairs import EigenPairs, finalize_pairs, warn_unconverged
 
 __all__ = ["DEFAULT_TOL", "DENSE_MAX_N", "dense_fraction", "resolve_method", "top_eigenpairs"]

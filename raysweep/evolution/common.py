@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -25,6 +24,7 @@ import flax.serialization
 import jax
 import numpy as np
 
+from raysweep.atomic import atomic_write_json, replace_dir, temp_name
 from raysweep.config import Config, TrainConfig
 from raysweep.data import Dataset, load_dataset
 from raysweep.training import PackResult, fit_pack_model
@@ -151,12 +151,8 @@ def target_variables(result: PackResult, t: int, variables0: Mapping[str, Any]) 
 
 
 def write_json_atomic(path: Path, payload: Any) -> Path:
-    """Write JSON (NaN allowed) under a temporary name, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    """Write JSON (NaN allowed) atomically (:func:`raysweep.atomic.atomic_write_json`)."""
+    return atomic_write_json(path, payload)
 
 
 class TrainedCache:
@@ -187,16 +183,12 @@ class TrainedCache:
         return variables, payload["rows"]
 
     def save(self, key: Mapping[str, Any], variables: list[dict], rows: list[list[dict]]) -> None:
-        tmp = self.folder.with_name(self.folder.name + ".tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        tmp = temp_name(self.folder)
         tmp.mkdir(parents=True)
         for t, var in enumerate(variables):
             (tmp / f"trained_{t}.msgpack").write_bytes(flax.serialization.to_bytes(var))
         (tmp / "trained.json").write_text(json.dumps({"key": key, "rows": rows}, indent=1))
-        if self.folder.exists():
-            shutil.rmtree(self.folder)
-        os.replace(tmp, self.folder)
+        replace_dir(tmp, self.folder)
 
 
 def train_key(config: Config, **extra: Any) -> dict:

@@ -22,6 +22,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from raysweep.analysis import MissingInputError
+from raysweep.atomic import atomic_write_text
 from raysweep.report.collect import collect
 from raysweep.report.page import figure, note, render_page
 from raysweep.report.sections import (
@@ -116,7 +117,4 @@ def build_report(
         sections,
     )
     path = out / PAGE_NAME
-    tmp = path.with_name(f".{PAGE_NAME}.{os.getpid()}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, page)

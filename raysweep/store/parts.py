@@ -22,7 +22,6 @@ installed; nothing here needs it.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from raysweep.atomic import atomic_write
 from raysweep.config import Config, load_config, save_config
 from raysweep.store.schema import (
     KEY_COLUMNS,
@@ -112,18 +112,7 @@ def write_trial_table(sweep_dir: str | os.PathLike, trial_id: str, table: pa.Tab
             f"the rows of trial {trial_id!r} repeat {table.num_rows - keys.num_rows} "
             "(eigen_index, epoch) keys; rewrite each target's epoch once."
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda fh: pq.write_table(table, fh, compression="zstd"))
 
 
 def read_part(path: str | os.PathLike) -> pa.Table:

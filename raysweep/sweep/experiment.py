@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from raysweep.atomic import atomic_write_json
 from raysweep.store import latest_rows, list_parts, read_metrics
 from raysweep.sweep.plan import PLAN_FILE, SweepPlan, trial_id_from_config
 
@@ -45,12 +46,7 @@ def read_plan(out_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 def write_plan(out_dir: str | os.PathLike, plan: SweepPlan) -> Path:
     """Write ``sweep_plan.json`` atomically."""
-    path = Path(out_dir) / PLAN_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(plan.to_dict(), indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(Path(out_dir) / PLAN_FILE, plan.to_dict())
 
 
 def completed_trials(out_dir: str | os.PathLike, plan: SweepPlan) -> set[str]:

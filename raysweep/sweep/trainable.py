@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from raysweep.atomic import atomic_write_text
 from raysweep.config import TrainConfig
 from raysweep.eigen import eigen_labels
 from raysweep.store import (
@@ -146,12 +147,8 @@ def _last_rows(table: pa.Table, indices: list[int]) -> list[dict]:
 
 def claim_attempt(store_dir: str, tid: str) -> str:
     """Make this process the owner of ``tid``'s part; returns its token."""
-    path = _attempt_path(store_dir, tid)
-    path.parent.mkdir(parents=True, exist_ok=True)
     token = f"{os.getpid()}-{uuid.uuid4().hex}"
-    tmp = path.with_name(f"{path.name}.{token}.tmp")
-    tmp.write_text(token)
-    os.replace(tmp, path)
+    atomic_write_text(_attempt_path(store_dir, tid), token)
     return token
 
 
