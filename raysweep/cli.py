@@ -32,7 +32,7 @@ def add_command(subparsers, name: str, run: Callable[[argparse.Namespace], int],
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from raysweep.store import format_trial_states, read_metrics, trial_states
+    from raysweep.store import format_trial_states, scan_metrics, trial_states
     from raysweep.sweep import read_plan, tune_trial_states
 
     sweep_dir = Path(args.sweep_dir)
@@ -44,7 +44,12 @@ def run_status(args: argparse.Namespace) -> int:
         )
         return 2
     plan = read_plan(sweep_dir)
-    states = trial_states(read_metrics(sweep_dir))
+    try:
+        table, damaged = scan_metrics(sweep_dir)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    states = trial_states(table)
     if plan is not None:
         targets = (
             sum(len(p) for p in plan["packs"])
@@ -79,6 +84,11 @@ def run_status(args: argparse.Namespace) -> int:
             text += f"\n  no rows yet: {', '.join(waiting[:8])}" + (
                 " ..." if len(waiting) > 8 else ""
             )
+    for part in damaged:
+        text += (
+            f"\ndamaged part (not counted; its trial runs again on --resume): {part.path} "
+            f"({part.reason})"
+        )
     print(text)
     return 0
 

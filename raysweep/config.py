@@ -167,6 +167,8 @@ class SweepConfig:
     ``eigen_indices`` are 0-based positions in the descending eigenvalue order and must be
     smaller than ``ntk.num_eigen``. ``pack_size`` targets share one compiled program.
     ``storage_path`` is where sweeps are written (made absolute at run time).
+    ``max_retries`` retries of a failed trial, which continues from its checkpoint, saved every
+    ``checkpoint_every`` epochs (0: no checkpoints; a retry starts at epoch 1).
     """
 
     name: str = "eigen_sweep"
@@ -177,6 +179,7 @@ class SweepConfig:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_retries: int = 2
+    checkpoint_every: int = 5
     storage_path: str = "results"
 
     def __post_init__(self):
@@ -201,6 +204,7 @@ class SweepConfig:
         if not (isinstance(self.gpus_per_trial, int | float) and self.gpus_per_trial >= 0):
             raise ValueError(f"sweep.gpus_per_trial must be >= 0, got {self.gpus_per_trial!r}.")
         _non_negative_int("sweep", "max_retries", self.max_retries)
+        _non_negative_int("sweep", "checkpoint_every", self.checkpoint_every)
         if not self.storage_path:
             raise ValueError("sweep.storage_path is empty; give a folder for the results.")
 

@@ -12,14 +12,24 @@ labels and the model of an eigenfunction experiment exactly:
     variables.msgpack  initial Flax variables θ₀ (flax.serialization)
     config.json        the resolved Config
     meta.json          solver, timings, fingerprints, versions
+    checksums.json     {"algorithm": "crc32", "files": {name: {"crc32": "8 hex digits",
+                       "bytes": size}}} for every file above; written last
 
 The directory is written under a temporary name and renamed into place, so a crash never
-leaves a half-written artifact. Labels of eigenfunction j are ``sign(φ_j)`` with sign(0) = +1,
-split back into the train part (first ``num_train`` columns) and the test part.
+leaves a half-written artifact. :func:`load_artifact` checks every file against
+``checksums.json`` once, when it loads the artifact, and raises :class:`DamagedArtifactError`
+naming the file that was truncated or changed; :func:`compute_eigenfunctions` then moves the
+damaged artifact aside (``eigenfunctions.damaged-<UTC time>``, never deleted) and recomputes it
+from the kept Gram tiles. Artifacts written before checksums were kept (no ``checksums.json``)
+still load, unverified.
+
+Labels of eigenfunction j are ``sign(φ_j)`` with sign(0) = +1, split back into the train part
+(first ``num_train`` columns) and the test part.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import time
@@ -31,7 +41,7 @@ import flax.serialization
 import jax
 import numpy as np
 
-from raysweep.atomic import replace_dir, temp_name
+from raysweep.atomic import atomic_write_json, crc32_file, replace_dir, temp_name
 from raysweep.config import Config, config_from_dict, save_config
 from raysweep.data import Dataset, load_dataset
 from raysweep.eigen import binarization_diagnostic, eigen_labels, top_eigenpairs
@@ -47,6 +57,27 @@ ARTIFACT_FILES = (
     "config.json",
     "meta.json",
 )
+CHECKSUMS_FILE = "checksums.json"
+
+
+class DamagedArtifactError(ValueError):
+    """An eigenfunction artifact file that is truncated, changed or unreadable.
+
+    Attributes:
+      path: the artifact directory. file: the damaged file's name. reason: what is wrong.
+    """
+
+    def __init__(self, path, file: str, reason: str):
+        self.path, self.file, self.reason = Path(path), str(file), str(reason)
+        super().__init__(
+            f"eigenfunction artifact {self.path} is damaged: {self.file} {self.reason}. Run the "
+            "eigen step again on the same results folder (python sweeps/eigen_sweep.py, or "
+            "raysweep.eigenfunctions.compute_eigenfunctions): it moves the damaged artifact "
+            "aside and recomputes it from the Gram tiles kept beside it."
+        )
+
+    def __reduce__(self):  # pickled (e.g. by Ray) with its fields, not its message
+        return (type(self), (self.path, self.file, self.reason))
 
 
 def _model_for(config: Config, input_shape):
@@ -127,7 +158,11 @@ def check_manifest(found: dict, expected: dict) -> None:
 def save_artifact(
     path: str | os.PathLike, *, config: Config, manifest: dict, pairs, variables: dict, meta: dict
 ) -> Path:
-    """Write an artifact directory atomically (temporary directory, then rename)."""
+    """Write an artifact directory atomically (temporary directory, then rename).
+
+    Every file is checksummed (CRC-32 of its bytes) into ``checksums.json``, written last,
+    so that :func:`load_artifact` can tell a damaged file from an intact one.
+    """
     path = Path(path)
     tmp = temp_name(path)
     tmp.mkdir(parents=True)
@@ -140,36 +175,126 @@ def save_artifact(
     (tmp / "variables.msgpack").write_bytes(flax.serialization.to_bytes(variables))
     save_config(config, tmp / "config.json")
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+    files = {
+        name: {"crc32": f"{crc32_file(tmp / name):08x}", "bytes": (tmp / name).stat().st_size}
+        for name in ARTIFACT_FILES
+    }
+    atomic_write_json(tmp / CHECKSUMS_FILE, {"algorithm": "crc32", "files": files})
     return replace_dir(tmp, path)
 
 
-def load_artifact(path: str | os.PathLike) -> EigenArtifact:
-    """Load an artifact written by :func:`save_artifact` / :func:`compute_eigenfunctions`."""
-    path = Path(path)
-    missing = [name for name in ARTIFACT_FILES if not (path / name).exists()]
-    if missing:
-        raise FileNotFoundError(
-            f"{path} is not a complete eigenfunction artifact: missing {', '.join(missing)}. "
-            "Run the eigenfunction step (python sweeps/eigen_sweep.py) to create it."
+def _read_checksums(path: Path) -> dict[str, dict] | None:
+    """The ``files`` table of ``checksums.json``, or None for an artifact without one."""
+    file = path / CHECKSUMS_FILE
+    if not file.exists():
+        return None
+    try:
+        table = json.loads(file.read_text())
+        files = table["files"]
+        if table.get("algorithm") != "crc32":
+            raise ValueError(f"unknown algorithm {table.get('algorithm')!r}")
+        for name in ARTIFACT_FILES:
+            int(files[name]["crc32"], 16)
+            int(files[name]["bytes"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise DamagedArtifactError(path, CHECKSUMS_FILE, f"is unreadable ({err!r})") from None
+    return files
+
+
+def _verify(path: Path, name: str, checksums: dict[str, dict]) -> None:
+    """Check ``path/name`` against its size and CRC-32 in ``checksums``."""
+    file = path / name
+    expected_size, expected_crc = int(checksums[name]["bytes"]), int(checksums[name]["crc32"], 16)
+    try:
+        size = file.stat().st_size
+        crc = crc32_file(file) if size == expected_size else None
+    except FileNotFoundError:
+        raise DamagedArtifactError(path, name, f"is missing (listed in {CHECKSUMS_FILE})") from None
+    except OSError as err:
+        raise DamagedArtifactError(path, name, f"is unreadable ({err})") from None
+    if size != expected_size:
+        what = "truncated" if size < expected_size else "longer than when it was written"
+        raise DamagedArtifactError(
+            path, name, f"is {what} ({size} bytes; {expected_size} when written)"
         )
-    config = config_from_dict(json.loads((path / "config.json").read_text()))
-    manifest = json.loads((path / "dataset.json").read_text())
-    variables = flax.serialization.msgpack_restore((path / "variables.msgpack").read_bytes())
+    if crc != expected_crc:
+        raise DamagedArtifactError(
+            path,
+            name,
+            f"does not match its checksum (crc32 {crc:08x}, {expected_crc:08x} when written): "
+            "it was changed after it was written",
+        )
+
+
+def _parse(path: Path, name: str, parse):
+    """``parse(path/name)``; a file that cannot be parsed is reported as damaged."""
+    try:
+        return parse(path / name)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # truncated or garbled, e.g. in an artifact without checksums
+        raise DamagedArtifactError(path, name, f"cannot be parsed ({err!r})") from None
+
+
+def load_artifact(path: str | os.PathLike) -> EigenArtifact:
+    """Load an artifact written by :func:`save_artifact` / :func:`compute_eigenfunctions`.
+
+    Every file is first checked against ``checksums.json`` (size and CRC-32), once, here. An
+    artifact written before checksums were kept has no ``checksums.json``: it is accepted
+    unverified (only a file that cannot be parsed is detected), so that older results folders
+    keep working.
+
+    Raises:
+      FileNotFoundError: ``path`` is not an artifact (a file is missing and there is no
+        ``checksums.json`` saying it was written).
+      DamagedArtifactError: (a ``ValueError``) a file is truncated, does not match its
+        checksum, is missing although listed in ``checksums.json``, or cannot be parsed; the
+        message names the file and says how to recompute the artifact.
+    """
+    path = Path(path)
+    checksums = _read_checksums(path)
+    if checksums is None:
+        missing = [name for name in ARTIFACT_FILES if not (path / name).exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"{path} is not a complete eigenfunction artifact: missing "
+                f"{', '.join(missing)}. Run the eigenfunction step (python "
+                "sweeps/eigen_sweep.py) to create it."
+            )
+    else:
+        for name in ARTIFACT_FILES:
+            _verify(path, name, checksums)
+
+    def npy(file: Path) -> np.ndarray:
+        return np.load(file, allow_pickle=False)
+
+    def json_file(file: Path):
+        return json.loads(file.read_text())
+
+    config = config_from_dict(_parse(path, "config.json", json_file))
+    variables = _parse(
+        path, "variables.msgpack", lambda f: flax.serialization.msgpack_restore(f.read_bytes())
+    )
     return EigenArtifact(
         path=path,
         config=config,
-        manifest=manifest,
-        eigvals=np.load(path / "eigvals.npy"),
-        eigvecs=np.load(path / "eigvecs.npy"),
-        residuals=np.load(path / "residuals.npy"),
-        binarization=np.load(path / "binarization.npy"),
+        manifest=_parse(path, "dataset.json", json_file),
+        eigvals=_parse(path, "eigvals.npy", npy),
+        eigvecs=_parse(path, "eigvecs.npy", npy),
+        residuals=_parse(path, "residuals.npy", npy),
+        binarization=_parse(path, "binarization.npy", npy),
         variables=jax.tree_util.tree_map(np.asarray, variables),
-        meta=json.loads((path / "meta.json").read_text()),
+        meta=_parse(path, "meta.json", json_file),
     )
 
 
-def config_gram(config: Config, apply_fn, params, x, *, store_dir, model_id: str, progress: bool):
-    """:func:`raysweep.distributed.compute_gram` with the settings of ``config.ntk``."""
+def config_gram(
+    config: Config, apply_fn, params, x, *, store_dir, model_id: str, progress: bool, log=None
+):
+    """:func:`raysweep.distributed.compute_gram` with the settings of ``config.ntk``.
+
+    ``log`` receives the lines naming damaged tiles that were recomputed (default: printed).
+    """
     from raysweep.distributed import compute_gram
 
     return compute_gram(
@@ -183,7 +308,20 @@ def config_gram(config: Config, apply_fn, params, x, *, store_dir, model_id: str
         memory_budget_mb=config.ntk.memory_budget_mb,
         model_id=model_id,
         progress=progress,
+        log=log,
     )
+
+
+def _move_aside(target: Path) -> Path:
+    """Rename ``target`` to an unused ``<name>.damaged-<UTC time>[-n]`` sibling; returns it."""
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = target.with_name(f"{target.name}.damaged-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = target.with_name(f"{target.name}.damaged-{stamp}-{n}")
+    os.rename(target, aside)
+    return aside
 
 
 def _same_setup(a: Config, b: Config) -> bool:
@@ -200,22 +338,40 @@ def compute_eigenfunctions(
     """Compute (or reuse) the eigenfunction artifact of ``config`` under ``out_dir``.
 
     ``out_dir/eigenfunctions`` is the artifact, ``out_dir/gram`` the resumable tile store.
-    An existing artifact with the same data, model and NTK settings is loaded, not recomputed;
-    an interrupted Gram resumes from its finished tiles.
+    An existing artifact with the same data, model and NTK settings is loaded (and verified),
+    not recomputed; an interrupted Gram resumes from its finished tiles, and damaged tiles are
+    recomputed. A damaged existing artifact (:class:`DamagedArtifactError`, or files missing)
+    is named through ``log``, moved aside to ``out_dir/eigenfunctions.damaged-<UTC time>``
+    (never deleted) and recomputed, which is cheap as long as the tiles are kept.
     """
+    from raysweep.lease import hold_results_dir
+
+    with hold_results_dir(out_dir, purpose="raysweep.eigenfunctions.compute_eigenfunctions"):
+        return _compute_eigenfunctions(config, Path(out_dir), progress=progress, log=log)
+
+
+def _compute_eigenfunctions(config: Config, out_dir: Path, *, progress: bool, log):
     from raysweep.distributed import ensure_ray
 
-    out_dir = Path(out_dir)
     target = out_dir / "eigenfunctions"
-    if (target / "meta.json").exists():
-        existing = load_artifact(target)
-        if _same_setup(existing.config, config):
-            log(f"[eigen] reusing {target}")
-            return existing
-        raise ValueError(
-            f"{target} holds eigenfunctions of another setup (data/model/ntk differ). Use "
-            "another results directory or delete that one."
-        )
+    if target.exists():
+        try:
+            existing = load_artifact(target)
+        except (DamagedArtifactError, FileNotFoundError) as err:
+            what = f"{err.file} {err.reason}" if isinstance(err, DamagedArtifactError) else err
+            aside = _move_aside(target)
+            log(
+                f"[eigen] the artifact {target} is damaged ({what}); moved it to {aside} and "
+                f"recomputing it from the Gram tiles in {out_dir / 'gram'}"
+            )
+        else:
+            if _same_setup(existing.config, config):
+                log(f"[eigen] reusing {target}")
+                return existing
+            raise ValueError(
+                f"{target} holds eigenfunctions of another setup (data/model/ntk differ). Use "
+                "another results directory or delete that one."
+            )
 
     ds = _dataset_for(config)
     ensure_ray()  # before JAX starts its threads: Ray forks its processes
@@ -244,6 +400,7 @@ def compute_eigenfunctions(
         store_dir=out_dir / "gram",
         model_id=model_id,
         progress=progress,
+        log=log,
     ) as gram:
         gram_seconds = time.perf_counter() - start
         log(

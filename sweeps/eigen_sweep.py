@@ -156,12 +156,7 @@ def main(argv=None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from raysweep.distributed.cluster import (
-        check_results_dir,
-        check_shared_dir,
-        connect_or_start,
-        gpu_memory_env,
-    )
+    from raysweep.distributed.cluster import check_results_dir, gpu_memory_env
 
     try:
         if args.out:
@@ -172,6 +167,20 @@ def main(argv=None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from raysweep.lease import ResultsDirBusy, hold_results_dir
+
+    try:  # one driver per results folder, from the first step to the report
+        with hold_results_dir(out, purpose="python sweeps/eigen_sweep.py"):
+            return run(args, config, out, trial_env)
+    except ResultsDirBusy as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def run(args, config, out: Path, trial_env: dict) -> int:
+    """The main job in ``out``, whose lease this process holds."""
+    from raysweep.distributed.cluster import check_shared_dir, connect_or_start
+
     print(f"raysweep eigen_sweep: preset {config.preset}, results in {out}")
     try:
         connect_or_start(args.address, env_vars=trial_env)

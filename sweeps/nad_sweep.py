@@ -198,6 +198,18 @@ def main(argv=None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from raysweep.lease import ResultsDirBusy, hold_results_dir
+
+    try:  # one driver per results folder
+        with hold_results_dir(opts["out"], purpose="python sweeps/nad_sweep.py"):
+            return run(args, opts, train)
+    except ResultsDirBusy as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def run(args, opts: dict, train: TrainConfig) -> int:
+    """The NAD experiment in ``opts["out"]``, whose lease this process holds."""
     out = opts["out"]
     start = time.perf_counter()
     print(f"raysweep nad_sweep: preset {opts['preset']}, results in {out}")

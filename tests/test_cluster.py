@@ -421,15 +421,18 @@ def test_losing_a_node_mid_gram_loses_and_duplicates_nothing(cluster, connected,
     ) as gram:
         assert removed and alive_nodes() == {cluster.head_node.node_id}
         assert gram.tiles_done == gram.tiles_total == 15
+        # Counted once per tile from the workers' reports, whoever redid the lost panels.
+        assert (gram.tiles_computed, gram.tiles_loaded, gram.tiles_recomputed) == (15, 0, 0)
         # No room for a replacement on the head alone: the survivor took over, nothing waits.
         assert gram.num_workers == 1 and gram.worker_restarts == 0
         theta = gram.to_numpy()
         v = np.random.default_rng(2).standard_normal((70, 3))
         product = gram.matmat(v)  # panels of the lost worker were reloaded by the survivor
     # A worker killed mid-write may leave its temporary file (".tile_….tmp"); the store
-    # ignores those, so every finished tile must appear exactly once.
+    # ignores those, so every finished tile must appear exactly once, with its checksum.
     tiles = sorted(p.name for p in (store / "tiles").iterdir() if not p.name.startswith("."))
-    assert tiles == sorted(f"tile_{i:05d}_{j:05d}.npy" for i in range(5) for j in range(i, 5))
+    names = [f"tile_{i:05d}_{j:05d}.npy" for i in range(5) for j in range(i, 5)]
+    assert tiles == sorted(names + [f"{name}.crc32" for name in names])
     reference = ntk_gram(apply_fn, params, x, batch_size=16)
     np.testing.assert_allclose(theta, reference, rtol=1e-6, atol=1e-7 * np.abs(reference).max())
     np.testing.assert_allclose(product, theta.astype(np.float64) @ v, rtol=1e-5, atol=1e-5)

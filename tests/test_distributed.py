@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +25,7 @@ import numpy as np
 import pytest
 import ray
 
+from raysweep.atomic import crc32_file
 from raysweep.distributed import (
     DistributedGram,
     TileStore,
@@ -31,6 +35,7 @@ from raysweep.distributed import (
     params_fingerprint,
     worker_layout,
 )
+from raysweep.distributed.store import DamagedTileError
 from raysweep.models import get_model, init_variables, make_apply_fn
 from raysweep.ntk import ntk_gram
 
@@ -96,7 +101,7 @@ def test_two_workers_match_single_process(computed):
     assert isinstance(gram, DistributedGram)
     assert gram.shape == (N, N) and gram.n == N and gram.dtype == np.float32
     assert gram.tiles_total == 15 and gram.tiles_done == 15
-    assert (gram.tiles_computed, gram.tiles_loaded) == (15, 0)
+    assert (gram.tiles_computed, gram.tiles_loaded, gram.tiles_recomputed) == (15, 0, 0)
     theta = gram.to_numpy()
     np.testing.assert_allclose(theta, reference, rtol=1e-6, atol=1e-7 * np.abs(reference).max())
     np.testing.assert_array_equal(theta, theta.T)
@@ -104,10 +109,13 @@ def test_two_workers_match_single_process(computed):
 
 def test_store_layout_and_manifest(computed, mlp, data):
     gram, _, store = computed
-    names = sorted(p.name for p in (store / "tiles").iterdir())
+    names = sorted(p.name for p in (store / "tiles").glob("*.npy"))
     assert names[0] == "tile_00000_00000.npy" and names[-1] == "tile_00004_00004.npy"
-    assert len(names) == 15
+    assert len(names) == 15 and len(list((store / "tiles").iterdir())) == 30
     assert np.load(store / "tiles" / "tile_00001_00004.npy").shape == (16, 6)
+    for name in names:  # each tile carries its checksum: crc32 of the file, 8 hex digits
+        tile = store / "tiles" / name
+        assert (store / "tiles" / f"{name}.crc32").read_text() == f"{crc32_file(tile):08x}\n"
     manifest = json.loads((store / "manifest.json").read_text())
     assert manifest["n"] == N and manifest["tile_size"] == TILE and manifest["dtype"] == "float32"
     assert manifest["method"] == gram.method == "structured"
@@ -164,10 +172,88 @@ def test_resume_recomputes_only_missing_tiles(computed, mlp, data, tmp_path):
         progress=False,
         keep_resident=False,
     ) as resumed:
-        assert (resumed.tiles_computed, resumed.tiles_loaded) == (3, 12)
+        assert (resumed.tiles_computed, resumed.tiles_loaded, resumed.tiles_recomputed) == (
+            3,
+            12,
+            0,
+        )
         np.testing.assert_array_equal(resumed.to_numpy(), gram.to_numpy())
         v = np.random.default_rng(2).standard_normal((N, 2))
         np.testing.assert_allclose(resumed.matmat(v), gram.matmat(v), rtol=1e-12)
+        # Streamed tiles (keep_resident=False) are verified at each read: a tile damaged now
+        # is named, not a worker traceback, and cannot be recomputed by a product.
+        path = resumed_dir / "tiles" / "tile_00002_00003.npy"
+        np.save(path, np.zeros((TILE, TILE), np.float32))
+        with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: checksum mismatch"):
+            resumed.matmat(v)
+
+
+def zero_tile(path):
+    """Overwrite a tile with zeros of the same shape: same size, a valid .npy, wrong values."""
+    size = path.stat().st_size
+    np.save(path, np.zeros_like(np.load(path)))
+    assert path.stat().st_size == size
+
+
+def test_damaged_tiles_are_named_and_recomputed(computed, mlp, data, tmp_path):
+    gram, _, store = computed
+    damaged_dir = tmp_path / "store"
+    shutil.copytree(store, damaged_dir)
+    tiles = damaged_dir / "tiles"
+    zeroed, truncated, unchecked = (
+        tiles / "tile_00000_00002.npy",
+        tiles / "tile_00001_00003.npy",
+        tiles / "tile_00004_00004.npy",
+    )
+    zero_tile(zeroed)
+    truncated.write_bytes(truncated.read_bytes()[:-100])
+    Path(f"{unchecked}.crc32").unlink()
+    lines = []
+    with compute_gram(
+        *mlp, data, store_dir=damaged_dir, tile_size=TILE, num_workers=1, model_id="mlp 16x16",
+        progress=False, log=lines.append,
+    ) as repaired:  # fmt: skip
+        # Counted from the worker's own reports: the 12 intact tiles were loaded, not computed.
+        assert (repaired.tiles_computed, repaired.tiles_loaded, repaired.tiles_recomputed) == (
+            0,
+            12,
+            3,
+        )
+        size = (store / "tiles" / truncated.name).stat().st_size  # before truncation
+        assert len(lines) == 3 and all(line.endswith("; recomputed") for line in lines)
+        by_tile = {line.split(" at ")[0]: line for line in lines}
+        assert by_tile["[gram] tile (0, 2)"].startswith(
+            f"[gram] tile (0, 2) at {zeroed}: checksum mismatch (the file's crc32 is "
+        )
+        assert by_tile["[gram] tile (1, 3)"].startswith(
+            f"[gram] tile (1, 3) at {truncated}: truncated or unreadable ({size - 100} bytes; "
+        )
+        assert by_tile["[gram] tile (4, 4)"].startswith(
+            f"[gram] tile (4, 4) at {unchecked}: no checksum file tile_00004_00004.npy.crc32"
+        )
+        np.testing.assert_array_equal(repaired.to_numpy(), gram.to_numpy())
+        for path in (zeroed, truncated, unchecked):  # rewritten with their checksums
+            assert path.read_bytes() == (store / "tiles" / path.name).read_bytes()
+            assert Path(f"{path}.crc32").read_text() == f"{crc32_file(path):08x}\n"
+
+        # A tile damaged while resident is caught when a replacement worker reloads it.
+        zero_tile(tiles / "tile_00002_00002.npy")
+        lines.clear()
+        ray.kill(repaired._pool.actors[0])
+        v = np.random.default_rng(6).standard_normal((N, 2))
+        np.testing.assert_allclose(repaired.matmat(v), gram.matmat(v), rtol=1e-12)
+        assert len(lines) == 1 and lines[0].startswith(
+            f"[gram] tile (2, 2) at {tiles / 'tile_00002_00002.npy'}: checksum mismatch"
+        )
+        np.testing.assert_array_equal(repaired.tile(2, 2), gram.tile(2, 2))
+
+        # Driver-side reads cannot recompute: they name the file and say what to do.
+        zero_tile(zeroed)
+        message = rf"tile \(0, 2\) at {re.escape(str(zeroed))}: checksum mismatch.*compute_gram"
+        with pytest.raises(ValueError, match=message):
+            repaired.to_numpy()
+        with pytest.raises(ValueError, match=message):
+            repaired.tile(2, 0)
 
 
 KILLED_DRIVER = """
@@ -203,7 +289,11 @@ def test_killed_driver_resumes_from_the_store(computed, mlp, data, tmp_path):
         *mlp, data, store_dir=store, tile_size=TILE, num_workers=1, model_id="mlp 16x16",
         progress=False,
     ) as resumed:  # fmt: skip
-        assert (resumed.tiles_loaded, resumed.tiles_computed) == (on_disk, 15 - on_disk)
+        assert (resumed.tiles_loaded, resumed.tiles_computed, resumed.tiles_recomputed) == (
+            on_disk,
+            15 - on_disk,
+            0,
+        )
         np.testing.assert_array_equal(resumed.to_numpy(), gram.to_numpy())
 
 
@@ -220,7 +310,7 @@ def test_store_of_other_inputs_is_refused(computed, mlp, data):
         compute_gram(apply_fn, params, data, **{**kwargs, "model_id": "lenet5"})
     with pytest.raises(ValueError, match="tile_size"):
         compute_gram(apply_fn, params, data, **{**kwargs, "tile_size": 32})
-    assert len(list((store / "tiles").iterdir())) == 15  # untouched
+    assert len(list((store / "tiles").iterdir())) == 30  # untouched: 15 tiles, 15 checksums
 
 
 def test_unrelated_nonempty_directory_is_refused(mlp, data, tmp_path):
@@ -235,6 +325,7 @@ def test_unrelated_nonempty_directory_is_refused(mlp, data, tmp_path):
 def test_worker_killed_mid_run_gives_identical_matrix(computed, mlp, data, tmp_path, capfd):
     gram, _, _ = computed
     killed = []
+    kwargs = dict(store_dir=tmp_path / "store", tile_size=TILE, model_id="mlp 16x16")
 
     def kill_first_finisher(event):
         # The driver already handed this worker its next panel: kill it while that panel is in
@@ -244,20 +335,24 @@ def test_worker_killed_mid_run_gives_identical_matrix(computed, mlp, data, tmp_p
             ray.kill(event.actor)
 
     with compute_gram(
-        *mlp,
-        data,
-        store_dir=tmp_path / "store",
-        tile_size=TILE,
-        num_workers=2,
-        model_id="mlp 16x16",
-        on_panel_done=kill_first_finisher,
+        *mlp, data, num_workers=2, on_panel_done=kill_first_finisher, **kwargs
     ) as survivor:
         assert killed and survivor.worker_restarts == 1
-        assert survivor.tiles_done == survivor.tiles_computed == 15
+        # The dead worker's resident panel was reloaded ("stored") by its successor, and tiles
+        # it wrote unreported were found "stored": each tile still counts once, as computed.
+        assert survivor.tiles_done == 15
+        assert (survivor.tiles_computed, survivor.tiles_loaded, survivor.tiles_recomputed) == (
+            15,
+            0,
+            0,
+        )
         np.testing.assert_array_equal(survivor.to_numpy(), gram.to_numpy())  # bit-identical
         v = np.random.default_rng(4).standard_normal((N, 2))
         np.testing.assert_allclose(survivor.matmat(v), gram.matmat(v), rtol=1e-12)
     assert "NTK Gram" in capfd.readouterr().err  # the progress bar
+    # Every tile written around the failure is intact and verifiable: nothing is recomputed.
+    with compute_gram(*mlp, data, num_workers=1, progress=False, **kwargs) as again:
+        assert (again.tiles_computed, again.tiles_loaded, again.tiles_recomputed) == (0, 15, 0)
 
 
 def one_worker_gram(apply_fn, params, x, store_dir, **options) -> tuple[str, int, np.ndarray]:
@@ -382,9 +477,52 @@ def test_fingerprints_and_atomic_tiles(mlp, data, tmp_path):
     store = TileStore.open_or_create(tmp_path / "t", manifest)
     assert store.num_blocks == 3 and store.tiles_total == 6 and store.done_tiles() == set()
     store.save(1, 2, np.ones((8, 4), np.float32))
-    assert store.done_tiles() == {(1, 2)} and [p.name for p in store.tiles_dir.iterdir()] == [
-        "tile_00001_00002.npy"
-    ]  # no temporary file left behind
+    assert store.done_tiles() == {(1, 2)} and sorted(p.name for p in store.tiles_dir.iterdir()) == [
+        "tile_00001_00002.npy",
+        "tile_00001_00002.npy.crc32",
+    ]  # the tile, its checksum, and no temporary file left behind
     with pytest.raises(ValueError, match=r"must be \(8, 8\) float32"):
         store.save(0, 0, np.ones((8, 8), np.float64))
     assert TileStore.open_or_create(tmp_path / "t", manifest).done_tiles() == {(1, 2)}
+
+
+def test_tile_store_verifies_each_tile_it_reads(tmp_path):
+    manifest = TileStore.make_manifest(
+        n=20, tile_size=8, dtype=np.float32, method="structured", precision="highest",
+        example_shape=(8, 8, 1), dataset_fingerprint="d", params_fingerprint="p", model_id="",
+    )  # fmt: skip
+    store = TileStore.open_or_create(tmp_path / "t", manifest)
+    tile = np.arange(32, dtype=np.float32).reshape(8, 4)
+    store.save(1, 2, tile)
+    path, checksum = store.tile_path(1, 2), store.checksum_path(1, 2)
+    assert checksum.read_text() == f"{crc32_file(path):08x}\n"
+    np.testing.assert_array_equal(store.load(1, 2), tile)
+    original = path.read_bytes()
+
+    def damaged(match):
+        with pytest.raises(DamagedTileError, match=match) as info:
+            store.load(1, 2)
+        assert (info.value.i, info.value.j, info.value.path) == (1, 2, str(path))
+        assert "compute_gram again" in str(info.value)
+        return info.value
+
+    np.save(path, np.zeros_like(tile))  # same size, valid .npy, other values
+    assert len(path.read_bytes()) == len(original)
+    damaged(rf"{re.escape(str(path))}: checksum mismatch \(the file's crc32 is [0-9a-f]{{8}}, ")
+    path.write_bytes(original[:-10])
+    damaged(rf"truncated or unreadable \({len(original) - 10} bytes; numpy: ")
+    path.write_bytes(b"")
+    damaged(r"truncated or unreadable \(0 bytes; ")
+    np.save(path, np.zeros((4, 8), np.float32))
+    damaged(r"wrong shape or dtype \(expected \(8, 4\) float32, found \(4, 8\) float32\)")
+    path.write_bytes(original)
+    np.testing.assert_array_equal(store.load(1, 2), tile)  # intact again
+    checksum.write_text("not hex\n")
+    damaged(r"checksum file tile_00001_00002.npy.crc32 holds 'not hex', not a hex crc32")
+    checksum.unlink()
+    err = damaged(r"no checksum file tile_00001_00002.npy.crc32 .* unverified")
+    path.unlink()
+    damaged(r"the file is missing")
+    # Raised in a Ray worker, it reaches the driver with its fields intact.
+    again = pickle.loads(pickle.dumps(err))
+    assert type(again) is DamagedTileError and str(again) == str(err)

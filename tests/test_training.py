@@ -20,6 +20,7 @@ from raysweep.models import get_model, init_variables, make_apply_fn, make_train
 from raysweep.ntk import linearize, ntk_gram
 from raysweep.training import (
     METRIC_NAMES,
+    checkpoint_epoch,
     fit_pack,
     fit_pack_model,
     make_schedule,
@@ -333,6 +334,9 @@ def test_linear_schedule_decays_to_zero():
         ({"kw": {"train": {"epochs": 1}}}, "TrainConfig"),
         ({"kw": {"linearized": "yes"}}, "linearized must be a bool"),
         ({"kw": {"batch_stats": {"bn": {"mean": np.zeros(2)}}}}, "train_apply_fn is None"),
+        ({"kw": {"checkpoint": 3}}, "checkpoint must be None or a file path"),
+        ({"kw": {"checkpoint": "c", "checkpoint_every": 0}}, "checkpoint_every must be a pos"),
+        ({"kw": {"on_resume": 1}}, "on_resume must be None or a callable"),
     ],
 )
 def test_bad_inputs_raise_before_compiling(problem, change, match):
@@ -416,3 +420,142 @@ def test_centered_needs_linearized(problem):
         _run(problem, T=1, linearized=False, centered=True)
     with pytest.raises(TypeError, match="centered must be a bool"):
         _run(problem, T=1, linearized=True, centered="yes")
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+class _Interrupt(Exception):
+    """Raised from on_epoch to simulate a node that disappears after an epoch."""
+
+
+def _assert_rows_equal(a, b):
+    """Bitwise equality of metric rows (NaN equal to NaN)."""
+    assert [[r["epoch"] for r in ra] for ra in a] == [[r["epoch"] for r in rb] for rb in b]
+    for ra, rb in zip(a, b, strict=True):
+        for x, y in zip(ra, rb, strict=True):
+            assert tuple(x) == tuple(y)
+            for key in METRIC_NAMES:
+                np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
+def _assert_trees_equal(a, b):
+    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _interrupted_then_resumed(fit, path, *, every, stop):
+    """``fit(**kw)`` interrupted in on_epoch of epoch ``stop``, then run again on ``path``."""
+    seen, resumed = [], []
+
+    def stopping(latest):
+        seen.append(latest)
+        if latest[0]["epoch"] == stop:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        fit(checkpoint=path, checkpoint_every=every, on_epoch=stopping, on_resume=resumed.append)
+    assert resumed == [0] and len(seen) == stop
+    saved = checkpoint_epoch(path)
+    seen.clear()
+    result = fit(
+        checkpoint=path, checkpoint_every=every, on_epoch=seen.append, on_resume=resumed.append
+    )
+    assert resumed[1] == saved
+    return result, resumed[1], seen
+
+
+@pytest.mark.parametrize(
+    ("mode", "every", "stop", "expect"),
+    [
+        # on_epoch of epoch 2 raises before epoch 2 is saved: resume after epoch 1.
+        ("network", 1, 2, 1),
+        ("linearized", 2, 3, 2),
+        ("batch_norm", 1, 3, 2),
+    ],
+)
+def test_resumed_run_equals_uninterrupted_run(problem, tmp_path, mode, every, stop, expect):
+    if mode == "batch_norm":
+        module = _TinyBN()
+        variables = init_variables(module, SHAPE, seed=1)
+
+        def fit(**kw):
+            x, y, xt, yt = problem["x"], problem["y"][:2], problem["xt"], problem["yt"][:2]
+            return fit_pack_model(
+                module, variables, x, y, xt, yt, train=CFG, linearized=False, seed=2, **kw
+            )
+
+    else:
+        # The network pack has a target that diverges in epoch 1: its final row is restored.
+        scale = [1.0, 1e30, 1.0] if mode == "network" else None
+
+        def fit(**kw):
+            linearized = mode == "linearized"
+            return _run(problem, fit=True, linearized=linearized, seed=4, lr_scale=scale, **kw)
+
+    starts = []
+    reference = fit(on_resume=starts.append)
+    assert starts == [0] and reference.resumed_epoch == 0
+    path = tmp_path / "pack.ckpt"
+    result, resumed_at, seen = _interrupted_then_resumed(fit, path, every=every, stop=stop)
+    assert resumed_at == result.resumed_epoch == expect
+    # on_epoch only for the epochs after the checkpoint; the rows cover all epochs.
+    assert [latest[0]["epoch"] for latest in seen] == list(range(expect + 1, EPOCHS + 1))
+    for latest in seen:
+        assert latest == [rows[min(len(rows), latest[0]["epoch"]) - 1] for rows in result.rows]
+    _assert_rows_equal(result.rows, reference.rows)
+    _assert_trees_equal(result.params, reference.params)
+    _assert_trees_equal(result.opt_state, reference.opt_state)
+    _assert_trees_equal(result.batch_stats, reference.batch_stats)
+    if mode == "network":
+        assert [r["status"] for r in result.rows[1]] == ["diverged"]
+        assert all(latest[1] == result.rows[1][0] for latest in seen)
+    if mode == "batch_norm":
+        assert jax.tree_util.tree_leaves(result.batch_stats)
+
+
+def test_checkpoint_of_other_work_is_ignored(problem, tmp_path):
+    path = tmp_path / "pack.ckpt"
+    _run(problem, checkpoint=path, checkpoint_every=1, seed=4)
+    assert checkpoint_epoch(path) == EPOCHS - 1  # none after the last epoch
+    for change in ({"labels": True}, {"seed": 5}):
+        y, yt = problem["y"][:3], problem["yt"][:3]
+        if "labels" in change:
+            y, yt = -y, -yt
+        seed = change.get("seed", 4)
+        kwargs = {"train": CFG, "linearized": False, "seed": seed}
+        args = (problem["apply_fn"], problem["params0"], problem["x"], y, problem["xt"], yt)
+        fresh = fit_pack(*args, **kwargs)
+        starts = []
+        with pytest.warns(UserWarning, match=f"ignoring checkpoint {path}.*other work"):
+            result = fit_pack(
+                *args, **kwargs, checkpoint=path, checkpoint_every=1, on_resume=starts.append
+            )
+        assert starts == [0] and result.resumed_epoch == 0
+        _assert_rows_equal(result.rows, fresh.rows)
+        _assert_trees_equal(result.params, fresh.params)
+
+
+def test_damaged_checkpoint_is_ignored_with_a_warning(problem, tmp_path):
+    path = tmp_path / "pack.ckpt"
+    fresh = _run(problem, fit=True, seed=4)
+    _run(problem, checkpoint=path, checkpoint_every=1, seed=4)
+    data = path.read_bytes()
+    for damaged in (data[: len(data) // 2], b"", b"not a checkpoint"):
+        path.write_bytes(damaged)
+        assert checkpoint_epoch(path) is None
+        starts = []
+        with pytest.warns(UserWarning, match=f"ignoring damaged checkpoint {path}"):
+            result = _run(
+                problem,
+                fit=True,
+                seed=4,
+                checkpoint=path,
+                checkpoint_every=1,
+                on_resume=starts.append,
+            )
+        assert starts == [0] and result.resumed_epoch == 0
+        _assert_rows_equal(result.rows, fresh.rows)
+        assert checkpoint_epoch(path) == EPOCHS - 1  # rewritten by the new run
+    assert checkpoint_epoch(tmp_path / "missing.ckpt") is None

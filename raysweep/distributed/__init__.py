@@ -17,7 +17,8 @@ Modules, one idea each:
   (:func:`worker_layout`); :func:`gpu_memory_env` (JAX memory settings for a GPU share);
   :func:`check_results_dir` / :func:`check_shared_dir` (the results folder on a cluster).
 - ``fingerprint``: sha256 of the dataset and of the parameters.
-- ``store``: the on-disk tile store (``tiles/tile_{i:05d}_{j:05d}.npy`` + ``manifest.json``).
+- ``store``: the on-disk tile store (``tiles/tile_{i:05d}_{j:05d}.npy``, each with its CRC-32 in
+  ``tile_….npy.crc32``, + ``manifest.json``); damaged tiles are named and recomputed.
 - ``worker``: the ``GramWorker`` actor (engine, resident panels, partial matmat).
 - ``pool``: actor slots and replacement of dead actors.
 - ``schedule``: dynamic largest-panel-first assignment, progress bar, recovery.
@@ -36,12 +37,14 @@ from raysweep.distributed.cluster import (
 from raysweep.distributed.compute import compute_gram
 from raysweep.distributed.fingerprint import dataset_fingerprint, params_fingerprint
 from raysweep.distributed.handle import DistributedGram
-from raysweep.distributed.schedule import PanelEvent
-from raysweep.distributed.store import TileStore
+from raysweep.distributed.schedule import PanelEvent, TileCounts
+from raysweep.distributed.store import DamagedTileError, TileStore
 
 __all__ = [
+    "DamagedTileError",
     "DistributedGram",
     "PanelEvent",
+    "TileCounts",
     "TileStore",
     "check_results_dir",
     "check_shared_dir",

@@ -11,8 +11,11 @@ Flow of one call (every check comes before any Ray work):
    ``(apply_fn, params)`` once each and start the Gram actors
    (:class:`~raysweep.distributed.pool.WorkerPool`): one per GPU, else one per CPU.
 4. :func:`~raysweep.distributed.schedule.run_panels` hands row panels to idle workers, largest
-   remaining first; tiles already in the store are loaded, not recomputed. Dead workers are
-   replaced and their panels redone/reloaded.
+   remaining first; tiles already in the store are read, verified against their checksums
+   and reused, not recomputed; damaged ones (checksum mismatch, truncated, wrong shape, no
+   checksum file) are named in one line each and recomputed. Dead workers are replaced and
+   their panels redone/reloaded. The workers' per-tile reports are counted into
+   ``tiles_computed`` / ``tiles_loaded`` / ``tiles_recomputed``.
 5. Return a :class:`~raysweep.distributed.handle.DistributedGram` owning the actors.
 
 Determinism: each worker's engine uses ``block_size = tile_size``, exactly like
@@ -30,6 +33,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 import ray
+from tqdm.auto import tqdm
 
 from raysweep.distributed.cluster import ensure_ray, worker_layout
 from raysweep.distributed.fingerprint import dataset_fingerprint, params_fingerprint
@@ -87,6 +91,7 @@ def compute_gram(
     max_worker_restarts: int = 3,
     keep_resident: bool = True,
     on_panel_done: Callable[[PanelEvent], None] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> DistributedGram:
     """Empirical NTK Gram matrix Θ(x, x) ``(N, N)`` computed by Ray actors, tile by tile.
 
@@ -97,8 +102,8 @@ def compute_gram(
       x: inputs ``(N, ...)`` (NHWC float32 for images), numpy or JAX; sent to the object
         store once.
       store_dir: tile store directory (created if missing). Reusing it with the same inputs
-        resumes: stored tiles are loaded, only missing ones computed. A store of other inputs
-        is refused (``ValueError``); nothing is ever deleted.
+        resumes: stored tiles are verified and loaded, only missing or damaged ones computed.
+        A store of other inputs is refused (``ValueError``); nothing is ever deleted.
       tile_size: examples per tile side (also the engine's block size). The last block may
         be shorter. Memory per tile: ``tile_size² · 4`` bytes.
       num_workers: Gram actors; ``None`` = one per GPU, else one per CPU (capped at the
@@ -113,11 +118,15 @@ def compute_gram(
       keep_resident: workers keep their panels in host memory for ``matmat``
         (``~N²/2 · 4`` bytes in total); ``False`` streams tiles from disk instead.
       on_panel_done: optional driver-side callback ``f(PanelEvent)`` after each row panel.
+      log: receives one line per damaged tile that was recomputed (its path and what was
+        wrong), here and in later recoveries of the handle; default: printed above the
+        progress bar (``tqdm.write``).
 
     Returns:
       :class:`~raysweep.distributed.handle.DistributedGram` (owns the actors: use it as a
-      context manager or call ``close()``). ``tiles_computed`` / ``tiles_loaded`` tell what
-      this call computed vs reused.
+      context manager or call ``close()``). ``tiles_computed`` / ``tiles_loaded`` /
+      ``tiles_recomputed`` tell how many tiles this call computed (missing), reused (verified)
+      and recomputed (damaged), counted from the workers' own reports, once per tile.
 
     Raises:
       ValueError / TypeError: bad arguments, a model without one logit per example, a store
@@ -155,7 +164,7 @@ def compute_gram(
     )
     store = TileStore.open_or_create(store_dir, manifest)
     done = store.done_tiles()
-    tiles_loaded = len(done)
+    log = tqdm.write if log is None else log
 
     ensure_ray()
     layout = worker_layout(num_workers, store.num_blocks)
@@ -176,7 +185,9 @@ def compute_gram(
     )
     try:
         pool.wait_started()
-        owners = run_panels(pool, store, done, progress=progress, on_panel_done=on_panel_done)
+        owners, counts = run_panels(
+            pool, store, done, progress=progress, on_panel_done=on_panel_done, log=log
+        )
     except BaseException:
         pool.close()
         raise
@@ -184,7 +195,9 @@ def compute_gram(
         pool,
         store,
         owners,
-        tiles_computed=len(done) - tiles_loaded,
-        tiles_loaded=tiles_loaded,
+        tiles_computed=counts.computed,
+        tiles_loaded=counts.loaded,
+        tiles_recomputed=counts.recomputed,
         keep_resident=keep_resident,
+        log=log,
     )

@@ -17,7 +17,14 @@ where the tiles are:
 
 If a worker dies during ``matmat``, its panels are reloaded from the tile store into a
 replacement actor (or, once the restart budget is spent, into the least-loaded survivor) and
-only its partial product is redone.
+only its partial product is redone. Reloaded tiles are verified against their checksums, and
+a damaged one is recomputed by that worker and named through ``log``.
+
+Tiles read from the store are verified once per read (checksum, shape, dtype), never on each
+product of resident tiles. Where a damaged tile cannot be recomputed (:meth:`tile`,
+:meth:`to_numpy`, and ``matmat`` with ``keep_resident=False``, which streams tiles from the
+store) the read raises :class:`~raysweep.distributed.store.DamagedTileError`, a ``ValueError``
+naming the file and the reason and saying to run ``compute_gram`` again (which recomputes it).
 
 The handle owns the actors: :meth:`close` (or leaving a ``with`` block) kills them. After
 ``close`` the store-backed methods (:meth:`to_numpy`, :meth:`tile`) still work.
@@ -25,15 +32,17 @@ The handle owns the actors: :meth:`close` (or leaving a ``with`` block) kills th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 
 from raysweep.atomic import available_memory_bytes
 from raysweep.distributed.pool import WorkerPool
-from raysweep.distributed.store import TileStore
+from raysweep.distributed.schedule import log_damaged
+from raysweep.distributed.store import DamagedTileError, TileStore
 
 _MEMORY_MARGIN = 0.9
 
@@ -47,8 +56,13 @@ class DistributedGram:
       shape: ``(N, N)``. n: N. dtype: the tile dtype (float32 by default).
       tile_size, num_blocks: the block decomposition. method: the resolved NTK method.
       store_dir: the tile store. tiles_total: ``num_blocks (num_blocks + 1) / 2``.
-      tiles_computed: tiles computed by the call that made this handle.
-      tiles_loaded: tiles found in the store at its start and reused, not recomputed.
+      tiles_computed: tiles that were missing and were computed by the call that made this
+        handle.
+      tiles_loaded: tiles found in the store at its start, verified and reused.
+      tiles_recomputed: tiles found in the store at its start but damaged (checksum mismatch,
+        truncated, wrong shape, no checksum file), and computed again.
+      All three are counted from the workers' reports, once per tile:
+      ``tiles_computed + tiles_loaded + tiles_recomputed == tiles_total``.
       worker_restarts: actors replaced after failures so far.
     """
 
@@ -60,14 +74,18 @@ class DistributedGram:
         *,
         tiles_computed: int,
         tiles_loaded: int,
+        tiles_recomputed: int = 0,
         keep_resident: bool,
+        log: Callable[[str], None] = print,
     ):
         self._pool = pool
         self._store = store
         self._owners = dict(owners)
         self._keep_resident = keep_resident
+        self._log = log
         self.tiles_computed = int(tiles_computed)
         self.tiles_loaded = int(tiles_loaded)
+        self.tiles_recomputed = int(tiles_recomputed)
 
     # ----------------------------------------------------------------- description
 
@@ -137,6 +155,10 @@ class DistributedGram:
         """Θ V for ``V`` ``(N, b)`` -> float64 ``(N, b)``; float32 V = float32 products.
 
         See the module docstring for the precision conventions.
+
+        Raises:
+          DamagedTileError: (a ``ValueError``) with ``keep_resident=False``, a tile streamed
+            from the store is damaged; run ``compute_gram`` again to recompute it.
         """
         v = np.asarray(v)
         if v.ndim != 2 or v.shape[0] != self.n:
@@ -156,6 +178,10 @@ class DistributedGram:
             slot, panels, ref = tasks.pop(0)
             try:
                 out += ray.get(ref)
+            except RayTaskError as err:
+                if isinstance(err.cause, DamagedTileError):
+                    raise err.cause from None  # its path and reason, not a worker traceback
+                raise
             except RayActorError as err:
                 self._pool.raise_if_init_failed(err)
                 target = self._recover(slot, panels)
@@ -197,11 +223,13 @@ class DistributedGram:
                         load[s] += self.num_blocks - p
                 target = min(live, key=lambda s: (load[s], s))
             try:
-                ray.get(self._pool.actors[target].load_panels.remote(panels))
+                damaged = ray.get(self._pool.actors[target].load_panels.remote(panels))
             except RayActorError as err:
                 self._pool.raise_if_init_failed(err)
                 slot = target
                 continue
+            for i, j, reason in damaged:
+                log_damaged(self._log, self._store.tile_path(i, j).absolute(), reason, i, j)
             for p in panels:
                 self._owners[p] = target
             return target
@@ -209,7 +237,12 @@ class DistributedGram:
     # ----------------------------------------------------------------- store access
 
     def tile(self, i: int, j: int) -> np.ndarray:
-        """Θ[block i, block j] from the store (any i, j; transposed when i > j)."""
+        """Θ[block i, block j] from the store (any i, j; transposed when i > j).
+
+        Raises:
+          DamagedTileError: (a ``ValueError``) the stored tile is damaged; the message names
+            the file and says to run ``compute_gram`` again, which recomputes it.
+        """
         nb = self.num_blocks
         if not (0 <= i < nb and 0 <= j < nb):
             raise ValueError(f"block indices must be in [0, {nb}); got ({i}, {j}).")
@@ -225,6 +258,8 @@ class DistributedGram:
         Raises:
           MemoryError: without ``out``, when ``N*N*itemsize`` exceeds 90% of the available
             memory (nothing is allocated then).
+          DamagedTileError: (a ``ValueError``) a stored tile is damaged; the message names the
+            file and says to run ``compute_gram`` again, which recomputes it.
         """
         n, dtype = self.n, self.dtype
         if out is None:

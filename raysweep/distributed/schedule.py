@@ -9,8 +9,17 @@ insensitive to uneven worker speed. Panels already complete on disk are queued l
 loaded (they cost a file read per tile).
 
 Each worker runs one panel at a time as a streaming generator (``compute_panel``); the driver
-``ray.wait``s on all generators, counts one event per tile (tqdm bar: tiles done / total, rate,
-ETA) and records which slot ends up *owning* each panel (holding it resident for matmat).
+``ray.wait``s on all generators, takes one ``(i, j, status, reason)`` event per tile (tqdm bar:
+tiles done / total, rate, ETA) and records which slot ends up *owning* each panel (holding it
+resident for matmat).
+
+Counting (:class:`TileCounts`): what this call did to each tile is the status the workers
+report, counted once per tile, by the first final event the driver receives for it:
+``"computed"`` (it was missing), ``"recomputed"`` (it was damaged: the driver prints one line
+naming the file and the reason) or ``"stored"`` (read and verified). A ``"stored"`` tile that
+was not in the store when the call started was written during this call by a worker that died
+before its report arrived; it counts as computed, not loaded. Later events for the same tile
+(a panel redone or reloaded after a worker death) are not counted again.
 
 Failure of a worker (``RayActorError`` on one of its events): its in-flight panel goes back to
 the front of the queue, the panels it owned go to the back (to be reloaded from the store), and
@@ -35,6 +44,12 @@ from raysweep.distributed.pool import WorkerPool
 from raysweep.distributed.store import TileStore
 
 _WAIT_S = 1.0
+_MAX_TILE_LINES = 20  # damaged tiles named one per line; beyond that, one summary line
+
+
+def log_damaged(log: Callable[[str], None], path, reason: str, i: int, j: int) -> None:
+    """The line that names a damaged tile the workers recomputed."""
+    log(f"[gram] tile ({i}, {j}) at {path}: {reason}; recomputed")
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,37 @@ class PanelEvent:
     actor: Any
     tiles_done: int
     tiles_total: int
+
+
+@dataclass(frozen=True)
+class TileCounts:
+    """What one :func:`run_panels` call did, one count per tile (see the module docstring).
+
+    Attributes:
+      computed: tiles that were missing and were computed (and written) by this call.
+      loaded: tiles that were in the store at the start, verified and reused.
+      recomputed: tiles that were in the store but damaged (checksum mismatch, truncated,
+        wrong shape, no checksum file) and were computed again.
+    """
+
+    computed: int
+    loaded: int
+    recomputed: int
+
+    @classmethod
+    def from_statuses(
+        cls, first: dict[tuple[int, int], str], at_start: set[tuple[int, int]]
+    ) -> TileCounts:
+        """Counts from the first final status of each tile and the tiles present at start."""
+        computed = loaded = recomputed = 0
+        for tile, status in first.items():
+            if status == "recomputed":
+                recomputed += 1
+            elif status == "stored" and tile in at_start:
+                loaded += 1
+            else:  # "computed", or "stored" by a successor of a worker that died unreported
+                computed += 1
+        return cls(computed, loaded, recomputed)
 
 
 def panel_order(store: TileStore, done: set[tuple[int, int]]) -> list[int]:
@@ -71,12 +117,17 @@ def run_panels(
     *,
     progress: bool = True,
     on_panel_done: Callable[[PanelEvent], None] | None = None,
-) -> dict[int, int]:
-    """Compute (or load) every panel on the pool; returns ``{panel: owning slot}``.
+    log: Callable[[str], None] = tqdm.write,
+) -> tuple[dict[int, int], TileCounts]:
+    """Compute (or load) every panel on the pool; returns ``({panel: owning slot}, counts)``.
 
-    ``done`` (tiles present at the start) is updated in place with every tile reported
-    ``"computed"`` or ``"stored"``.
+    ``done`` (tiles present at the start) is updated in place with every tile reported.
+    ``log`` receives one line per damaged tile recomputed (the first ``_MAX_TILE_LINES``, then
+    a summary); by default it is written above the progress bar.
     """
+    at_start = set(done)
+    first: dict[tuple[int, int], str] = {}  # the first final status of each tile
+    damaged_lines = 0
     queue = deque(panel_order(store, done))
     owners: dict[int, int] = {}
     inflight: dict[int, tuple[int, Any]] = {}  # slot -> (panel, ObjectRefGenerator)
@@ -120,7 +171,7 @@ def run_panels(
             for gen in ready:
                 slot = by_gen[id(gen)]
                 try:
-                    i, j, _status = ray.get(next(gen))
+                    i, j, status, reason = ray.get(next(gen))
                 except StopIteration:
                     panel, _ = inflight.pop(slot)
                     owners[panel] = slot
@@ -133,9 +184,19 @@ def run_panels(
                 except RayActorError as err:
                     fail(slot, err)
                     continue
+                first.setdefault((i, j), status)
+                if status == "recomputed":
+                    damaged_lines += 1
+                    if damaged_lines <= _MAX_TILE_LINES:
+                        log_damaged(log, store.tile_path(i, j).absolute(), reason, i, j)
                 if (i, j) not in done:
                     done.add((i, j))
                     bar.update(1)
     finally:
         bar.close()
-    return owners
+    if damaged_lines > _MAX_TILE_LINES:
+        log(
+            f"[gram] {damaged_lines} damaged tiles recomputed in {store.tiles_dir.absolute()} "
+            f"(the first {_MAX_TILE_LINES} are named above)"
+        )
+    return owners, TileCounts.from_statuses(first, at_start)

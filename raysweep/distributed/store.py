@@ -3,8 +3,10 @@
 Layout of ``store_dir``::
 
     store_dir/
-      manifest.json                 what this store is the Gram matrix *of* (below)
-      tiles/tile_{i:05d}_{j:05d}.npy  one upper-triangle tile, i <= j (block indices)
+      manifest.json                        what this store is the Gram matrix *of* (below)
+      tiles/tile_{i:05d}_{j:05d}.npy       one upper-triangle tile, i <= j (block indices)
+      tiles/tile_{i:05d}_{j:05d}.npy.crc32 its checksum: zlib CRC-32 of the .npy file's bytes,
+                                           8 lowercase hex digits and a newline
 
 The N examples are cut into ``num_blocks = ceil(N / tile_size)`` consecutive blocks (the last
 may be shorter, :func:`raysweep.ntk.block_slices`). Tile ``(i, j)`` with ``i <= j`` holds
@@ -18,10 +20,21 @@ Manifest fields (JSON object): ``format_version``, ``n``, ``tile_size``, ``num_b
 ``model_id``, and the informational ``created_utc`` and ``raysweep_version``. All fields except
 the informational ones must match for a store to be reused (:data:`IDENTITY_FIELDS`).
 
-Writes are atomic: a tile (and the manifest) is written to a hidden temporary file in the same
-folder and moved into place with ``os.replace``, so a killed process leaves either no tile or a
-complete one (at worst a stray ``.tmp`` file, which is ignored). The manifest is written first,
-when the store is created. Nothing here ever deletes a tile or a store.
+Writes are atomic (:func:`raysweep.atomic.atomic_write`): a file is written to a hidden
+temporary file in the same folder and moved into place with ``os.replace``, so a killed
+process leaves either no file or a complete one (at worst a stray ``.tmp`` file, which is
+ignored). The manifest is written first, when the store is created. A tile's checksum file is
+written *before* the tile is renamed into place, so a present tile always has its checksum;
+each tile carries its own (no shared index that every writer rewrites), so workers on many
+nodes write tiles without coordinating. Nothing here ever deletes a tile or a store.
+
+Reads are verified: :meth:`TileStore.load` checks the file against its checksum, its shape and
+its dtype, and raises :class:`DamagedTileError` (a ``ValueError`` naming the file and the
+reason) for a damaged tile: unreadable or truncated, a checksum mismatch (e.g. overwritten),
+the wrong shape or dtype, or no checksum file at all (a tile written before checksums were
+kept, or a file put there by hand), which counts as unverified. Gram workers recompute such a
+tile; where nothing can recompute it (the driver's reads) the error says to run
+:func:`~raysweep.distributed.compute_gram` again.
 
 Every worker opens the store by path, so on a multi-node cluster ``store_dir`` must be on a
 filesystem all nodes see (NFS, a mounted bucket, ...); :meth:`TileStore.open` fails with a
@@ -31,8 +44,10 @@ clear message where it is not.
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +58,7 @@ from raysweep.ntk import block_slices
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 TILES_DIR = "tiles"
+CHECKSUM_SUFFIX = ".crc32"
 IDENTITY_FIELDS = (
     "format_version",
     "n",
@@ -61,6 +77,25 @@ IDENTITY_FIELDS = (
 def tile_name(i: int, j: int) -> str:
     """File name of tile ``(i, j)``: ``tile_{i:05d}_{j:05d}.npy``."""
     return f"tile_{i:05d}_{j:05d}.npy"
+
+
+class DamagedTileError(ValueError):
+    """A stored tile that cannot be trusted: says which tile, which file and why.
+
+    Attributes:
+      i, j: block indices. path: the tile file. reason: what is wrong with it.
+    """
+
+    def __init__(self, i: int, j: int, path, reason: str):
+        self.i, self.j, self.path, self.reason = int(i), int(j), str(path), str(reason)
+        super().__init__(
+            f"tile ({self.i}, {self.j}) at {self.path}: {self.reason}. Run compute_gram again "
+            "with the same arguments (or the eigen step on the same results folder): it "
+            "recomputes damaged tiles."
+        )
+
+    def __reduce__(self):  # pickled across Ray processes with its fields, not its message
+        return (type(self), (self.i, self.j, self.path, self.reason))
 
 
 def _describe(value) -> str:
@@ -190,6 +225,10 @@ class TileStore:
     def tile_path(self, i: int, j: int) -> Path:
         return self.tiles_dir / tile_name(i, j)
 
+    def checksum_path(self, i: int, j: int) -> Path:
+        """The checksum file of tile ``(i, j)``: its path plus ``.crc32``."""
+        return self.tiles_dir / (tile_name(i, j) + CHECKSUM_SUFFIX)
+
     def tile_shape(self, i: int, j: int) -> tuple[int, int]:
         rs, cs = self.slices[i], self.slices[j]
         return rs.stop - rs.start, cs.stop - cs.start
@@ -199,10 +238,11 @@ class TileStore:
         return [(i, j) for j in range(i, self.num_blocks)]
 
     def has(self, i: int, j: int) -> bool:
+        """Whether tile ``(i, j)``'s file exists (not whether it is intact: see :meth:`load`)."""
         return self.tile_path(i, j).exists()
 
     def done_tiles(self) -> set[tuple[int, int]]:
-        """Tiles present on disk (one directory listing)."""
+        """Tiles whose file is present on disk (one directory listing; contents unchecked)."""
         done = set()
         for name in os.listdir(self.tiles_dir):
             if name.startswith("tile_") and name.endswith(".npy"):
@@ -212,23 +252,86 @@ class TileStore:
         return done
 
     def save(self, i: int, j: int, tile: np.ndarray) -> None:
-        """Write tile ``(i, j)`` atomically; checks its shape and dtype first."""
+        """Write tile ``(i, j)`` and its checksum atomically; checks shape and dtype first.
+
+        The checksum file goes first, so that a tile in place always has one (a crash between
+        the two renames leaves a checksum without its tile, or with an older tile that then
+        fails verification and is recomputed).
+        """
         tile = np.ascontiguousarray(tile)
         if tile.shape != self.tile_shape(i, j) or tile.dtype != self.dtype:
             raise ValueError(
                 f"tile ({i}, {j}) must be {self.tile_shape(i, j)} {self.dtype}; "
                 f"got {tile.shape} {tile.dtype}."
             )
-        atomic_write(self.tile_path(i, j), lambda fh: np.save(fh, tile, allow_pickle=False))
+        buffer = io.BytesIO()
+        np.save(buffer, tile, allow_pickle=False)
+        data = buffer.getvalue()
+        atomic_write(self.checksum_path(i, j), f"{zlib.crc32(data):08x}\n".encode())
+        atomic_write(self.tile_path(i, j), data)
 
     def load(self, i: int, j: int) -> np.ndarray:
-        """Read tile ``(i, j)``; raises ValueError if the file has the wrong shape or dtype."""
+        """Read tile ``(i, j)`` and verify it (one read of the file; checksum, shape, dtype).
+
+        Raises:
+          DamagedTileError: the file is missing, unreadable or truncated, has the wrong shape
+            or dtype, does not match its checksum, or has no checksum file (unverified).
+        """
         path = self.tile_path(i, j)
-        tile = np.load(path, allow_pickle=False)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise DamagedTileError(i, j, path, "the file is missing") from None
+        except OSError as err:
+            raise DamagedTileError(i, j, path, f"unreadable ({err})") from None
+        try:
+            tile = np.load(io.BytesIO(data), allow_pickle=False)
+        except (ValueError, EOFError, OSError) as err:
+            raise DamagedTileError(
+                i, j, path, f"truncated or unreadable ({len(data)} bytes; numpy: {err})"
+            ) from None
         if tile.shape != self.tile_shape(i, j) or tile.dtype != self.dtype:
-            raise ValueError(
-                f"{path}: expected a {self.tile_shape(i, j)} {self.dtype} tile, found "
-                f"{tile.shape} {tile.dtype}; the store is corrupt. Delete this file to have it "
-                "recomputed."
+            raise DamagedTileError(
+                i,
+                j,
+                path,
+                f"wrong shape or dtype (expected {self.tile_shape(i, j)} {self.dtype}, found "
+                f"{tile.shape} {tile.dtype})",
+            )
+        expected = self._stored_checksum(i, j)
+        actual = zlib.crc32(data)
+        if expected != actual:
+            raise DamagedTileError(
+                i,
+                j,
+                path,
+                f"checksum mismatch (the file's crc32 is {actual:08x}, "
+                f"{self.checksum_path(i, j).name} says {expected:08x})",
             )
         return tile
+
+    def _stored_checksum(self, i: int, j: int) -> int:
+        path = self.checksum_path(i, j)
+        try:
+            text = path.read_text().strip()
+        except FileNotFoundError:
+            raise DamagedTileError(
+                i,
+                j,
+                self.tile_path(i, j),
+                f"no checksum file {path.name} (written before checksums were kept, or not by "
+                "raysweep), so it is unverified",
+            ) from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise DamagedTileError(
+                i, j, self.tile_path(i, j), f"its checksum file {path.name} is unreadable ({err})"
+            ) from None
+        try:
+            return int(text, 16)
+        except ValueError:
+            raise DamagedTileError(
+                i,
+                j,
+                self.tile_path(i, j),
+                f"its checksum file {path.name} holds {text[:20]!r}, not a hex crc32",
+            ) from None

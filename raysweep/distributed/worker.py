@@ -7,19 +7,26 @@ same compiled program, and bit-identical to :func:`raysweep.ntk.ntk_gram` with
 
 ``compute_panel(i)``
     Row panel ``i`` = tiles ``(i, j)`` for ``j = i .. num_blocks-1``. Tiles already in the
-    tile store are loaded (when ``keep_resident``), missing ones are computed through
-    ``engine.panel`` (row features once for the whole panel), symmetrized on the diagonal
-    (``0.5 (T + Tᵀ)``, as ``ntk_gram`` does), written to the store atomically and kept in host
-    memory. It is a generator: one ``(i, j, status)`` event per tile, ``status`` being
-    ``"computed"`` or ``"stored"``, so the driver can show per-tile progress.
+    tile store are read once and verified against their checksum
+    (:meth:`~raysweep.distributed.store.TileStore.load`) and kept (when ``keep_resident``);
+    missing and damaged ones are computed through ``engine.panel`` (row features once for the
+    whole panel), symmetrized on the diagonal (``0.5 (T + Tᵀ)``, as ``ntk_gram`` does),
+    written to the store atomically with their checksum and kept in host memory. It is a
+    generator: one ``(i, j, status, reason)`` event per tile, ``status`` being ``"computed"``
+    (was missing), ``"stored"`` (read and verified) or ``"recomputed"`` (was damaged;
+    ``reason`` says how, else it is ``""``), so the driver can show per-tile progress and
+    name damaged tiles.
 ``load_panels(panels)``
-    Make panels resident from the store (after another actor holding them died).
+    Make panels resident from the store (after another actor holding them died), verified the
+    same way; damaged tiles are recomputed and reported.
 ``matmat(v, panels)``
     The partial product of the given panels with ``v`` ``(N, b)``, using symmetry: tile
     ``(i, j)`` adds ``T_ij v_j`` to rows of block ``i`` and, for ``j > i``, ``T_ijᵀ v_i`` to
     rows of block ``j``. float32 ``v``: products in float32, accumulated in float64; float64
-    ``v``: tiles upcast, all float64. Returns float64 ``(N, b)``. Non-resident panels are
-    streamed from the store.
+    ``v``: tiles upcast, all float64. Returns float64 ``(N, b)``. Resident tiles are used as
+    they are (verified when they were loaded); non-resident panels are streamed from the store
+    and verified at each read, a damaged one raising
+    :class:`~raysweep.distributed.store.DamagedTileError`.
 
 Device pinning: a GPU worker asks Ray for one GPU, so Ray sets ``CUDA_VISIBLE_DEVICES`` to that
 device before the constructor runs; nothing in this module touches a JAX device at import, so
@@ -42,7 +49,7 @@ import time
 import numpy as np
 import ray
 
-from raysweep.distributed.store import TileStore
+from raysweep.distributed.store import DamagedTileError, TileStore
 
 _REPORTED_ENV = (
     "CUDA_VISIBLE_DEVICES",
@@ -146,22 +153,36 @@ class GramWorker:
         }
 
     def compute_panel(self, i: int):
-        """Generator of ``(i, j, "computed" | "stored")`` for every tile of row panel ``i``."""
+        """Generator of ``(i, j, status, reason)`` for every tile of row panel ``i``.
+
+        ``status``: ``"stored"`` (in the store and intact, or already resident),
+        ``"computed"`` (missing) or ``"recomputed"`` (damaged: ``reason`` names the problem;
+        it is ``""`` otherwise). Every stored tile is read and verified here, once, whether or
+        not it is then kept resident.
+        """
         store, slices = self.store, self.store.slices
         keep = self.resident.setdefault(i, {}) if self.keep_resident else None
-        missing = []
+        todo: list[tuple[int, str]] = []  # (j, reason it is recomputed; "" if missing)
         for _, j in store.panel_tiles(i):
-            if store.has(i, j):
-                if keep is not None and j not in keep:
-                    keep[j] = store.load(i, j)
-                yield i, j, "stored"
-            else:
-                missing.append(j)
-        if not missing:
+            if keep is not None and j in keep:
+                yield i, j, "stored", ""
+                continue
+            if not store.has(i, j):
+                todo.append((j, ""))
+                continue
+            try:
+                tile = store.load(i, j)
+            except DamagedTileError as err:
+                todo.append((j, err.reason))
+                continue
+            if keep is not None:
+                keep[j] = tile
+            yield i, j, "stored", ""
+        if not todo:
             return
         start = time.perf_counter()
-        tiles = self.engine.panel(self.x[slices[i]], [self.x[slices[j]] for j in missing])
-        for j, tile in zip(missing, tiles, strict=True):
+        tiles = self.engine.panel(self.x[slices[i]], [self.x[slices[j]] for j, _ in todo])
+        for (j, reason), tile in zip(todo, tiles, strict=True):
             tile = np.asarray(tile)
             if j == i:
                 tile = 0.5 * (tile + tile.T)
@@ -169,21 +190,23 @@ class GramWorker:
             if keep is not None:
                 keep[j] = tile
             self.compute_seconds += time.perf_counter() - start
-            yield i, j, "computed"
+            yield i, j, ("recomputed" if reason else "computed"), reason
             start = time.perf_counter()
 
-    def load_panels(self, panels: list[int]) -> int:
-        """Make ``panels`` resident from the store (no-op without keep_resident)."""
-        loaded = 0
+    def load_panels(self, panels: list[int]) -> list[tuple[int, int, str]]:
+        """Make ``panels`` resident from the store (no-op without keep_resident).
+
+        Tiles are verified as in :meth:`compute_panel`; missing or damaged ones are computed
+        again. Returns ``(i, j, reason)`` for each damaged tile that was recomputed.
+        """
+        damaged: list[tuple[int, int, str]] = []
         if not self.keep_resident:
-            return loaded
+            return damaged
         for i in panels:
-            keep = self.resident.setdefault(i, {})
-            for _, j in self.store.panel_tiles(i):
-                if j not in keep:
-                    keep[j] = self.store.load(i, j)
-                    loaded += 1
-        return loaded
+            for _, j, status, reason in self.compute_panel(i):
+                if status == "recomputed":
+                    damaged.append((i, j, reason))
+        return damaged
 
     def _tile(self, i: int, j: int) -> np.ndarray:
         panel = self.resident.get(i)

@@ -81,7 +81,7 @@ def run_script(
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from raysweep.distributed.cluster import check_results_dir, check_shared_dir, connect_or_start
+    from raysweep.distributed.cluster import check_results_dir
 
     try:
         if args.out:
@@ -91,6 +91,19 @@ def run_script(
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from raysweep.lease import ResultsDirBusy, hold_results_dir
+
+    try:  # one driver per results folder
+        with hold_results_dir(out, purpose=f"python sweeps/{name}.py"):
+            return _run_study(name, study, config, out, args, needs_ray=needs_ray)
+    except ResultsDirBusy as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run_study(name: str, study, config, out, args, *, needs_ray: bool) -> int:
+    from raysweep.distributed.cluster import check_shared_dir, connect_or_start
+
     print(f"raysweep {name}: preset {config.preset}, results in {out}")
     # Training runs in this process next to the Gram workers: grow GPU memory on demand.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")

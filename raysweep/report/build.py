@@ -22,7 +22,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from raysweep.analysis import MissingInputError
-from raysweep.atomic import atomic_write_text
+from raysweep.atomic import atomic_write, atomic_write_text
 from raysweep.report.collect import collect
 from raysweep.report.page import figure, note, render_page
 from raysweep.report.sections import (
@@ -61,9 +61,9 @@ class FigureWriter:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=self.dpi)
         png = buf.getvalue()
-        (folder / f"{name}.png").write_bytes(png)
+        atomic_write(folder / f"{name}.png", png)
         fig.set_layout_engine("none")  # keep the layout of the PNG: the PDF draws once
-        fig.savefig(folder / f"{name}.pdf", format="pdf")
+        atomic_write(folder / f"{name}.pdf", lambda fh: fig.savefig(fh, format="pdf"))
         self.written += [folder / f"{name}.png", folder / f"{name}.pdf"]
         links = [("PNG", f"{FIGURES_DIR}/{name}.png"), ("PDF", f"{FIGURES_DIR}/{name}.pdf")]
         return figure(png, alt=alt, caption=caption, links=links)

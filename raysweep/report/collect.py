@@ -34,7 +34,7 @@ from raysweep.analysis import (
     load_nads,
     load_pretrained,
 )
-from raysweep.store import CONFIG_FILE, read_metrics
+from raysweep.store import CONFIG_FILE, scan_metrics
 
 PLAN_FILE = "sweep_plan.json"  # raysweep.sweep.plan.PLAN_FILE (not imported: it imports Ray)
 ARTIFACT_DIR = "eigenfunctions"
@@ -128,8 +128,8 @@ def read_artifact_summary(path: Path, key: str | None = None) -> ArtifactSummary
 def _artifact_paths(results_dir: Path, plan: dict | None) -> list[tuple[Path, str | None]]:
     found: list[tuple[Path, str | None]] = []
     for spec in (plan or {}).get("artifacts", []) or []:
-        if isinstance(spec, dict) and spec.get("path"):
-            found.append((Path(spec["path"]), spec.get("key")))
+        if isinstance(spec, dict) and spec.get("path"):  # relative paths: inside results_dir
+            found.append((results_dir / spec["path"], spec.get("key")))
     own = results_dir / ARTIFACT_DIR
     if own.exists() and all(p.resolve() != own.resolve() for p, _ in found):
         found.insert(0, (own, None))
@@ -160,7 +160,13 @@ def collect(results_dir: str | os.PathLike) -> ReportInputs:
     problems = found.problems
     found.config = _read_json(results_dir / CONFIG_FILE, problems)
     found.plan = _read_json(results_dir / PLAN_FILE, problems)
-    table = _guard(problems, "the metrics store (metrics/*.parquet)", read_metrics, results_dir)
+    scanned = _guard(problems, "the metrics store (metrics/*.parquet)", scan_metrics, results_dir)
+    table, damaged = scanned if scanned is not None else (None, [])
+    for part in damaged:
+        problems.append(
+            f"the part file {part.path} is damaged ({part.reason}); the other parts are shown. "
+            "Resume the sweep (--resume) to quarantine it and run its trial again."
+        )
     found.metrics = table if table is not None and table.num_rows else None
     for path, key in _artifact_paths(results_dir, found.plan):
         if not path.exists():

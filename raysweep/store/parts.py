@@ -17,12 +17,23 @@ Reading (:func:`read_metrics`) concatenates every ``*.parquet`` part (temporary 
 skipped) into one ``pyarrow.Table`` sorted by (trial_id, eigen_index, epoch); with nothing
 written yet it is an empty table with the schema. ``table.to_pandas()`` works when pandas is
 installed; nothing here needs it.
+
+Damaged parts: a part that cannot be read as Parquet with the schema (truncated, overwritten,
+another file under a part's name) never hides the others. :func:`scan_metrics` returns the
+table of the intact parts together with a :class:`DamagedPart` for each damaged one (path and
+reason); with ``quarantine=True`` (what a resuming sweep does) the damaged file is moved to
+``metrics/quarantine/<name>.<UTC time>`` (kept, never deleted) so that its trial runs again.
+:func:`read_metrics` warns by default, naming each damaged file, or raises with
+``damaged="raise"``.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
+import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +52,31 @@ from raysweep.store.schema import (
 )
 
 METRICS_DIR = "metrics"
+QUARANTINE_DIR = "quarantine"
 PART_SUFFIX = ".parquet"
 CONFIG_FILE = "config.json"
+DAMAGED_POLICIES = ("warn", "raise", "quarantine")
+
+
+class DamagedPartWarning(UserWarning):
+    """A part file of the metrics store could not be read; the others were."""
+
+
+@dataclass(frozen=True)
+class DamagedPart:
+    """A part file that could not be read: where it was, why, and where it went (if moved)."""
+
+    path: Path
+    reason: str
+    moved_to: Path | None = None
+
+    @property
+    def trial_id(self) -> str:
+        return self.path.name.removesuffix(PART_SUFFIX)
+
+    def __str__(self) -> str:
+        where = f"; moved to {self.moved_to}" if self.moved_to else ""
+        return f"{self.path} ({self.reason}){where}"
 
 
 def metrics_dir(sweep_dir: str | os.PathLike) -> Path:
@@ -116,29 +150,81 @@ def write_trial_table(sweep_dir: str | os.PathLike, trial_id: str, table: pa.Tab
 
 
 def read_part(path: str | os.PathLike) -> pa.Table:
-    """One part file, checked against the schema (read through one open file handle)."""
+    """One part file, checked against the schema (read through one open file handle).
+
+    Raises:
+      ValueError: the file is not a readable Parquet part of the schema (the message names
+        the file and the reason).
+    """
     path = Path(path)
-    with open(path, "rb") as fh:  # one handle: a concurrent os.replace cannot tear the read
-        table = pq.read_table(fh)
+    try:
+        with open(path, "rb") as fh:  # one handle: a concurrent os.replace cannot tear the read
+            table = pq.read_table(fh)
+    except (pa.ArrowException, OSError) as err:
+        if isinstance(err, FileNotFoundError | PermissionError):
+            raise
+        raise ValueError(f"{path} is not a readable Parquet part ({err})") from err
     return check_schema(table.replace_schema_metadata(None), str(path))
 
 
-def read_trial_rows(sweep_dir: str | os.PathLike, trial_id: str) -> pa.Table:
-    """The rows of one trial (empty table if it has written nothing yet)."""
+def quarantine_part(path: str | os.PathLike) -> Path | None:
+    """Move a damaged part to ``metrics/quarantine/<name>.<UTC time>``; None if it cannot be
+    moved (e.g. a read-only folder: the file then stays where it is)."""
+    path = Path(path)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    target = path.parent / QUARANTINE_DIR / f"{path.name}.{stamp}"
+    try:
+        target.parent.mkdir(exist_ok=True)
+        os.replace(path, target)
+    except OSError:
+        return None
+    return target
+
+
+def _damaged(path: Path, err: Exception, quarantine: bool) -> DamagedPart:
+    reason = str(err).removeprefix(f"{path} ").removeprefix(f"{path}: ")
+    return DamagedPart(path, reason, quarantine_part(path) if quarantine else None)
+
+
+def read_trial_rows(
+    sweep_dir: str | os.PathLike, trial_id: str, *, quarantine: bool = False
+) -> pa.Table:
+    """The rows of one trial (empty table if it has written nothing yet).
+
+    A damaged part raises ``ValueError`` naming it; with ``quarantine=True`` it is moved to
+    ``metrics/quarantine/`` (see :func:`quarantine_part`) with a warning, and the trial has no
+    rows.
+    """
     path = part_path(sweep_dir, trial_id)
-    return read_part(path) if path.exists() else empty_table()
+    if not path.exists():
+        return empty_table()
+    try:
+        return read_part(path)
+    except ValueError as err:
+        if not quarantine:
+            raise
+        bad = _damaged(path, err, True)
+        warnings.warn(f"damaged part of the metrics store: {bad}", DamagedPartWarning, stacklevel=2)
+        return empty_table()
 
 
-def read_metrics(sweep_dir: str | os.PathLike) -> pa.Table:
-    """All rows of a sweep as one ``pyarrow.Table`` with :data:`METRICS_SCHEMA`.
+def scan_metrics(
+    sweep_dir: str | os.PathLike, *, quarantine: bool = False
+) -> tuple[pa.Table, list[DamagedPart]]:
+    """The rows of every intact part (as :func:`read_metrics`) and the damaged parts.
 
-    Rows are sorted by (trial_id, eigen_index, epoch). A sweep with no part yet gives an empty
-    table with the schema. Safe to call while trials are writing.
+    Args:
+      sweep_dir: the sweep directory.
+      quarantine: move each damaged part to ``metrics/quarantine/`` (what a resuming sweep
+        does, so the trial runs again); False leaves the files where they are.
+
+    Returns:
+      ``(table, damaged)``: the sorted table of the readable parts, and one
+      :class:`DamagedPart` per part that could not be read.
 
     Raises:
       FileNotFoundError: ``sweep_dir`` does not exist.
-      ValueError: a part does not have the schema, or a (trial_id, eigen_index, epoch) key
-        appears in two parts (two files written under different names for one trial).
+      ValueError: a (trial_id, eigen_index, epoch) key appears in two parts.
     """
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
@@ -146,7 +232,52 @@ def read_metrics(sweep_dir: str | os.PathLike) -> pa.Table:
             f"{sweep_dir} is not a sweep directory (expected a folder with metrics/ inside); "
             "pass the folder given to run_sweep / printed by the main job."
         )
-    parts = [read_part(p) for p in list_parts(sweep_dir)]
+    parts, damaged = [], []
+    for path in list_parts(sweep_dir):
+        try:
+            parts.append(read_part(path))
+        except FileNotFoundError:  # replaced or quarantined between listing and reading
+            continue
+        except ValueError as err:
+            damaged.append(_damaged(path, err, quarantine))
+    return _concat_parts(sweep_dir, parts), damaged
+
+
+def read_metrics(sweep_dir: str | os.PathLike, *, damaged: str = "warn") -> pa.Table:
+    """All rows of a sweep as one ``pyarrow.Table`` with :data:`METRICS_SCHEMA`.
+
+    Rows are sorted by (trial_id, eigen_index, epoch). A sweep with no part yet gives an empty
+    table with the schema. Safe to call while trials are writing.
+
+    Args:
+      sweep_dir: the sweep directory.
+      damaged: what to do with a part that cannot be read: ``"warn"`` (default: skip it with a
+        :class:`DamagedPartWarning` naming the file), ``"raise"`` (``ValueError`` naming every
+        damaged file) or ``"quarantine"`` (move it to ``metrics/quarantine/`` and warn).
+
+    Raises:
+      FileNotFoundError: ``sweep_dir`` does not exist.
+      ValueError: a (trial_id, eigen_index, epoch) key appears in two parts (two files
+        written under different names for one trial), or ``damaged="raise"`` and a part is
+        damaged.
+    """
+    if damaged not in DAMAGED_POLICIES:
+        raise ValueError(f"damaged must be one of {DAMAGED_POLICIES}, got {damaged!r}.")
+    table, bad = scan_metrics(sweep_dir, quarantine=damaged == "quarantine")
+    if bad and damaged == "raise":
+        raise ValueError(
+            f"{len(bad)} damaged part file(s) in {metrics_dir(sweep_dir)}: "
+            + "; ".join(map(str, bad))
+            + ". Resume the sweep (--resume) to quarantine them and run their trials again."
+        )
+    for part in bad:
+        warnings.warn(
+            f"damaged part of the metrics store skipped: {part}", DamagedPartWarning, stacklevel=2
+        )
+    return table
+
+
+def _concat_parts(sweep_dir: Path, parts: list[pa.Table]) -> pa.Table:
     if not parts:
         return empty_table()
     table = pa.concat_tables(parts).cast(METRICS_SCHEMA)

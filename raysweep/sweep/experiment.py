@@ -27,8 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from raysweep.atomic import atomic_write_json
-from raysweep.store import latest_rows, list_parts, read_metrics
+from raysweep.store import latest_rows, list_parts, read_metrics, scan_metrics
 from raysweep.sweep.plan import PLAN_FILE, SweepPlan, trial_id_from_config
 
 TUNE_DIR = "tune"
@@ -49,10 +51,16 @@ def write_plan(out_dir: str | os.PathLike, plan: SweepPlan) -> Path:
     return atomic_write_json(Path(out_dir) / PLAN_FILE, plan.to_dict())
 
 
-def completed_trials(out_dir: str | os.PathLike, plan: SweepPlan) -> set[str]:
-    """Trial ids of ``plan`` whose part holds the final row of every target."""
+def completed_trials(
+    out_dir: str | os.PathLike, plan: SweepPlan, table: pa.Table | None = None
+) -> set[str]:
+    """Trial ids of ``plan`` whose part holds the final row of every target.
+
+    ``table``: the store's rows if already read (default: :func:`read_metrics` of ``out_dir``).
+    """
     latest: dict[str, dict[int, dict]] = {}
-    for row in latest_rows(read_metrics(out_dir)).to_pylist():
+    table = read_metrics(out_dir) if table is None else table
+    for row in latest_rows(table).to_pylist():
         latest.setdefault(row["trial_id"], {})[row["eigen_index"]] = row
     epochs = plan.train.epochs
     done = set()
@@ -79,8 +87,13 @@ class PreviousRun:
     done: frozenset[str]
 
 
-def previous_run(plan: SweepPlan, out_dir: str | os.PathLike, *, resume: bool) -> PreviousRun:
+def previous_run(
+    plan: SweepPlan, out_dir: str | os.PathLike, *, resume: bool, log=print
+) -> PreviousRun:
     """Check ``out_dir`` against ``plan`` before a sweep starts (see the module docstring).
+
+    The metrics store decides what is done. With ``resume``, damaged parts are moved to
+    ``metrics/quarantine/`` (one line each on ``log``) so their trials run again.
 
     Raises:
       ValueError: the directory holds a sweep of another grid, or an unfinished one and
@@ -106,14 +119,23 @@ def previous_run(plan: SweepPlan, out_dir: str | os.PathLike, *, resume: bool) -
             f"{out_dir / 'metrics'} holds {len(parts)} part file(s) but no {PLAN_FILE}; it was "
             "not written by run_sweep. Use another output directory."
         )
-    done = frozenset(completed_trials(out_dir, plan))
+    table, damaged = scan_metrics(out_dir, quarantine=resume)
+    for part in damaged:
+        action = (
+            f"moved to {part.moved_to}; its trial runs again"
+            if part.moved_to
+            else ("could not be moved aside; its trial runs again and replaces it")
+        )
+        log(f"[sweep] damaged part {part.path} ({part.reason}): {action}.")
+    done = frozenset(completed_trials(out_dir, plan, table))
     if len(done) == len(plan.trials):
         return PreviousRun("complete", done)
     if not resume:
+        bad = f"; damaged part(s): {', '.join(str(p.path) for p in damaged)}" if damaged else ""
         raise ValueError(
             f"{out_dir} holds an unfinished sweep of the same grid ({len(done)} of "
-            f"{len(plan.trials)} trials complete). Pass resume=True (--resume) to run only "
-            "what is missing, or write this sweep elsewhere (--out DIR or sweep.name=NEW)."
+            f"{len(plan.trials)} trials complete{bad}). Pass resume=True (--resume) to run "
+            "only what is missing, or write this sweep elsewhere (--out DIR or sweep.name=NEW)."
         )
     return PreviousRun("unfinished", done)
 

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from raysweep.config import OPTIMIZERS, Config, TrainConfig
@@ -36,11 +38,13 @@ def trial_id(optimizer: str, linearized: bool, pack: int, model: str, dataset: s
 
 
 def trial_id_from_config(config: dict[str, Any]) -> str:
-    """:func:`trial_id` of a Tune trial config (see :func:`raysweep.sweep.tuner.param_space`)."""
-    art, pack = config["artifact"], config["pack"]
+    """:func:`trial_id` of a Tune trial config (its ``point``, see
+    :func:`raysweep.sweep.tuner.param_space`) or of a grid point itself."""
+    point = config.get("point", config)
+    art, pack = point["artifact"], point["pack"]
     return trial_id(
-        config["optimizer"],
-        bool(config["linearized"]),
+        point["optimizer"],
+        bool(point["linearized"]),
         int(pack["id"]),
         art["model"],
         art["dataset"],
@@ -60,7 +64,9 @@ class ArtifactSpec:
     """One eigenfunction artifact as the trials see it (small: names and a path).
 
     ``key`` (``"<model>-<dataset>"``) names the artifact in trial configs and in the object
-    store; ``path`` is absolute (trials run in another working directory).
+    store. ``path`` is relative to the results folder when the artifact lies inside it (so a
+    results folder moved or copied elsewhere still resumes), else absolute; see
+    :meth:`resolve`.
     """
 
     key: str
@@ -71,6 +77,13 @@ class ArtifactSpec:
     num_eigen: int
     num_train: int
     num_test: int
+
+    def resolve(self, out_dir: str | os.PathLike | None) -> Path:
+        """The artifact's absolute path, a relative ``path`` taken from ``out_dir``."""
+        path = Path(self.path)
+        if path.is_absolute() or out_dir is None:
+            return path.resolve()
+        return (Path(out_dir) / path).resolve()
 
 
 @dataclass(frozen=True)
@@ -132,11 +145,14 @@ class SweepPlan:
         return sorted(k for k in mine.keys() | saved.keys() if mine.get(k) != saved.get(k))
 
 
-def _artifact_spec(artifact) -> ArtifactSpec:
+def _artifact_spec(artifact, out_dir: str | os.PathLike | None) -> ArtifactSpec:
     cfg = artifact.config
+    path = artifact.path.resolve()
+    if out_dir is not None and path.is_relative_to(Path(out_dir).resolve()):
+        path = path.relative_to(Path(out_dir).resolve())
     return ArtifactSpec(
         key=f"{cfg.model.name}-{cfg.data.name}",
-        path=str(artifact.path.resolve()),
+        path=str(path),
         model=cfg.model.name,
         activation=cfg.model.activation,
         dataset=cfg.data.name,
@@ -146,13 +162,16 @@ def _artifact_spec(artifact) -> ArtifactSpec:
     )
 
 
-def plan_sweep(config: Config, artifacts: Sequence[Any]) -> SweepPlan:
+def plan_sweep(
+    config: Config, artifacts: Sequence[Any], *, out_dir: str | os.PathLike | None = None
+) -> SweepPlan:
     """The checked grid of ``config.sweep`` over the loaded ``artifacts``.
 
     Args:
       config: the resolved config (``sweep`` gives the grid, ``train`` the training).
       artifacts: loaded :class:`~raysweep.eigenfunctions.EigenArtifact` objects, one per
         (model, dataset).
+      out_dir: the results folder; artifacts inside it are recorded by relative path.
 
     Raises:
       TypeError: ``config`` is not a Config.
@@ -197,7 +216,7 @@ def plan_sweep(config: Config, artifacts: Sequence[Any]) -> SweepPlan:
         )
     if any(isinstance(j, bool) or not isinstance(j, int) or j < 0 for j in indices):
         raise ValueError(f"sweep.eigen_indices must be non-negative integers, got {indices!r}.")
-    specs = [_artifact_spec(a) for a in artifacts]
+    specs = [_artifact_spec(a, out_dir) for a in artifacts]
     for spec in specs:
         too_big = [j for j in indices if j >= spec.num_eigen]
         if too_big:

@@ -2,24 +2,27 @@
 
 What a trial receives:
 
-- its *config* (small, from the grid of :mod:`raysweep.sweep.tuner`): ``sweep_id``,
-  ``store_dir`` (absolute), ``compile_cache`` (absolute folder or None), ``train``
-  (TrainConfig fields), ``seed``, ``artifact`` (key, path, model, dataset), ``pack``
-  (``{"id": p, "eigen_indices": [...]}``), ``optimizer``, ``linearized``;
-- ``payloads`` (through ``tune.with_parameters``, put in the object store once): for each
+- its *config* (small, from the grid of :mod:`raysweep.sweep.tuner`, no paths):
+  ``sweep_id``, ``train`` (TrainConfig fields), ``seed`` and ``point``: ``artifact`` (key,
+  model, dataset), ``pack`` (``{"id": p, "eigen_indices": [...]}``), ``optimizer``,
+  ``linearized``;
+- through ``tune.with_parameters``: ``payloads`` (put in the object store once): for each
   artifact key an ``ObjectRef`` of :func:`build_payload`'s dict, the large arrays (images,
-  the eigenvectors of the sweep's indices, the initial variables). A trial fetches only its
-  own artifact's payload.
+  the eigenvectors of the sweep's indices, the initial variables); a trial fetches only its
+  own artifact's payload. And ``store_dir`` (the results folder, absolute),
+  ``compile_cache`` (absolute folder or None) and ``checkpoint_every``.
 
 What it does (:func:`train_eigen_pack`): labels ``sign(φ_j)`` for its pack, one
 :func:`raysweep.training.train_pack_model` call, and after every epoch (a) rewrites its part
 file ``<store_dir>/metrics/<trial_id>.parquet`` with all rows so far (atomic; a crash keeps the
 completed epochs) and (b) ``ray.tune.report``\\ s the pack means plus per-target values
 (``test_accuracy_j<j>``, ``train_loss_j<j>``). A trial whose part is already complete (same
-indices, final epoch or diverged for every target) only reports its last result: a restored or
+indices, final epoch or diverged for every target) only reports its last result: a resumed or
 retried sweep does not train it again. If training raises, the latest row of each unfinished
 target is re-marked ``error`` before the exception goes to Tune (which retries up to
-``sweep.max_retries`` times; a retry rewrites the part from epoch 1).
+``sweep.max_retries`` times); a retry continues from the trial's checkpoint
+(``<store_dir>/checkpoints/<trial_id>.npz``, see :func:`train_eigen_pack`) and rewrites the
+rows after it, so every row appears exactly once.
 
 Devices: the trial's GPU share arrives as ``env_vars`` (see :func:`train_eigen_pack`); Ray has
 already set ``CUDA_VISIBLE_DEVICES`` to the trial's device. Each report carries the trial's
@@ -59,6 +62,8 @@ from raysweep.store import (
     write_trial_table,
 )
 from raysweep.sweep.plan import SweepPlan, trial_id_from_config
+
+CHECKPOINT_DIR = "checkpoints"
 
 
 def build_payload(artifact, plan: SweepPlan) -> dict[str, Any]:
@@ -127,13 +132,14 @@ def epoch_report(latest: list[dict], indices: list[int]) -> dict[str, Any]:
 
 
 def _identity(config: dict[str, Any], tid: str) -> dict[str, Any]:
+    point = config["point"]
     return {
         "sweep_id": config["sweep_id"],
         "trial_id": tid,
-        "model": config["artifact"]["model"],
-        "dataset": config["artifact"]["dataset"],
-        "optimizer": config["optimizer"],
-        "linearized": bool(config["linearized"]),
+        "model": point["artifact"]["model"],
+        "dataset": point["artifact"]["dataset"],
+        "optimizer": point["optimizer"],
+        "linearized": bool(point["linearized"]),
         "seed": int(config["seed"]),
     }
 
@@ -192,45 +198,90 @@ def placement() -> dict[str, str]:
     }
 
 
+def checkpoint_path(store_dir: str | os.PathLike, tid: str) -> Path:
+    """Where trial ``tid`` keeps its packed training state: ``checkpoints/<tid>.npz``."""
+    return Path(store_dir) / CHECKPOINT_DIR / f"{tid}.npz"
+
+
+def rows_before(table: pa.Table, indices: list[int], epoch: int) -> list[dict] | None:
+    """The part's rows of epochs ``<= epoch`` if they are all there, else None.
+
+    Every target needs its rows of epochs 1..``epoch``, or up to its ``diverged`` row. Rows a
+    failed attempt re-marked ``error`` are ``running`` again (the retry continues them).
+    """
+    rows = [r for r in table.to_pylist() if r["epoch"] <= epoch]
+    for j in indices:
+        mine = sorted(r["epoch"] for r in rows if r["eigen_index"] == j)
+        diverged = any(r["status"] == "diverged" for r in rows if r["eigen_index"] == j)
+        if mine != list(range(1, len(mine) + 1)) or not (len(mine) == epoch or diverged):
+            return None
+    return [{**r, "status": "running"} if r["status"] == "error" else r for r in rows]
+
+
 def train_eigen_pack(
-    config: dict[str, Any], payloads: dict[str, Any], env_vars: dict[str, str] | None = None
+    config: dict[str, Any],
+    payloads: dict[str, Any],
+    env_vars: dict[str, str] | None = None,
+    *,
+    store_dir: str,
+    compile_cache: str | None = None,
+    checkpoint_every: int = 0,
 ) -> None:
     """Tune function trainable (module level, so Tune can pickle and restore it).
 
     ``env_vars`` (from :func:`raysweep.distributed.cluster.gpu_memory_env` of the trial's GPU
     share) are set before the trial first touches a JAX device: with fractional GPUs several
     trials share a device, so JAX must not preallocate 75 % of it in each of them.
+
+    Checkpoints: with ``checkpoint_every > 0`` the packed state is saved to
+    :func:`checkpoint_path` every ``checkpoint_every`` epochs. A retried or resumed attempt
+    continues after the checkpoint's epoch when the part holds every row up to it (else it
+    starts at epoch 1), keeps those rows and replaces the later ones; the result is identical
+    to an uninterrupted trial (batch order from ``fold_in(seed, epoch)``). The checkpoint is
+    removed once the trial's part is complete.
     """
     import ray
     from ray import tune
 
     from raysweep.distributed.cluster import apply_env
     from raysweep.models import get_model
-    from raysweep.training import train_pack_model
+    from raysweep.training import checkpoint_epoch, train_pack_model
 
     apply_env(env_vars)  # before anything in this process uses a JAX device
     start = time.perf_counter()
     where = placement()
-    art, pack = config["artifact"], config["pack"]
-    indices = [int(j) for j in pack["eigen_indices"]]
+    point = config["point"]
+    indices = [int(j) for j in point["pack"]["eigen_indices"]]
     tid = trial_id_from_config(config)
-    store_dir = config["store_dir"]
-    train = TrainConfig(**{**config["train"], "optimizer": config["optimizer"]})
+    train = TrainConfig(**{**config["train"], "optimizer": point["optimizer"]})
+    ckpt = checkpoint_path(store_dir, tid)
 
-    done = read_trial_rows(store_dir, tid)
+    done = read_trial_rows(store_dir, tid, quarantine=True)
     if is_complete(done, indices, train.epochs):
+        ckpt.unlink(missing_ok=True)
         tune.report({**epoch_report(_last_rows(done, indices), indices), "skipped": 1, **where})
         return
 
     token = claim_attempt(store_dir, tid)
-    enable_compile_cache(config.get("compile_cache"))
-    payload = ray.get(payloads[art["key"]])
+    saved = checkpoint_epoch(ckpt) if checkpoint_every else None
+    if saved and rows_before(done, indices, saved) is None:
+        ckpt.unlink(missing_ok=True)  # its rows are gone (e.g. a quarantined part): start over
+    enable_compile_cache(compile_cache)
+    payload = ray.get(payloads[point["artifact"]["key"]])
     y_train, y_test = pack_labels(payload, indices)
     module = get_model(payload["model"], activation=payload["activation"])
     identity = _identity(config, tid)
     rows: list[dict[str, Any]] = []
     tables: list[pa.Table] = []
     seen: set[tuple[int, int]] = set()
+
+    def on_resume(epoch: int) -> None:
+        """Keep the part's rows of the epochs the checkpoint restored, drop later ones."""
+        kept = rows_before(done, indices, epoch) if epoch else []
+        rows.extend(kept)
+        seen.update((r["eigen_index"], r["epoch"]) for r in kept)
+        if kept:
+            tables.append(rows_to_table(kept))
 
     def on_epoch(latest: list[dict]) -> None:
         now = time.perf_counter() - start
@@ -262,13 +313,17 @@ def train_eigen_pack(
             payload["x_test"],
             y_test,
             train=train,
-            linearized=bool(config["linearized"]),
+            linearized=bool(point["linearized"]),
             seed=int(config["seed"]),
             on_epoch=on_epoch,
+            checkpoint=ckpt if checkpoint_every else None,
+            checkpoint_every=max(int(checkpoint_every), 1),
+            on_resume=on_resume,
         )
     except Exception:
         _mark_error(store_dir, tid, rows, token)
         raise
+    ckpt.unlink(missing_ok=True)
 
 
 def _mark_error(store_dir: str, tid: str, rows: list[dict[str, Any]], token: str) -> None:

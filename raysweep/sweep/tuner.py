@@ -1,11 +1,12 @@
 """Running a sweep on Ray Tune: :func:`run_sweep`.
 
-The grid (:mod:`raysweep.sweep.plan`) becomes a Tune ``param_space`` of four
-``tune.grid_search`` axes, artifact × pack × optimizer × linearized; the trial configs carry
-only names, indices and absolute paths. The large arrays of each artifact (images,
-eigenvectors of the sweep's indices, θ₀) are put in the object store once and handed to the
-trainable through ``tune.with_parameters``. Other settings, and the Ray 2.60 behaviour they
-account for:
+The grid (:mod:`raysweep.sweep.plan`) becomes a Tune ``param_space`` with one
+``tune.grid_search`` over the trials still to run (``point``: artifact key, pack, optimizer,
+linearized); the trial configs carry only names and indices, no paths, so nothing Tune saves
+depends on where the results folder lives. The results folder, the compilation cache and the
+large arrays of each artifact (images, eigenvectors of the sweep's indices, θ₀; put in the
+object store once) reach the trainable through ``tune.with_parameters``. Other settings, and
+the Ray 2.60 behaviour they account for:
 
 - ``tune.with_resources({"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial})``; Ray
   sets ``CUDA_VISIBLE_DEVICES`` of a trial to its device, and the JAX memory settings for the
@@ -16,11 +17,13 @@ account for:
   cluster one that every node sees (checked with
   :func:`raysweep.distributed.cluster.check_shared_dir` before any trial starts): trials write
   their parts, and Tune its trial folders, from the node they run on;
-- ``FailureConfig(max_failures=sweep.max_retries)``: a failed trial restarts from epoch 1 and
-  replaces its part file (its id is deterministic);
-- ``RunConfig(storage_path=<out_dir>/tune (absolute), name=sweep.name)``; no checkpoints (a
-  trial of a few minutes restarts instead; per-step checkpoints make Tune's experiment-state
-  snapshots a bottleneck);
+- ``FailureConfig(max_failures=sweep.max_retries)``: a failed trial (an exception, a killed
+  actor, a lost node) is retried; it continues from its own checkpoint
+  (``<out_dir>/checkpoints/<trial_id>.ckpt``, every ``sweep.checkpoint_every`` epochs) and
+  rewrites its part file (its id is deterministic), so its rows appear exactly once;
+- ``RunConfig(storage_path=<out_dir>/tune (absolute), name=sweep.name)``; no Tune checkpoints
+  (the trial's own checkpoint lives in the results folder; Tune's would make its
+  experiment-state snapshots a bottleneck);
 - ``TuneConfig(reuse_actors=True)``: ~100 ms instead of ~800 ms of overhead per trial, and
   the compiled training program is reused by the next pack of the same shape;
 - JAX's persistent compilation cache (``<out_dir>/jax_cache`` unless told otherwise), shared
@@ -29,10 +32,12 @@ account for:
 - TensorBoard: Tune's TBXLogger callback writes event files into every trial folder
   (tensorboardX is installed with ray[tune]): ``tensorboard --logdir <out_dir>/tune/<name>``.
 
-Resume (``resume=True``): ``Tuner.restore(path, trainable=..., resume_errored=True)`` when Tune
-left a restorable state, else a new Tuner over the same grid; either way a trial whose part is
-already complete only re-reports its result, so only unfinished work runs, and rows are never
-duplicated. The Tune driver holds ~77 KB per trial: for grids of many thousands of trials
+Resume (``resume=True``): the metrics store is the truth. Damaged parts are moved to
+``metrics/quarantine/`` (and named), then every planned trial without a complete part runs in
+a new Tuner, whatever Tune's saved state says (``Tuner.restore`` would revive only the trials
+Tune saw unfinished, and its saved configs would tie the sweep to one folder). A trial killed
+mid-run continues from its checkpoint. Rows are never duplicated: each trial rewrites its
+own part. The Tune driver holds ~77 KB per trial: for grids of many thousands of trials
 split the sweep into several (e.g. one per artifact or per index range).
 """
 
@@ -59,7 +64,7 @@ from raysweep.sweep.experiment import (
     previous_run,
     write_plan,
 )
-from raysweep.sweep.plan import SweepPlan, plan_sweep, trial_id_from_config
+from raysweep.sweep.plan import SweepPlan, TrialSpec, plan_sweep, trial_id_from_config
 from raysweep.sweep.progress import SweepProgress
 from raysweep.sweep.trainable import build_payload, train_eigen_pack
 
@@ -152,29 +157,35 @@ def compile_cache_dir(out_dir: Path, compile_cache: bool | str | os.PathLike) ->
     return str(Path(compile_cache).resolve())
 
 
-def param_space(
-    plan: SweepPlan, out_dir: Path, compile_cache: bool | str | os.PathLike = True
-) -> dict:
-    """The Tune search space: grid over artifact × pack × optimizer × linearized."""
+def param_space(plan: SweepPlan, trials: Sequence[TrialSpec] | None = None) -> dict:
+    """The Tune search space: one grid point per trial of ``trials`` (default: all of them).
+
+    A trial's config is ``sweep_id``, ``seed``, ``train`` (TrainConfig fields) and ``point``
+    (``trial_id``, ``artifact`` {key, model, dataset}, ``pack`` {id, eigen_indices},
+    ``optimizer``, ``linearized``): names and indices only.
+    """
     from ray import tune
 
+    arts = {a.key: a for a in plan.artifacts}
+    points = [
+        {
+            "trial_id": t.trial_id,
+            "artifact": {
+                "key": t.artifact,
+                "model": arts[t.artifact].model,
+                "dataset": arts[t.artifact].dataset,
+            },
+            "pack": {"id": t.pack, "eigen_indices": list(t.eigen_indices)},
+            "optimizer": t.optimizer,
+            "linearized": t.linearized,
+        }
+        for t in (plan.trials if trials is None else trials)
+    ]
     return {
         "sweep_id": plan.sweep_id,
-        "store_dir": str(out_dir),
-        "compile_cache": compile_cache_dir(out_dir, compile_cache),
         "seed": plan.seed,
         "train": dataclasses.asdict(plan.train),
-        "artifact": tune.grid_search(
-            [
-                {"key": a.key, "path": a.path, "model": a.model, "dataset": a.dataset}
-                for a in plan.artifacts
-            ]
-        ),
-        "pack": tune.grid_search(
-            [{"id": p, "eigen_indices": list(pack)} for p, pack in enumerate(plan.packs)]
-        ),
-        "optimizer": tune.grid_search(list(plan.optimizers)),
-        "linearized": tune.grid_search(list(plan.linearized)),
+        "point": tune.grid_search(points),
     }
 
 
@@ -185,7 +196,7 @@ def summarize(plan: SweepPlan, out_dir: Path, tune_counts: dict | None = None) -
     counts: dict[str, int] = {}
     for s in states:
         counts[s.status] = counts.get(s.status, 0) + 1
-    done = completed_trials(out_dir, plan)
+    done = completed_trials(out_dir, plan, table)
     return SweepSummary(
         out_dir=out_dir,
         metrics_dir=metrics_dir(out_dir),
@@ -243,16 +254,47 @@ def run_sweep(
         the cluster cannot provide, a GPU share JAX cannot be set up for, ``out_dir`` a URI or
         (multi-node) not visible on every node, or ``out_dir`` holding another or an
         unfinished sweep (without ``resume``).
+      raysweep.lease.ResultsDirBusy: another driver holds ``out_dir`` (one driver per
+        results folder; see :mod:`raysweep.lease`).
     """
-    from raysweep.distributed.cluster import check_results_dir, gpu_memory_env
+    from raysweep.distributed.cluster import check_results_dir
+    from raysweep.lease import hold_results_dir
 
     out_dir = check_results_dir(out_dir)
+    with hold_results_dir(out_dir, purpose="raysweep.sweep.run_sweep") as lease:
+        return _run_sweep(
+            config,
+            out_dir,
+            lease,
+            artifacts=artifacts,
+            resume=resume,
+            progress=progress,
+            compile_cache=compile_cache,
+            reuse_actors=reuse_actors,
+            log=log,
+        )
+
+
+def _run_sweep(
+    config: Config,
+    out_dir: Path,
+    lease,
+    *,
+    artifacts,
+    resume: bool,
+    progress: bool,
+    compile_cache,
+    reuse_actors: bool,
+    log,
+) -> SweepSummary:
+    from raysweep.distributed.cluster import gpu_memory_env
+
     trial_env = gpu_memory_env(config.sweep.gpus_per_trial)
     paths = [out_dir / "eigenfunctions"] if artifacts is None else list(artifacts)
     loaded = _load_artifacts(paths)
-    plan = plan_sweep(config, loaded)
+    plan = plan_sweep(config, loaded, out_dir=out_dir)
     by_path = {str(a.path.resolve()): a for a in loaded}
-    previous = previous_run(plan, out_dir, resume=resume)
+    previous = previous_run(plan, out_dir, resume=resume, log=log if progress else _quiet)
     if previous.state == "complete":
         summary = summarize(plan, out_dir)
         if progress:
@@ -269,47 +311,47 @@ def run_sweep(
     from raysweep.distributed import ensure_ray
     from raysweep.distributed.cluster import check_shared_dir
 
-    payloads = {a.key: build_payload(by_path[a.path], plan) for a in plan.artifacts}
+    payloads = {
+        a.key: build_payload(by_path[str(a.resolve(out_dir))], plan) for a in plan.artifacts
+    }
     ensure_ray()
     _check_resources(config)
     check_shared_dir(out_dir)
     refs = {key: ray.put(value) for key, value in payloads.items()}
     del payloads
+    lease.check()  # another driver took this folder over: stop before writing
     save_sweep_config(config, out_dir)
     write_plan(out_dir, plan)
     metrics_dir(out_dir).mkdir(parents=True, exist_ok=True)
 
     trainable = tune.with_resources(
-        tune.with_parameters(train_eigen_pack, payloads=refs, env_vars=trial_env),
+        tune.with_parameters(
+            train_eigen_pack,
+            payloads=refs,
+            env_vars=trial_env,
+            store_dir=str(out_dir),
+            compile_cache=compile_cache_dir(out_dir, compile_cache),
+            checkpoint_every=config.sweep.checkpoint_every,
+        ),
         {"cpu": config.sweep.cpus_per_trial, "gpu": config.sweep.gpus_per_trial},
     )
     exp = experiment_dir(out_dir, plan.sweep_id)
-    todo = len(plan.trials) - len(previous.done)
+    todo = [t for t in plan.trials if t.trial_id not in previous.done]
     if progress:
         log(
             f"[sweep] {len(plan.trials)} trials ({plan.num_targets} targets, "
-            f"{plan.train.epochs} epochs): {todo} to run; metrics in {metrics_dir(out_dir)}; "
-            f"tensorboard --logdir {exp}"
+            f"{plan.train.epochs} epochs): {len(todo)} to run; metrics in "
+            f"{metrics_dir(out_dir)}; tensorboard --logdir {exp}"
         )
-    tuner = None
-    if resume and tune.Tuner.can_restore(exp):
-        try:
-            tuner = tune.Tuner.restore(str(exp), trainable=trainable, resume_errored=True)
-        except Exception as err:  # unreadable state: the store still knows what is done
-            log(
-                f"[sweep] cannot restore Tune's state in {exp} ({err!r}); starting the grid "
-                "again, trials already complete in the store are skipped."
-            )
-    if tuner is None:
-        tuner = _new_tuner(
-            trainable,
-            plan,
-            config,
-            out_dir,
-            compile_cache,
-            log if progress else _quiet,
-            reuse_actors=bool(reuse_actors),
-        )
+    tuner = _new_tuner(
+        trainable,
+        plan,
+        todo,
+        config,
+        log if progress else _quiet,
+        out_dir=out_dir,
+        reuse_actors=bool(reuse_actors),
+    )
     results = tuner.fit()
     tune_counts: dict[str, int] = {}
     for result in results:
@@ -324,11 +366,11 @@ def run_sweep(
 def _new_tuner(
     trainable,
     plan: SweepPlan,
+    trials: Sequence[TrialSpec],
     config: Config,
-    out_dir: Path,
-    compile_cache: bool | str | os.PathLike,
     log,
     *,
+    out_dir: Path,
     reuse_actors: bool = True,
 ):
     from ray import tune
@@ -336,7 +378,7 @@ def _new_tuner(
     exp = experiment_dir(out_dir, plan.sweep_id)
     return tune.Tuner(
         trainable,
-        param_space=param_space(plan, out_dir, compile_cache),
+        param_space=param_space(plan, trials),
         tune_config=tune.TuneConfig(
             reuse_actors=reuse_actors,
             trial_name_creator=trial_name,
@@ -348,7 +390,7 @@ def _new_tuner(
             failure_config=tune.FailureConfig(max_failures=config.sweep.max_retries),
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
             verbose=0,
-            callbacks=[SweepProgress(len(plan.trials), plan.train.epochs, log=log)],
+            callbacks=[SweepProgress(len(trials), plan.train.epochs, log=log)],
         ),
     )
 

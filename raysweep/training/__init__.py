@@ -11,13 +11,16 @@ Typical use (one trial of the sweep: T eigenfunction targets, one compiled progr
 ``y_train`` is ``(T, n_tr)`` with entries ``±1`` (e.g. ``sign(φ_j)``), ``rows[t][e]`` a dict
 with keys :data:`METRIC_NAMES`. For batch-norm models use :func:`train_pack_model` (or pass
 ``train_apply_fn``, ``batch_stats`` and ``eval_apply_fn``). :func:`fit_pack` /
-:func:`fit_pack_model` also return the final parameters and optimizer states.
+:func:`fit_pack_model` also return the final parameters and optimizer states. With
+``checkpoint=path`` a run saves its state every ``checkpoint_every`` epochs and a retried run
+resumes from it (contract in :mod:`raysweep.training.pack`; :func:`checkpoint_epoch`).
 
 Files: ``metrics`` (losses, accuracy, distances, rows), ``optim`` (SGD/Adam and schedules),
-``checks`` (input validation), ``program`` (the jitted, vmapped epoch), ``pack`` (entry
-points and the epoch loop).
+``checks`` (input validation), ``program`` (the jitted, vmapped epoch), ``checkpoint`` (saving
+and resuming the loop state), ``pack`` (entry points and the epoch loop).
 """
 
+from raysweep.training.checkpoint import checkpoint_epoch
 from raysweep.training.metrics import LOSSES, METRIC_NAMES, STATUSES
 from raysweep.training.optim import SCHEDULES, make_optimizer, make_schedule
 from raysweep.training.pack import (
@@ -34,6 +37,7 @@ __all__ = [
     "SCHEDULES",
     "STATUSES",
     "PackResult",
+    "checkpoint_epoch",
     "fit_pack",
     "fit_pack_model",
     "make_optimizer",

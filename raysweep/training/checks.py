@@ -8,7 +8,9 @@ inputs to the dtypes the training program uses (float32 NumPy arrays).
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -20,6 +22,7 @@ from raysweep.training.optim import SCHEDULES
 
 __all__ = [
     "PackData",
+    "check_checkpoint",
     "check_data",
     "check_logits",
     "check_lr_scale",
@@ -209,3 +212,27 @@ def check_logits(where: str, fn: Callable, *args: Any, n: int) -> Any:
             "one output of a multi-output model, e.g. lambda p, x: f(p, x)[:, :1]."
         )
     return out
+
+
+def check_checkpoint(
+    checkpoint: Any, checkpoint_every: Any, on_resume: Callable | None
+) -> Path | None:
+    """The checkpoint path (``None``: no checkpoints), after checking the three options."""
+    if checkpoint is not None and not isinstance(checkpoint, str | os.PathLike):
+        raise TypeError(
+            f"checkpoint must be None or a file path (str or os.PathLike), got "
+            f"{type(checkpoint).__name__}."
+        )
+    if checkpoint is not None and not os.fspath(checkpoint):
+        raise ValueError("checkpoint is an empty path; pass a file path or None.")
+    if not _is_int(checkpoint_every) or checkpoint_every <= 0:
+        raise ValueError(
+            f"checkpoint_every must be a positive int (epochs between checkpoints), got "
+            f"{checkpoint_every!r}."
+        )
+    if on_resume is not None and not callable(on_resume):
+        raise TypeError(
+            f"on_resume must be None or a callable taking the resumed epoch (int), got "
+            f"{type(on_resume).__name__}."
+        )
+    return None if checkpoint is None else Path(checkpoint)

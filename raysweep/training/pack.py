@@ -16,11 +16,38 @@ because the program's shapes are fixed). The last epoch's rows have ``status="fi
 ``on_epoch(latest)`` is called after every epoch with a list of T dicts, the latest row of each
 target — a target that stopped earlier repeats its final ``"diverged"`` row, so check
 ``status``/``epoch``. The loop ends early when every target has diverged.
+
+Checkpoints (``checkpoint=path``; format in :mod:`raysweep.training.checkpoint`): after every
+``checkpoint_every``-th epoch, once ``on_epoch`` for it has returned, the whole loop state (θ,
+optimizer state with its update count, running statistics, step counter, threshold tracking,
+diverged flags and the rows so far, for all T targets) replaces ``path`` atomically. No
+checkpoint is written after the last epoch, nor after an epoch that left no target running.
+A later call with the same ``path`` and the same work resumes from it. The contract:
+
+- ``on_resume(r)`` is called exactly once, before the first epoch is trained (and before any
+  ``on_epoch``), with ``r`` the last epoch restored from the checkpoint, or ``r = 0`` when
+  training starts from θ₀ (no ``checkpoint``, no file yet, or a file that was ignored).
+- Training then runs epochs ``r + 1 … epochs`` only, and ``on_epoch`` is called for those
+  epochs only. ``PackResult.resumed_epoch`` is ``r`` too.
+- The returned ``rows`` cover all epochs: those of epochs ``≤ r`` come from the checkpoint.
+  Rows, final parameters and states are bitwise identical to an uninterrupted run on the same
+  device and software (the data order of epoch ``e`` is ``fold_in(key(seed), e)``).
+- A caller that records rows in ``on_epoch`` keeps what it recorded for epochs ``≤ r`` and
+  drops the rest (it will receive those epochs again). Since a checkpoint is written only after
+  ``on_epoch`` returned, an earlier attempt has already delivered every epoch ``≤ r``.
+- A checkpoint of other work (its key, :func:`~raysweep.training.checkpoint.checkpoint_key`,
+  covers the data, labels, θ₀, initial statistics, training config, seed and options) or a
+  damaged file (truncated, unreadable) is not loaded: a :class:`UserWarning` names the file,
+  training starts from epoch 1 and the file is overwritten at the next checkpoint.
+- The file is left in place when training ends; delete it once the results are safe.
+:func:`~raysweep.training.checkpoint.checkpoint_epoch` reads a checkpoint's epoch.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -28,8 +55,10 @@ import jax
 import jax.numpy as jnp
 
 from raysweep.config import TrainConfig
+from raysweep.training.checkpoint import checkpoint_key, load_checkpoint, save_checkpoint
 from raysweep.training.checks import (
     PackData,
+    check_checkpoint,
     check_data,
     check_logits,
     check_lr_scale,
@@ -58,13 +87,15 @@ class PackResult(NamedTuple):
     ``rows``: ``rows[t][e]`` metric dicts. ``params``: final θ, every leaf with the leading
     pack axis ``T`` (float32). ``batch_stats``: final running statistics per target in network
     mode with batch norm, else ``{}`` (the linearization keeps its initial statistics).
-    ``opt_state``: final optimizer state per target.
+    ``opt_state``: final optimizer state per target. ``resumed_epoch``: the last epoch
+    restored from the checkpoint (``0``: trained from θ₀; module docstring).
     """
 
     rows: Rows
     params: Any
     batch_stats: Any
     opt_state: Any
+    resumed_epoch: int = 0
 
 
 def _forward_for_functions(
@@ -115,6 +146,9 @@ def _fit(
     schedule: str,
     lr_scale: Any,
     centered: bool = False,
+    checkpoint: Path | None = None,
+    checkpoint_every: int = 5,
+    on_resume: Callable[[int], Any] | None = None,
 ) -> PackResult:
     pack_size = data.pack_size
     scale = check_lr_scale(lr_scale, pack_size)
@@ -166,8 +200,30 @@ def _fit(
     )
     state = program.init_state(consts.params0, consts.stats0, pack_size)
     rows: Rows = [[] for _ in range(pack_size)]
-    active = [True] * pack_size
-    for epoch in range(train.epochs):
+    start = 0
+    if checkpoint is not None:
+        key = checkpoint_key(
+            arrays={**data._asdict(), "lr_scale": scale},
+            params0=params0,
+            stats0=stats0,
+            train=train,
+            options={
+                "linearized": bool(linearized),
+                "centered": bool(centered),
+                "seed": int(seed),
+                "loss": loss,
+                "schedule": schedule,
+                "eval_batch_size": int(eval_batch_size),
+            },
+        )
+        restored = load_checkpoint(checkpoint, key=key, template=state, pack_size=pack_size)
+        if restored is not None:
+            state = jax.device_put(restored.state)
+            rows, start = restored.rows, restored.epoch
+    if on_resume is not None:
+        on_resume(start)
+    active = [not (r and r[-1]["status"] == "diverged") for r in rows]
+    for epoch in range(start, train.epochs if any(active) else start):
         state, metrics = program.run_epoch(state, consts, epoch)
         metrics = jax.device_get(metrics)
         last = epoch == train.epochs - 1
@@ -183,7 +239,9 @@ def _fit(
             on_epoch([r[-1] for r in rows])
         if not any(active):
             break
-    return PackResult(rows, state.params, state.batch_stats, state.opt_state)
+        if checkpoint is not None and not last and (epoch + 1) % checkpoint_every == 0:
+            save_checkpoint(checkpoint, key=key, state=state, epoch=epoch + 1, rows=rows)
+    return PackResult(rows, state.params, state.batch_stats, state.opt_state, start)
 
 
 def fit_pack(
@@ -206,6 +264,9 @@ def fit_pack(
     schedule: str = "linear",
     lr_scale: Any = None,
     centered: bool = False,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 5,
+    on_resume: Callable[[int], Any] | None = None,
 ) -> PackResult:
     """:func:`train_pack` returning the final state too (a :class:`PackResult`)."""
     train = check_train_config(train)
@@ -218,6 +279,7 @@ def fit_pack(
         on_epoch=on_epoch,
         centered=centered,
     )
+    path = check_checkpoint(checkpoint, checkpoint_every, on_resume)
     data = check_data(x_train, y_train, x_test, y_test)
     check_params0(params0)
     forward, stats0 = _forward_for_functions(
@@ -237,6 +299,9 @@ def fit_pack(
         schedule=schedule,
         lr_scale=lr_scale,
         centered=bool(centered),
+        checkpoint=path,
+        checkpoint_every=checkpoint_every,
+        on_resume=on_resume,
     )
 
 
@@ -260,6 +325,9 @@ def train_pack(
     schedule: str = "linear",
     lr_scale: Any = None,
     centered: bool = False,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 5,
+    on_resume: Callable[[int], Any] | None = None,
 ) -> Rows:
     """Train a pack of T targets (network or linearization) and return their metric rows.
 
@@ -287,7 +355,8 @@ def train_pack(
         evaluation. :func:`train_pack_model` builds all three from a module.
       seed: data-order seed; epoch ``e`` (0-based) uses
         ``jax.random.fold_in(jax.random.key(seed), e)``, the same order for all targets.
-      on_epoch: called after every epoch with the list of the T latest rows.
+      on_epoch: called after every epoch with the list of the T latest rows (after a resume,
+        only for the epochs trained in this call).
       eval_batch_size: examples per evaluation block (memory bound; results do not depend on
         it beyond float rounding).
       loss: ``"bce"`` (the paper's; targets ``(y + 1) / 2``) or ``"mse"`` (``½ (f − y)²``).
@@ -297,10 +366,17 @@ def train_pack(
         ``lr_scale[t] × η_k``. Default ones.
       centered: with ``linearized``, train ``J(θ₀, x)(θ − θ₀)`` (the linearization minus
         ``f(θ₀, x)``, zero output at θ₀) instead; ``True`` without ``linearized`` raises.
+      checkpoint: file path for checkpoints, or ``None`` (none). An existing checkpoint of the
+        same work is resumed; see "Checkpoints" in the module docstring for the contract.
+      checkpoint_every: write the checkpoint after every ``checkpoint_every``-th epoch (not
+        after the last one). Each write copies the state of all T targets to the host.
+      on_resume: called once before training with the last epoch restored from the
+        checkpoint (``0``: starting from θ₀); keep rows of epochs ``≤`` it, drop later ones.
 
     Returns:
       ``rows[t][e]``: dicts with keys :data:`~raysweep.training.metrics.METRIC_NAMES` after
-      epoch ``e + 1``; ``len(rows[t]) == train.epochs`` unless target ``t`` diverged.
+      epoch ``e + 1``; ``len(rows[t]) == train.epochs`` unless target ``t`` diverged. After a
+      resume the rows of the restored epochs are included.
 
     Raises:
       TypeError / ValueError: before anything is compiled, for a bad config, data shapes,
@@ -326,6 +402,9 @@ def train_pack(
         schedule=schedule,
         lr_scale=lr_scale,
         centered=centered,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        on_resume=on_resume,
     ).rows
 
 
@@ -353,19 +432,23 @@ def fit_pack_model(
             f"variables must be the dict from raysweep.models.init_variables (a 'params' entry "
             f"and optionally 'batch_stats'), got {got}."
         )
-    allowed = {"seed", "on_epoch", "eval_batch_size", "loss", "schedule", "lr_scale", "centered"}
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise TypeError(f"unknown option(s) {unknown}; allowed are {sorted(allowed)}.")
-    train = check_train_config(train)
     opts = {"seed": 0, "on_epoch": None, "eval_batch_size": 1024, "loss": "bce"}
-    opts |= {"schedule": "linear", "lr_scale": None, "centered": False} | options
+    opts |= {"schedule": "linear", "lr_scale": None, "centered": False}
+    opts |= {"checkpoint": None, "checkpoint_every": 5, "on_resume": None}
+    unknown = sorted(set(options) - set(opts))
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown}; allowed are {sorted(opts)}.")
+    train = check_train_config(train)
+    opts |= options
     check_options(
         linearized=linearized,
         **{
             k: opts[k]
             for k in ("seed", "eval_batch_size", "loss", "schedule", "on_epoch", "centered")
         },
+    )
+    opts["checkpoint"] = check_checkpoint(
+        opts["checkpoint"], opts["checkpoint_every"], opts["on_resume"]
     )
     data = check_data(x_train, y_train, x_test, y_test)
     params0 = variables["params"]
@@ -399,8 +482,9 @@ def train_pack_model(
     The network trains with batch statistics and per-target running averages (from
     ``variables["batch_stats"]``) and is evaluated with those running averages; the
     linearization uses the initial statistics throughout. ``options``: ``seed``,
-    ``on_epoch``, ``eval_batch_size``, ``loss``, ``schedule``, ``lr_scale``, ``centered`` as
-    in :func:`train_pack`.
+    ``on_epoch``, ``eval_batch_size``, ``loss``, ``schedule``, ``lr_scale``, ``centered``,
+    ``checkpoint``, ``checkpoint_every``, ``on_resume`` as in :func:`train_pack` (resuming
+    restores the per-target running statistics too).
     """
     return fit_pack_model(
         module,

@@ -1,0 +1,64 @@
+"""Fixtures shared by the sweep tests: a local Ray cluster, a compilation cache, a tiny artifact.
+
+The eigenfunction artifact is tiny (digits, 60 train + 30 test images, 8 eigenvectors from a
+dense eigensolve of the exact Gram) and built once per module that asks for it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import ray
+
+from raysweep.config import apply_overrides, get_preset
+from raysweep.distributed import ensure_ray
+from raysweep.eigen import top_eigenpairs
+from raysweep.eigenfunctions import _dataset_for, _model_for, save_artifact
+from raysweep.models import make_apply_fn
+from raysweep.ntk import ntk_gram
+
+BASE = (
+    "data.num_train=60",
+    "data.num_test=30",
+    "ntk.num_eigen=8",
+    "train.epochs=2",
+    "train.batch_size=16",
+    "sweep.eigen_indices=0,1",
+    "sweep.pack_size=2",
+    "sweep.max_retries=0",
+    "sweep.cpus_per_trial=2",  # 2 trials at a time on the 4 logical CPUs: 2 compiles in parallel
+)
+
+
+def make_config(*overrides):
+    return apply_overrides(get_preset("smoke"), [*BASE, *overrides])
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    started = ensure_ray(address="local", num_cpus=4, include_dashboard=False)
+    yield ray.get_runtime_context().gcs_address
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def jax_cache(tmp_path_factory):
+    """One persistent compilation cache for the module: sweeps of equal shapes compile once."""
+    return tmp_path_factory.mktemp("jax_cache")
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    """A tiny eigenfunction artifact: exact Gram of the initial MLP, dense top-8 eigenpairs."""
+    config = make_config()
+    ds = _dataset_for(config)
+    module, variables = _model_for(config, ds.input_shape)
+    x, _ = ds.concatenated()
+    gram = ntk_gram(make_apply_fn(module, variables), variables["params"], x)
+    pairs = top_eigenpairs(np.asarray(gram, np.float64), 8, method="dense")
+    path = tmp_path_factory.mktemp("artifact") / "eigenfunctions"
+    save_artifact(
+        path, config=config, manifest=ds.manifest(), pairs=pairs, variables=variables, meta={}
+    )
+    return path
