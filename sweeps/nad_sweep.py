@@ -57,6 +57,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import numpy as np  # noqa: E402
 
+from raysweep.atomic import atomic_write  # noqa: E402
 from raysweep.config import TrainConfig  # noqa: E402
 
 PRESETS = {
@@ -177,7 +178,9 @@ def compute_nads(model: str, opts: dict, args, out: Path):
     )
     fig = plot_nads(result.eigvals, result.directions, shape, num=min(10, opts["k"]))
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / "figures" / f"nads_{model}.png", dpi=120)
+    atomic_write(
+        out / "figures" / f"nads_{model}.png", lambda fh: fig.savefig(fh, format="png", dpi=120)
+    )
     rel = float(np.max(result.residuals) / result.eigvals[0])
     print(
         f"  {model}: P={count_params(variables['params']):,}, d={int(np.prod(shape))}, "
@@ -271,7 +274,8 @@ def run(args, opts: dict, train: TrainConfig) -> int:
         for ax in fig.axes:
             ax.set_xlabel("NAD index j")
         suffix = "" if len(opts["optimizers"]) == 1 else f"_{optimizer}"
-        fig.savefig(out / "figures" / f"accuracy_vs_nad_index{suffix}.png", dpi=120)
+        path = out / "figures" / f"accuracy_vs_nad_index{suffix}.png"
+        atomic_write(path, lambda fh, fig=fig: fig.savefig(fh, format="png", dpi=120))
     print(
         f"3. figures in {out / 'figures'}; metrics in {out / 'metrics'}. "
         f"Done in {time.perf_counter() - start:.1f} s."
