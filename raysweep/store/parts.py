@@ -163,7 +163,7 @@ def read_part(path: str | os.PathLike) -> pa.Table:
     except (pa.ArrowException, OSError) as err:
         if isinstance(err, FileNotFoundError | PermissionError):
             raise
-        raise ValueError(f"{path} is not a readable Parquet part ({err})") from err
+        raise ValueError(f"{path}: not a readable Parquet file ({err})") from err
     return check_schema(table.replace_schema_metadata(None), str(path))
 
 
