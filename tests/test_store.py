@@ -291,3 +291,37 @@ def test_config_saved_with_the_sweep(tmp_path):
     assert load_sweep_config(tmp_path) == config
     with pytest.raises(FileNotFoundError, match="has not started"):
         load_sweep_config(tmp_path / "other")
+
+
+def test_damaged_part_is_named_skipped_or_quarantined(tmp_path):
+    from raysweep.store import DamagedPartWarning, scan_metrics
+
+    good, bad = "sgd-nn-pack000-mlp-digits", "adam-lin-pack000-mlp-digits"
+    write_trial_rows(tmp_path, good, trial_rows(good))
+    path = write_trial_rows(tmp_path, bad, trial_rows(bad))
+    path.write_bytes(path.read_bytes()[:50])  # truncated
+
+    with pytest.warns(DamagedPartWarning, match=rf"{path} \(not a readable Parquet file"):
+        table = read_metrics(tmp_path)
+    assert set(table.column("trial_id").to_pylist()) == {good} and table.num_rows == 6
+    with pytest.raises(ValueError, match=rf"1 damaged part file\(s\) .*{path}.*--resume"):
+        read_metrics(tmp_path, damaged="raise")
+    with pytest.raises(ValueError, match=rf"{path}: not a readable Parquet file"):
+        read_trial_rows(tmp_path, bad)
+    assert path.exists()  # nothing moved by readers
+
+    table, damaged = scan_metrics(tmp_path, quarantine=True)
+    assert table.num_rows == 6 and [d.trial_id for d in damaged] == [bad]
+    moved = damaged[0].moved_to
+    assert not path.exists() and moved.parent == tmp_path / "metrics" / "quarantine"
+    assert moved.read_bytes() and moved.name.startswith(f"{bad}.parquet.")
+    assert [p.name for p in list_parts(tmp_path)] == [f"{good}.parquet"]
+    assert read_trial_rows(tmp_path, bad).num_rows == 0  # the trial runs again
+
+    # A part written under another schema is damaged too; quarantine from the trial's side.
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"x": [1]}), part_path(tmp_path, bad))
+    with pytest.warns(DamagedPartWarning, match=bad):
+        assert read_trial_rows(tmp_path, bad, quarantine=True).num_rows == 0
+    assert len(list((tmp_path / "metrics" / "quarantine").iterdir())) == 2
