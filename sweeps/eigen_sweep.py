@@ -179,12 +179,15 @@ def main(argv=None) -> int:
 
 def run(args, config, out: Path, trial_env: dict) -> int:
     """The main job in ``out``, whose lease this process holds."""
+    from raysweep.distributed.capacity import check_trial_resources
     from raysweep.distributed.cluster import check_shared_dir, connect_or_start
 
     print(f"raysweep eigen_sweep: preset {config.preset}, results in {out}")
     try:
         connect_or_start(args.address, env_vars=trial_env)
         check_shared_dir(out)
+        if not args.eigen_only:  # before the Gram: a trial that can never run is refused now
+            check_trial_resources(config.sweep.cpus_per_trial, config.sweep.gpus_per_trial)
     except (ValueError, ConnectionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -70,7 +70,8 @@ def test_plan_grid_and_deterministic_ids(artifact):
         ),
         (
             lambda c, a: (make_config("sweep.cpus_per_trial=64"), [a]),
-            r"no trial could ever be scheduled \(CPU: 64.0 per trial but the cluster has 4",
+            r"no trial could ever be scheduled: a trial asks for 64 CPU and 0 GPU on one node, "
+            r"but no node .* \(nodes: .*alive: 4 CPU, 0 GPU",
         ),
     ],
 )

@@ -132,22 +132,6 @@ def _load_artifacts(paths: Sequence[str | os.PathLike]):
     return loaded
 
 
-def _check_resources(config: Config) -> None:
-    import ray
-
-    total = ray.cluster_resources()
-    need = {"CPU": config.sweep.cpus_per_trial, "GPU": config.sweep.gpus_per_trial}
-    short = {k: (v, total.get(k, 0)) for k, v in need.items() if v > total.get(k, 0)}
-    if short:
-        detail = ", ".join(
-            f"{k}: {v} per trial but the cluster has {have}" for k, (v, have) in short.items()
-        )
-        raise ValueError(
-            f"no trial could ever be scheduled ({detail}). Lower sweep.cpus_per_trial / "
-            "sweep.gpus_per_trial (--cpus-per-trial / --gpus-per-trial) or add nodes first."
-        )
-
-
 def compile_cache_dir(out_dir: Path, compile_cache: bool | str | os.PathLike) -> str | None:
     """The folder of JAX's persistent compilation cache for a sweep (None: no cache)."""
     if compile_cache is True:
@@ -309,13 +293,14 @@ def _run_sweep(
     from ray import tune
 
     from raysweep.distributed import ensure_ray
+    from raysweep.distributed.capacity import check_trial_resources
     from raysweep.distributed.cluster import check_shared_dir
 
     payloads = {
         a.key: build_payload(by_path[str(a.resolve(out_dir))], plan) for a in plan.artifacts
     }
     ensure_ray()
-    _check_resources(config)
+    check_trial_resources(config.sweep.cpus_per_trial, config.sweep.gpus_per_trial)
     check_shared_dir(out_dir)
     refs = {key: ray.put(value) for key, value in payloads.items()}
     del payloads
