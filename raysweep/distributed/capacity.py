@@ -108,9 +108,8 @@ def autoscaler_node_types(path: str | os.PathLike = BOOTSTRAP_CONFIG) -> list[No
 def node_shapes(bootstrap_config: str | os.PathLike = BOOTSTRAP_CONFIG) -> list[NodeShape]:
     """Alive nodes, nodes seen in this session and the autoscaler's node types."""
     alive = _alive()
-    gone = [
-        s for s in _seen() if (s.name, s.resources) not in {(a.name, a.resources) for a in alive}
-    ]
+    up = [(a.name, a.resources) for a in alive]
+    gone = [s for s in _seen() if (s.name, s.resources) not in up]
     return [*alive, *gone, *autoscaler_node_types(bootstrap_config)]
 
 
