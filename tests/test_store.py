@@ -325,3 +325,26 @@ def test_damaged_part_is_named_skipped_or_quarantined(tmp_path):
     with pytest.warns(DamagedPartWarning, match=bad):
         assert read_trial_rows(tmp_path, bad, quarantine=True).num_rows == 0
     assert len(list((tmp_path / "metrics" / "quarantine").iterdir())) == 2
+
+
+def test_accuracy_mean_counts_diverged_and_unfinished_targets(tmp_path):
+    nn, lin = "sgd-nn-pack000-mlp-digits", "sgd-lin-pack000-mlp-digits"
+    # Network: 7 of 8 targets diverged at epoch 1 (NaN loss, accuracy 0.5), one finished.
+    rows = [make_row(nn, j, 1, status="diverged", test_accuracy=0.5) for j in range(7)]
+    rows += [make_row(nn, 7, e, status="finished" if e == 2 else "running") for e in (1, 2)]
+    write_trial_rows(tmp_path, nn, rows)
+    # Linearized: 6 finished, 2 still running after epoch 1 of 2.
+    rows = [
+        make_row(lin, j, e, status="finished" if e == 2 else "running")
+        for j in range(6)
+        for e in (1, 2)
+    ]
+    rows += [make_row(lin, j, 1) for j in (6, 7)]
+    write_trial_rows(tmp_path, lin, rows)
+    text = format_accuracy(read_metrics(tmp_path))
+    lines = {line.split()[0]: line.split()[1:] for line in text.splitlines()[2:]}
+    finished_lin = [1.0 - 0.3 / (j + 2) for j in range(6)]
+    assert lines["mean"] == [f"{1.0 - 0.3 / 9:.3f}", f"{sum(finished_lin) / 6:.3f}"]
+    assert lines["diverged"] == ["7/8", "0/8"]
+    assert lines["unfinished"] == ["0/8", "2/8"]
+    assert "mean over finished targets only" in text

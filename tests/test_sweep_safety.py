@@ -292,3 +292,25 @@ def test_two_drivers_on_one_folder_are_refused(ray_cluster, artifact, tmp_path):
     # The holder was killed: its lease is stale at once on this host.
     with hold_results_dir(out, purpose="test") as lease:
         assert lease.held
+
+
+def test_run_counts_tell_unfinished_from_terminated(artifact, reference, tmp_path):
+    from types import SimpleNamespace
+
+    from raysweep.eigenfunctions import load_artifact
+    from raysweep.sweep import param_space, plan_sweep
+    from raysweep.sweep.tuner import run_counts
+
+    out = copy_sweep(reference, tmp_path / "sweep")
+    (out / "metrics" / "sgd-lin-pack001-mlp-digits.parquet").unlink()  # stopped by Ctrl-C
+    plan = plan_sweep(make_config(*SHAPE), [load_artifact(artifact)])
+    points = param_space(plan)["point"]["grid_search"]
+    results = [
+        SimpleNamespace(config={"point": p}, error=RuntimeError("x") if i == 0 else None)
+        for i, p in enumerate(points)
+    ]
+    assert [p["trial_id"] for p in points][:2] == [
+        "sgd-nn-pack000-mlp-digits",
+        "sgd-lin-pack000-mlp-digits",
+    ]
+    assert run_counts(results, plan, out) == {"ERROR": 1, "TERMINATED": 2, "UNFINISHED": 1}

@@ -134,7 +134,8 @@ def format_accuracy(table: pa.Table) -> str:
     """Final test accuracy by eigen-index: network (nn) vs linearized (lin), per optimizer.
 
     One block per (model, dataset). ``div``: the target diverged; ``*``: not finished (the value
-    of its latest epoch); ``-``: no row yet.
+    of its latest epoch); ``-``: no row yet. The mean is over finished targets only; rows
+    ``diverged`` and ``unfinished`` count the others (shown when there are any).
     """
     last = latest_rows(table)
     if last.num_rows == 0:
@@ -156,15 +157,27 @@ def format_accuracy(table: pa.Table) -> str:
                 f"  {j:>6}"
                 + "".join(f"{_cell(cells.get((opt, lin, j))):>11}" for opt, lin in columns)
             )
-        means = []
+        means, counts = [], {"diverged": [], "unfinished": []}
         for opt, lin in columns:
-            vals = [
-                cells[(opt, lin, j)]["test_accuracy"]
-                for j in indices
-                if (opt, lin, j) in cells and cells[(opt, lin, j)]["status"] != "diverged"
-            ]
+            mine_col = [cells[(opt, lin, j)] for j in indices if (opt, lin, j) in cells]
+            vals = [r["test_accuracy"] for r in mine_col if r["status"] == "finished"]
             means.append(f"{sum(vals) / len(vals):.3f}" if vals else "-")
+            counts["diverged"].append(sum(r["status"] == "diverged" for r in mine_col))
+            counts["unfinished"].append(sum(r["status"] in ("running", "error") for r in mine_col))
         lines.append(f"  {'mean':>6}" + "".join(f"{m:>11}" for m in means))
+        for label, values in counts.items():
+            if any(values):
+                total = [
+                    len([j for j in indices if (opt, lin, j) in cells]) for opt, lin in columns
+                ]
+                lines.append(
+                    f"  {label:>6}"
+                    + "".join(f"{f'{v}/{t}':>11}" for v, t in zip(values, total, strict=True))
+                )
+        if any(any(v) for v in counts.values()):
+            lines.append(
+                "  (mean over finished targets only; diverged and unfinished counted above)"
+            )
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 

@@ -76,8 +76,9 @@ class SweepSummary:
     """What :func:`run_sweep` returns; ``str(summary)`` is the text it prints.
 
     ``trial_counts``: trials per store status (finished / diverged / error / running);
-    ``target_counts``: targets per status; ``tune_counts``: Tune's trial states of this run
-    (empty if nothing ran); ``missing``: planned trials without a complete part.
+    ``target_counts``: targets per status; ``tune_counts``: this run's trials by outcome
+    (:func:`run_counts`; empty if nothing ran); ``missing``: planned trials without a
+    complete part.
     """
 
     out_dir: Path
@@ -171,6 +172,21 @@ def param_space(plan: SweepPlan, trials: Sequence[TrialSpec] | None = None) -> d
         "train": dataclasses.asdict(plan.train),
         "point": tune.grid_search(points),
     }
+
+
+def run_counts(results, plan: SweepPlan, out_dir: Path) -> dict[str, int]:
+    """This run's trials by outcome: ``ERROR`` (raised, out of retries), ``TERMINATED``
+    (complete in the store) or ``UNFINISHED`` (stopped early, e.g. by Ctrl-C: Tune returns
+    such trials without an error)."""
+    done = completed_trials(out_dir, plan)
+    counts: dict[str, int] = {}
+    for result in results:
+        if result.error:
+            state = "ERROR"
+        else:
+            state = "TERMINATED" if trial_id_from_config(result.config) in done else "UNFINISHED"
+        counts[state] = counts.get(state, 0) + 1
+    return counts
 
 
 def summarize(plan: SweepPlan, out_dir: Path, tune_counts: dict | None = None) -> SweepSummary:
@@ -338,11 +354,7 @@ def _run_sweep(
         reuse_actors=bool(reuse_actors),
     )
     results = tuner.fit()
-    tune_counts: dict[str, int] = {}
-    for result in results:
-        state = "ERROR" if result.error else "TERMINATED"
-        tune_counts[state] = tune_counts.get(state, 0) + 1
-    summary = summarize(plan, out_dir, tune_counts)
+    summary = summarize(plan, out_dir, run_counts(results, plan, out_dir))
     if progress:
         log(str(summary))
     return summary
