@@ -17,6 +17,18 @@ from raysweep.eigenfunctions import _dataset_for, _model_for, save_artifact
 from raysweep.models import make_apply_fn
 from raysweep.ntk import ntk_gram
 
+F32_EPS = float(np.finfo(np.float32).eps)
+
+
+def assert_close_f32(actual, desired, *, ulps: float = 64) -> None:
+    """float32 results of two orderings of the same computation agree to ``ulps`` units of
+    float32 rounding of the largest entry (batch, tile and jit choices change the order of
+    sums; the bound must not depend on this machine's kernels)."""
+    actual, desired = np.asarray(actual, np.float64), np.asarray(desired, np.float64)
+    scale = max(float(np.abs(desired).max(initial=0.0)), float(np.finfo(np.float32).tiny))
+    np.testing.assert_allclose(actual, desired, rtol=0, atol=ulps * F32_EPS * scale)
+
+
 BASE = (
     "data.num_train=60",
     "data.num_test=30",

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_close_f32
 from jax.flatten_util import ravel_pytree
 
 from raysweep.analysis import load_alignment, load_baseline, load_energy_records, load_pretrained
@@ -244,7 +245,7 @@ def test_centered_linearization_is_zero_at_its_base_and_affine(tiny):
     jac_c = jax.jacobian(lambda p: apply_c(unravel(p), x[:4])[:, 0])(flat)
     flat_b, unravel_b = ravel_pytree(base)
     jac_b = jax.jacobian(lambda p: apply_fn(unravel_b(p), x[:4])[:, 0])(flat_b)
-    np.testing.assert_allclose(np.asarray(jac_c), np.asarray(jac_b), rtol=1e-5, atol=1e-6)
+    assert_close_f32(jac_c, jac_b)
 
 
 def test_pretrained_study_trains_three_variants(results):

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_close_f32
 
 from raysweep.models import (
     ACTIVATION_NAMES,
@@ -191,7 +192,7 @@ def test_resnet_batch_stats_train_vs_inference(tiny_resnet):
 
     # inference mode leaves the stats alone and treats examples independently of the batch
     assert _trees_equal(variables["batch_stats"], stats)
-    np.testing.assert_allclose(apply_fn(params, x[:1]), y_eval[:1], rtol=1e-5, atol=1e-6)
+    assert_close_f32(apply_fn(params, x[:1]), y_eval[:1])
     # momentum 0.9: new = 0.9 * old + 0.1 * batch mean of the stem features
     old_mean = np.asarray(stats["bn_init"]["mean"])
     new_mean = np.asarray(new_stats["bn_init"]["mean"])
@@ -223,10 +224,10 @@ def test_apply_fn_grad_jit_vmap(small_models, name):
     x = _batch(SMALL, 3, seed=2)
 
     y = apply_fn(params, x)
-    np.testing.assert_allclose(jax.jit(apply_fn)(params, x), y, rtol=1e-6, atol=1e-6)
+    assert_close_f32(jax.jit(apply_fn)(params, x), y)
     per_example = jax.jit(jax.vmap(lambda xi: apply_fn(params, xi[None])[0]))(x)
     assert per_example.shape == (3, 1)
-    np.testing.assert_allclose(per_example, y, rtol=1e-5, atol=1e-6)
+    assert_close_f32(per_example, y)
 
     grads = jax.jit(jax.grad(lambda p: jnp.sum(apply_fn(p, x))))(params)
     leaves = [np.asarray(g) for g in jax.tree_util.tree_leaves(grads)]

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_close_f32
 from jax.flatten_util import ravel_pytree
 
 import raysweep.ntk.gram as gram_module
@@ -303,9 +304,7 @@ def test_chunked_features_equal_one_block():
     for k in (2, 3, 13):
         parts = gram_module.chunked_features(engine._features, leaves, x, k)
         for a, b in zip(jax.tree_util.tree_leaves(parts), one, strict=True):
-            # float32 products of other batch shapes: a few ulps of the largest entry
-            scale = float(np.abs(b).max())
-            np.testing.assert_allclose(a, b, rtol=0, atol=64 * np.finfo(np.float32).eps * scale)
+            assert_close_f32(a, b)  # products of other batch shapes
 
 
 def test_panel_computes_row_features_once(data, monkeypatch):
@@ -462,7 +461,7 @@ def test_linearize_value_gradient_and_affinity(data):
     apply_fn, params = tiny_mlp()
     x1, _ = data
     apply_lin = linearize(apply_fn, params)
-    np.testing.assert_allclose(apply_lin(params, x1), apply_fn(params, x1), rtol=1e-6)
+    assert_close_f32(apply_lin(params, x1), apply_fn(params, x1), ulps=16)
 
     rng = np.random.default_rng(5)
     d1 = jax.tree_util.tree_map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
