@@ -13,6 +13,10 @@ name and moved into place by :func:`replace_dir`.
 :func:`crc32_file` is the checksum stored beside tiles and inside artifacts (zlib's CRC-32,
 read in chunks).
 
+:func:`unwritable_reason` says, before any work, why files could not be created in a folder
+(or where it would be created): it tries, since permission bits say nothing when running as
+root and nothing about read-only mounts.
+
 :func:`available_memory_bytes` is how much memory this process may still use: the smaller of
 Linux's ``MemAvailable`` and what the cgroup limit leaves (containers, Ray workers with a
 memory limit).
@@ -39,6 +43,7 @@ __all__ = [
     "fsync_dir",
     "replace_dir",
     "temp_name",
+    "unwritable_reason",
 ]
 
 _CHUNK = 8 * 2**20
@@ -117,6 +122,33 @@ def replace_dir(tmp_dir: str | os.PathLike, path: str | os.PathLike) -> Path:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def unwritable_reason(path: str | os.PathLike) -> str | None:
+    """Why files cannot be created in the folder ``path``, or ``None`` when they can.
+
+    When ``path`` does not exist yet, its nearest existing ancestor is tried (that is where
+    ``mkdir(parents=True)`` would create it); nothing is created there. The test creates and
+    removes one hidden file, so it holds for root, read-only mounts and immutable folders,
+    where ``os.access`` would say yes.
+
+    Returns:
+      ``None``, or a phrase such as ``"/r is a file, not a folder"`` or
+      ``"cannot create files in /r (Permission denied)"``.
+    """
+    folder = Path(path).absolute()
+    while not os.path.lexists(folder) and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    probe = temp_name(folder / "write-test")
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except OSError as err:
+        return f"cannot create files in {folder} ({err.strerror or err})"
+    os.close(fd)
+    probe.unlink(missing_ok=True)
+    return None
 
 
 def crc32_file(path: str | os.PathLike) -> int:

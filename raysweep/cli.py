@@ -23,6 +23,17 @@ from pathlib import Path
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are one line on stderr, then exit status 2.
+
+    ``error: argument --preset: invalid choice: 'x' (choose from ...); see PROG --help``
+    instead of the usage block followed by the error. Subparsers inherit the class.
+    """
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see {self.prog} --help for the options.\n")
+
+
 def add_command(subparsers, name: str, run: Callable[[argparse.Namespace], int], **kwargs):
     """Register subcommand ``name``; ``run(args) -> exit code``. Returns its parser."""
     parser = subparsers.add_parser(name, **kwargs)
@@ -98,7 +109,7 @@ def run_report(args: argparse.Namespace) -> int:
 
     try:
         page = build_report(args.results_dir, args.out)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(page)
@@ -106,7 +117,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="raysweep",
         description="Network-vs-linearization sweeps on NTK eigenfunctions (see README).",
     )

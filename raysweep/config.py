@@ -33,6 +33,9 @@ OPTIMIZERS = ("sgd", "adam")
 NTK_METHODS = ("auto", "contraction", "structured", "ntvp")
 EIGEN_METHODS = ("auto", "dense", "block", "nystrom")
 DTYPES = ("float32", "float64")
+MIN_SPLIT_SIZE = 10
+"""Fewest rows ``data.num_train`` / ``data.num_test`` may keep: every dataset has ten
+original classes, and a smaller stratified subsample would drop some of them."""
 
 
 def _choice(section: str, name: str, value: Any, allowed: Sequence[str]) -> None:
@@ -61,7 +64,8 @@ class DataConfig:
 
     ``root=None`` means the ``RAYSWEEP_DATA`` environment variable, else the default data
     folder of :mod:`raysweep.data`. ``num_train``/``num_test`` subsample (stratified,
-    deterministic in ``seed``); ``None`` keeps the whole split.
+    deterministic in ``seed``), at least :data:`MIN_SPLIT_SIZE` rows each; ``None`` keeps the
+    whole split.
     """
 
     name: str = "digits"
@@ -72,8 +76,16 @@ class DataConfig:
 
     def __post_init__(self):
         _choice("data", "name", self.name, DATASET_NAMES)
-        _positive("data", "num_train", self.num_train, allow_none=True)
-        _positive("data", "num_test", self.num_test, allow_none=True)
+        for name in ("num_train", "num_test"):
+            value = getattr(self, name)
+            _positive("data", name, value, allow_none=True)
+            if value is not None and value < MIN_SPLIT_SIZE:
+                raise ValueError(
+                    f"data.{name}={value} is too small: a split needs at least "
+                    f"{MIN_SPLIT_SIZE} rows, one per original class, so that the stratified "
+                    f"subsample keeps every class; give data.{name}={MIN_SPLIT_SIZE} or more, "
+                    "or none for the whole split."
+                )
         _non_negative_int("data", "seed", self.seed)
 
 
@@ -188,7 +200,10 @@ class SweepConfig:
         for j in self.eigen_indices:
             _non_negative_int("sweep", "eigen_indices[...]", j)
         if len(set(self.eigen_indices)) != len(self.eigen_indices):
-            raise ValueError(f"sweep.eigen_indices has duplicates: {self.eigen_indices!r}.")
+            raise ValueError(
+                f"sweep.eigen_indices has duplicates: {self.eigen_indices!r}; list each index "
+                "once, e.g. 0,1,2."
+            )
         if not self.optimizers:
             raise ValueError("sweep.optimizers is empty; choose from sgd, adam.")
         for opt in self.optimizers:

@@ -96,6 +96,35 @@ def _dataset_for(config: Config) -> Dataset:
     )
 
 
+def check_num_eigen(config: Config, ds: Dataset) -> None:
+    """Raise ``ValueError`` unless ``ntk.num_eigen`` k is smaller than N, the dataset's size."""
+    k, n = config.ntk.num_eigen, ds.num_total
+    if k >= n:
+        raise ValueError(
+            f"ntk.num_eigen={k} must be smaller than the number of samples N={n} "
+            f"({ds.num_train} train + {ds.num_test} test); lower ntk.num_eigen below {n} "
+            "or keep more data (data.num_train / data.num_test)."
+        )
+
+
+def load_checked_dataset(config: Config) -> Dataset:
+    """The dataset of ``config``, read and validated, with k < N checked: before any work.
+
+    What a driver calls before it starts Ray or computes anything, so that missing, empty,
+    truncated or malformed data files and a k that is too large are reported in one line
+    while nothing has been written. Pass the result to :func:`compute_eigenfunctions`
+    (``dataset=``) so that the files are read once.
+
+    Raises:
+      FileNotFoundError: the data folder or files are missing.
+      ValueError / TypeError: a file is truncated or malformed, a subsample size exceeds the
+        split, or ``ntk.num_eigen`` is not smaller than N.
+    """
+    ds = _dataset_for(config)
+    check_num_eigen(config, ds)
+    return ds
+
+
 @dataclass(frozen=True)
 class EigenArtifact:
     """A loaded eigenfunction artifact (see the module docstring for the files)."""
@@ -334,6 +363,7 @@ def compute_eigenfunctions(
     *,
     progress: bool = True,
     log=print,
+    dataset: Dataset | None = None,
 ) -> EigenArtifact:
     """Compute (or reuse) the eigenfunction artifact of ``config`` under ``out_dir``.
 
@@ -343,14 +373,19 @@ def compute_eigenfunctions(
     recomputed. A damaged existing artifact (:class:`DamagedArtifactError`, or files missing)
     is named through ``log``, moved aside to ``out_dir/eigenfunctions.damaged-<UTC time>``
     (never deleted) and recomputed, which is cheap as long as the tiles are kept.
+
+    ``dataset``: the dataset of ``config`` already loaded (:func:`load_checked_dataset`);
+    ``None`` reads it here, when it is needed.
     """
     from raysweep.lease import hold_results_dir
 
     with hold_results_dir(out_dir, purpose="raysweep.eigenfunctions.compute_eigenfunctions"):
-        return _compute_eigenfunctions(config, Path(out_dir), progress=progress, log=log)
+        return _compute_eigenfunctions(
+            config, Path(out_dir), progress=progress, log=log, dataset=dataset
+        )
 
 
-def _compute_eigenfunctions(config: Config, out_dir: Path, *, progress: bool, log):
+def _compute_eigenfunctions(config: Config, out_dir: Path, *, progress: bool, log, dataset):
     from raysweep.distributed import ensure_ray
 
     target = out_dir / "eigenfunctions"
@@ -373,16 +408,12 @@ def _compute_eigenfunctions(config: Config, out_dir: Path, *, progress: bool, lo
                 "another results directory or delete that one."
             )
 
-    ds = _dataset_for(config)
+    ds = _dataset_for(config) if dataset is None else dataset
+    check_num_eigen(config, ds)
     ensure_ray()  # before JAX starts its threads: Ray forks its processes
     x_all, _ = ds.concatenated()
     n = x_all.shape[0]
     k = config.ntk.num_eigen
-    if k >= n:
-        raise ValueError(
-            f"ntk.num_eigen={k} must be smaller than the number of samples N={n} "
-            f"({ds.num_train} train + {ds.num_test} test); lower ntk.num_eigen."
-        )
     module, variables = _model_for(config, ds.input_shape)
     apply_fn = make_apply_fn(module, variables)
     log(

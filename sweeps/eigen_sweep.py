@@ -56,10 +56,14 @@ from raysweep.config import (  # noqa: E402
     get_preset,
     save_config,
 )
+from raysweep.data.paths import data_dir_overrides  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(
+    from raysweep.cli import ArgumentParser  # one-line errors
+
+    ap = ArgumentParser(
+        prog="python sweeps/eigen_sweep.py",
         description="NTK eigenfunctions at initialization, then the network-vs-linearization "
         "sweep on their signs (Ray Tune).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -103,9 +107,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def build_config(args):
     config = get_preset(args.preset)
     overrides = list(args.overrides)
-    if args.data_dir:
-        overrides.append(f"data.root={args.data_dir}")
-    if args.num_workers:
+    overrides += data_dir_overrides(args.data_dir)
+    if args.num_workers is not None:
         overrides.append(f"ntk.num_workers={args.num_workers}")
     if args.cpus_per_trial is not None:
         overrides.append(f"sweep.cpus_per_trial={args.cpus_per_trial}")
@@ -159,7 +162,7 @@ def main(argv=None) -> int:
     from raysweep.distributed.cluster import check_results_dir, gpu_memory_env
 
     try:
-        if args.out:
+        if args.out is not None:
             out = check_results_dir(args.out)
         else:
             out = check_results_dir(config.sweep.storage_path) / config.sweep.name
@@ -167,18 +170,25 @@ def main(argv=None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from raysweep.eigenfunctions import load_checked_dataset
+
+    try:  # the data files, before Ray or any write: a bad file is one line, nothing changed
+        dataset = load_checked_dataset(config)
+    except (ValueError, TypeError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     from raysweep.lease import ResultsDirBusy, hold_results_dir
 
     try:  # one driver per results folder, from the first step to the report
         with hold_results_dir(out, purpose="python sweeps/eigen_sweep.py"):
-            return run(args, config, out, trial_env)
+            return run(args, config, out, trial_env, dataset)
     except ResultsDirBusy as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
 
-def run(args, config, out: Path, trial_env: dict) -> int:
-    """The main job in ``out``, whose lease this process holds."""
+def run(args, config, out: Path, trial_env: dict, dataset=None) -> int:
+    """The main job in ``out``, whose lease this process holds (``dataset``: already read)."""
     from raysweep.distributed.capacity import check_trial_resources
     from raysweep.distributed.cluster import check_shared_dir, connect_or_start
 
@@ -196,7 +206,7 @@ def run(args, config, out: Path, trial_env: dict) -> int:
 
     start = time.perf_counter()
     try:
-        artifact = compute_eigenfunctions(config, out, progress=not args.quiet)
+        artifact = compute_eigenfunctions(config, out, progress=not args.quiet, dataset=dataset)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -27,6 +27,7 @@ from raysweep.config import (
     [
         (lambda: DataConfig(name="imagenet"), r"data.name='imagenet'.*digits, digits2"),
         (lambda: DataConfig(num_train=0), r"data.num_train must be a positive integer"),
+        (lambda: DataConfig(num_test=9), r"data.num_test=9 is too small: .* at least 10 rows"),
         (lambda: ModelConfig(name="vgg"), r"model.name='vgg'.*mlp, lenet5, resnet18"),
         (lambda: ModelConfig(activation="elu"), r"model.activation='elu'.*relu, gelu"),
         (lambda: TrainConfig(optimizer="rmsprop"), r"train.optimizer='rmsprop'.*sgd, adam"),

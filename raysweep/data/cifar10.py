@@ -156,6 +156,7 @@ def _corrupt(path: Path, reason: str) -> ValueError:
     else:
         action = f"delete it and re-download {CIFAR10_ARCHIVE} from {CIFAR10_URL}"
     kind = "batches folder" if path.is_dir() else "archive"
+    reason = " ".join(reason.split())  # one line, whatever the underlying error printed
     return ValueError(f"CIFAR-10 {kind} {path} is truncated or corrupt ({reason}): {action}.")
 
 
@@ -177,11 +178,20 @@ def _read_archive(path: Path) -> dict[str, bytes]:
     except (PermissionError, FileNotFoundError):
         raise
     except _READ_ERRORS as err:
-        raise _corrupt(path, f"{type(err).__name__}: {err}") from err
+        raise _corrupt(path, _describe_read_error(err)) from err
     missing = [name for name in BATCH_FILES if name not in blobs]
     if missing:
         raise _corrupt(path, f"members {missing} not found in the archive")
     return blobs
+
+
+def _describe_read_error(err: Exception) -> str:
+    """One line for an archive read error (tarfile lists each compression it tried, one a line)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if len(lines) > 1:  # "file could not be opened successfully:" then "- method gz: ...", ...
+        gz = next((line for line in lines if line.startswith("- method gz:")), lines[1])
+        return f"not a gzipped tar archive: {gz.removeprefix('- method gz:').strip()}"
+    return f"{type(err).__name__}: {err}"
 
 
 def _read_folder(path: Path) -> dict[str, bytes]:

@@ -151,6 +151,7 @@ def read_mnist(files: dict[str, Path]) -> RawSplit:
 
 
 def _corrupt(path: Path, reason: str) -> ValueError:
+    reason = " ".join(reason.split())  # one line, whatever the underlying error printed
     return ValueError(
         f"MNIST file {path} is truncated or corrupt ({reason}): delete it and re-download it "
         f"from {MNIST_URL} or a mirror."

@@ -78,20 +78,20 @@ def missing_data_error(
         details: optional extra lines (e.g. which files of an incomplete set were found).
 
     Returns:
-        A ``FileNotFoundError`` (to be raised by the caller) whose message names the expected
-        files, the folders searched, how to point the loader at a folder, and where to get the
-        files. Nothing is downloaded automatically.
+        A ``FileNotFoundError`` (to be raised by the caller) whose message, one line, names the
+        expected files, the folders searched, how to point the loader at a folder, and where
+        to get the files. Nothing is downloaded automatically.
     """
     lines = [f"{dataset} files not found. Expected: {', '.join(expected)}."]
     lines.append("Searched: " + ", ".join(_describe_dir(d) for d in searched) + ".")
     lines.extend(details)
     lines.append(
-        f"Set the data folder with load_dataset(..., root=PATH) or the environment variable "
-        f"{DATA_ENV_VAR}=PATH (default {DEFAULT_DATA_DIR}); the files may sit in PATH itself or "
-        f"in one of the subfolders searched above."
+        f"Set the data folder with --data-dir PATH, data.root=PATH, load_dataset(..., root=PATH) "
+        f"or the environment variable {DATA_ENV_VAR}=PATH (default {DEFAULT_DATA_DIR}); the "
+        f"files may sit in PATH itself or in one of the subfolders searched above."
     )
     lines.append(f"Nothing is downloaded automatically; get the official files from {origin}.")
-    return FileNotFoundError("\n".join(lines))
+    return FileNotFoundError(" ".join(lines))
 
 
 def _describe_dir(folder: Path) -> str:
@@ -100,3 +100,19 @@ def _describe_dir(folder: Path) -> str:
     if folder.exists():
         return f"{folder} (not a folder)"
     return f"{folder} (missing)"
+
+
+def data_dir_overrides(data_dir: str | None) -> list[str]:
+    """The config override a script's ``--data-dir`` stands for (none when not given).
+
+    Raises:
+      ValueError: ``--data-dir`` was given empty.
+    """
+    if data_dir is None:
+        return []
+    if not data_dir.strip():
+        raise ValueError(
+            "--data-dir is empty; give the folder holding the dataset files, or drop it "
+            "to use $RAYSWEEP_DATA."
+        )
+    return [f"data.root={data_dir}"]

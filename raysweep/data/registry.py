@@ -86,7 +86,8 @@ def load_dataset(
             ``"mnist"``, ``"mnist2"``, ``"cifar10"``, ``"cifar2"``.
         root: folder holding the files; ``None`` uses ``$RAYSWEEP_DATA`` then
             ``~/.cache/raysweep/data``. Files may sit in ``root`` or ``root/<base name>``
-            (``cifar10``, ``mnist``); ignored for digits. See :mod:`raysweep.data.paths`.
+            (``cifar10``, ``mnist``); digits reads no files, but an explicit ``root`` must
+            still be an existing folder. See :mod:`raysweep.data.paths`.
         num_train: keep this many training rows (stratified by original class, deterministic in
             ``seed``); ``None`` keeps the full split.
         num_test: same for the test split (an independent stream of ``seed``).
@@ -103,7 +104,8 @@ def load_dataset(
             binary name, bad ``num_train`` / ``num_test`` / ``seed`` values, or a truncated or
             corrupt file.
         TypeError: arguments of the wrong type.
-        FileNotFoundError: the dataset files are not in any searched folder.
+        FileNotFoundError: the dataset files are not in any searched folder, or an explicit
+            ``root`` for digits does not exist. The message is one line.
     """
     if not isinstance(name, str):
         raise TypeError(
@@ -128,7 +130,14 @@ def load_dataset(
     for field, num in (("num_train", num_train), ("num_test", num_test)):
         if num is not None:
             check_count(field, num, sys.maxsize)
-    raw = _READERS[base](resolve_root(root))
+    folder = resolve_root(root)
+    if base == "digits" and root is not None and not folder.is_dir():
+        # digits reads no files, but a data folder that is not there is a mistake to report
+        raise FileNotFoundError(
+            f"data folder {folder} does not exist (or is not a folder); {key} is bundled with "
+            "scikit-learn and reads no files: drop --data-dir / data.root, or fix the path."
+        )
+    raw = _READERS[base](folder)
     return build_dataset(
         resolved_name,
         raw,

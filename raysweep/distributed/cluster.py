@@ -47,6 +47,8 @@ from pathlib import Path
 import jax
 import ray
 
+from raysweep.atomic import unwritable_reason
+
 logger = logging.getLogger(__name__)
 
 _CPU_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
@@ -395,11 +397,16 @@ def _connection(
 
 
 def check_results_dir(path) -> Path:
-    """The results folder as an absolute local path; a ValueError for URIs such as s3://.
+    """The results folder as an absolute local path, checked before any work.
 
     The tile store and the Parquet metrics store write files by path (atomic rename), which
     object stores do not offer: on a cluster, use a shared file system mounted at the same path
     on every node (EFS, NFS) and copy the folder to S3 afterwards if you want it there.
+
+    Raises:
+      ValueError: ``path`` is empty or a URI such as ``s3://``, or files cannot be created
+        in it (or, when it does not exist yet, in the folder it would be created in): a
+        read-only folder or mount, or a file where a folder is expected. Nothing is created.
     """
     if not isinstance(path, str | os.PathLike):
         raise ValueError(f"results folder must be a path; got {path!r}.")
@@ -414,7 +421,14 @@ def check_results_dir(path) -> Path:
             "every node mounts at the same path (e.g. EFS at /mnt/efs: --out "
             "/mnt/efs/results/NAME) and copy it to object storage afterwards (aws s3 sync)."
         )
-    return Path(text).expanduser().resolve()
+    folder = Path(text).expanduser().resolve()
+    problem = unwritable_reason(folder)
+    if problem:
+        raise ValueError(
+            f"results folder {folder} cannot be written: {problem}. Choose a folder you can "
+            "write to (--out PATH, or sweep.storage_path=PATH), or fix its permissions."
+        )
+    return folder
 
 
 @ray.remote(num_cpus=0, max_retries=0)

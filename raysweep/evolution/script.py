@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from raysweep.config import PRESETS, Config, NTKConfig, apply_overrides, get_preset
+from raysweep.data.paths import data_dir_overrides
 
 SMOKE_TRAIN = 200
 SMOKE_TEST = 100
@@ -46,8 +47,7 @@ def build_config(args: argparse.Namespace, smoke: Callable[[Config], Config] | N
     """The preset with ``--smoke-test`` shrinking (``smoke(config)``) and the overrides."""
     config = get_preset(args.preset)
     overrides = list(args.overrides)
-    if args.data_dir:
-        overrides.append(f"data.root={args.data_dir}")
+    overrides += data_dir_overrides(args.data_dir)
     if args.smoke_test:
         # The same sizes as `eigen_sweep.py --smoke-test`, so both share one artifact.
         config = dataclasses.replace(

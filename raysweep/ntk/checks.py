@@ -18,7 +18,8 @@ def check_method(method: str) -> None:
 
 
 def check_inputs(x1, x2=None) -> None:
-    """x1 (and x2) are non-empty arrays with a leading example axis and equal feature shapes."""
+    """x1 (and x2) are non-empty arrays with a leading example axis, equal feature shapes and
+    finite values."""
     for name, x in (("x1", x1), ("x2", x2)):
         if x is None:
             continue
@@ -30,10 +31,30 @@ def check_inputs(x1, x2=None) -> None:
             )
         if shape[0] == 0:
             raise ValueError(f"{name} is empty (shape {shape}); pass at least one example.")
+        check_finite(name, x)
     if x2 is not None and np.shape(x1)[1:] != np.shape(x2)[1:]:
         raise ValueError(
             f"x1 and x2 must have the same per-example shape; got {np.shape(x1)[1:]} and "
             f"{np.shape(x2)[1:]}."
+        )
+
+
+def check_finite(name: str, x) -> None:
+    """Every value of the floating-point array ``x`` is finite (integer arrays always are)."""
+    arr = np.asarray(x)
+    if not np.issubdtype(arr.dtype, np.inexact):
+        return
+    rows = arr.reshape(arr.shape[0], -1)
+    step = max(1, 2**24 // max(rows.shape[1], 1))  # bounded temporaries on large datasets
+    bad = np.concatenate(
+        [~np.isfinite(rows[i : i + step]).all(axis=1) for i in range(0, len(rows), step)]
+    )
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(
+            f"{name} contains NaN or inf in {rows.size} of {arr.shape[0]} examples (first: "
+            f"example {rows[0]}); the NTK of a non-finite input is undefined: drop or repair "
+            "those examples (e.g. np.nan_to_num) before computing the Gram."
         )
 
 

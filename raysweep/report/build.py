@@ -22,7 +22,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from raysweep.analysis import MissingInputError
-from raysweep.atomic import atomic_write, atomic_write_text
+from raysweep.atomic import atomic_write, atomic_write_text, unwritable_reason
 from raysweep.report.collect import collect
 from raysweep.report.page import figure, note, render_page
 from raysweep.report.sections import (
@@ -92,10 +92,22 @@ def build_report(
 
     Raises:
       FileNotFoundError: ``results_dir`` does not exist.
-      TypeError / ValueError: ``dpi`` is not a positive integer.
+      ValueError: ``dpi`` is not a positive integer, or the output folder cannot be written
+        (read-only, or a file where a folder is expected); checked before anything is read,
+        drawn or written.
     """
     if isinstance(dpi, bool) or not isinstance(dpi, int) or dpi <= 0:
         raise ValueError(f"dpi: expected a positive integer, got {dpi!r}.")
+    target = Path(out_dir) if out_dir is not None else Path(results_dir) / REPORT_DIR
+    if Path(results_dir).is_dir():  # else collect names the missing folder
+        for folder in (target, target / FIGURES_DIR):
+            problem = unwritable_reason(folder)
+            if problem:
+                raise ValueError(
+                    f"the report cannot be written to {target.absolute()}: {problem}. Write "
+                    f"it elsewhere: raysweep report {results_dir} --out DIR (a folder you can "
+                    "write to), or fix the permissions."
+                )
     inputs = collect(results_dir)
     out = Path(out_dir) if out_dir is not None else inputs.results_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
