@@ -379,13 +379,16 @@ def compute_eigenfunctions(
     """
     from raysweep.lease import hold_results_dir
 
-    with hold_results_dir(out_dir, purpose="raysweep.eigenfunctions.compute_eigenfunctions"):
+    purpose = "raysweep.eigenfunctions.compute_eigenfunctions"
+    with hold_results_dir(out_dir, purpose=purpose) as lease:
         return _compute_eigenfunctions(
-            config, Path(out_dir), progress=progress, log=log, dataset=dataset
+            config, Path(out_dir), lease, progress=progress, log=log, dataset=dataset
         )
 
 
-def _compute_eigenfunctions(config: Config, out_dir: Path, *, progress: bool, log, dataset):
+def _compute_eigenfunctions(
+    config: Config, out_dir: Path, lease, *, progress: bool, log, dataset
+) -> EigenArtifact:
     from raysweep.distributed import ensure_ray
 
     target = out_dir / "eigenfunctions"
@@ -451,6 +454,7 @@ def _compute_eigenfunctions(config: Config, out_dir: Path, *, progress: bool, lo
         "k": int(k),
         "jax": jax.__version__,
     }
+    lease.check()  # another driver took the folder over (this one was paused): do not write
     save_artifact(
         target, config=config, manifest=ds.manifest(), pairs=pairs, variables=variables, meta=meta
     )
