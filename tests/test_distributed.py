@@ -1,8 +1,9 @@
 """raysweep.distributed: Gram matrices on Ray actors, tile store, resumption, fault tolerance.
 
-One local Ray cluster (no dashboard) is started for the whole module, with 4 logical CPUs on
-what may be a 2-core machine: the shared Gram (``computed``, 2 workers) stays alive while other
-tests start 1-2 workers of their own, and each Gram actor asks for one CPU slot. Each
+One local Ray cluster (no dashboard; ``ray_cluster`` of conftest.py) serves the module, with
+4 logical CPUs on what may be a 2-core machine: the shared Gram (``computed``, 2 workers)
+stays alive while other tests start 1-2 workers of their own, and each Gram actor asks for
+one CPU slot. Each
 ``compute_gram`` call starts its own actors (a few seconds each on a busy machine, JIT
 included), so the tests share one computed Gram wherever they can.
 """
@@ -40,14 +41,6 @@ from raysweep.models import get_model, init_variables, make_apply_fn
 from raysweep.ntk import ntk_gram
 
 N, TILE = 70, 16  # 5 blocks (last one 6 examples), 15 tiles
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    started = ensure_ray(address="local", num_cpus=4, include_dashboard=False)
-    yield
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,8 @@ import shutil
 
 import numpy as np
 import pytest
-import ray
 
 from raysweep.config import Config, DataConfig, ModelConfig, NTKConfig, SweepConfig
-from raysweep.distributed import ensure_ray
 from raysweep.eigenfunctions import (
     ARTIFACT_FILES,
     DamagedArtifactError,
@@ -32,14 +30,6 @@ CONFIG = Config(
     sweep=SweepConfig(eigen_indices=(0, 2)),
 )
 ARRAYS = ("eigvals", "eigvecs", "residuals", "binarization")
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    started = ensure_ray(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
