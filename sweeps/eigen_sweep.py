@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -185,6 +186,24 @@ def main(argv=None) -> int:
     except ResultsDirBusy as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: what was written is kept; --resume finishes the run
+        print(
+            f"\ninterrupted: the results so far are kept in {out}; finish them with: "
+            f"{resume_command(argv, out)}",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def resume_command(argv, out: Path) -> str:
+    """The command line that finishes this run: its own options, with ``--resume --out``."""
+    kept, args = [], iter(sys.argv[1:] if argv is None else argv)
+    for arg in args:
+        if arg == "--out":
+            next(args, None)
+        elif arg != "--resume" and not arg.startswith("--out="):
+            kept.append(arg)
+    return shlex.join(["python", "sweeps/eigen_sweep.py", "--resume", "--out", str(out), *kept])
 
 
 def run(args, config, out: Path, trial_env: dict, dataset=None) -> int:

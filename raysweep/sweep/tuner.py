@@ -183,6 +183,8 @@ def run_counts(results, plan: SweepPlan, out_dir: Path) -> dict[str, int]:
     for result in results:
         if result.error:
             state = "ERROR"
+        elif not result.config:  # stopped before it reported: Tune kept no config for it
+            state = "UNFINISHED"
         else:
             state = "TERMINATED" if trial_id_from_config(result.config) in done else "UNFINISHED"
         counts[state] = counts.get(state, 0) + 1
