@@ -8,13 +8,16 @@ and legacy ``jax.random.PRNGKey`` keys. It never imports flax or neural_tangents
 
 Model interface (``MODELS[name]`` is a :class:`ModelDef`):
 
-* ``init_fn(key, input_shape) -> params``: a plain pytree of nested ``dict`` s of float32
-  arrays. ``input_shape`` is ``(H, W, C)`` or ``(N, H, W, C)`` (N ignored).
+* ``init_fn(key, input_shape) -> params``: a plain pytree of nested ``dict`` s (and, for the
+  10-logit models, tuples and lists) of float32 arrays. ``input_shape`` is ``(H, W, C)`` or
+  ``(N, H, W, C)`` (N ignored).
 * ``init_state(key, input_shape) -> state``: frozen, non-trainable constants (inference-mode
   batch-norm statistics); ``{}`` for models without state.
 * ``make_apply_fn(state) -> apply_fn``; ``apply_fn(params, x) -> (n, 1)`` for NHWC float32
-  ``x``. The state is closed over and wrapped in ``jax.lax.stop_gradient``: it is never a
-  differentiated argument.
+  ``x`` (the 10-logit API-fixture models ``mlp10``, ``mlp10_heads``, ``cnn10`` and
+  ``grid10`` return ``(n, 10)``, a pair of outputs, or ``(n, 2, 2, 10)``). The state
+  is closed over and wrapped in ``jax.lax.stop_gradient``: it is never a differentiated
+  argument.
 * ``get_model(name, seed, input_shape) -> (params, state, apply_fn)`` bundles the three.
 
 Initialisation is *version independent*: the key is only used to seed a
@@ -248,6 +251,63 @@ def _resnet_small_make_apply(state):
     return apply_fn
 
 
+# ---- 10-logit models for the neural-tangents API fixtures -------------------------------
+# Params nest dicts with tuples/lists (the API takes any pytree); mlp10 takes keyword
+# arguments: ``scale`` (scalar) and ``x_shift`` (per-example, added to the flattened input).
+
+
+def _mlp10_init(key, input_shape):
+    rng = _rng(key)
+    d = int(np.prod(_hwc(input_shape)))
+    hidden = (_dense_init(rng, d, 16, gain=1.0), _dense_init(rng, 16, 16, gain=1.0))
+    return _to_jnp({"hidden": hidden, "readout": _dense_init(rng, 16, 10, gain=1.0)})
+
+
+def _mlp10_features(params, x, x_shift=None):
+    h = flatten_batch(x)
+    if x_shift is not None:
+        h = h + x_shift
+    for layer in params["hidden"]:
+        h = jnp.tanh(dense(layer, h))
+    return h
+
+
+def _mlp10_apply(params, x, scale=1.0, x_shift=None):
+    return scale * dense(params["readout"], _mlp10_features(params, x, x_shift))
+
+
+def _mlp10_heads_apply(params, x):
+    """Two outputs: the 10 logits and the 16 last hidden features."""
+    h = _mlp10_features(params, x)
+    return dense(params["readout"], h), h
+
+
+def _cnn10_init(key, input_shape):
+    rng = _rng(key)
+    h, w, c = _hwc(input_shape)
+    convs = [_conv_init(rng, 3, c, 8, gain=2.0)]
+    return _to_jnp({"convs": convs, "head": _dense_init(rng, (h // 4) * (w // 4) * 8, 10, 1.0)})
+
+
+def _cnn10_apply(params, x):
+    (c0,) = params["convs"]
+    h = avg_pool2(avg_pool2(jax.nn.relu(conv(c0, x))))
+    return dense(params["head"], flatten_batch(h))
+
+
+def _grid10_init(key, input_shape):
+    rng = _rng(key)
+    d = int(np.prod(_hwc(input_shape)))
+    return _to_jnp({"layers": [_dense_init(rng, d, 16, 1.0), _dense_init(rng, 16, 40, 1.0)]})
+
+
+def _grid10_apply(params, x):
+    """10 logits at each of 2x2 positions: output (n, 2, 2, 10)."""
+    first, second = params["layers"]
+    h = jnp.tanh(dense(first, flatten_batch(x)))
+    return dense(second, h).reshape(x.shape[0], 2, 2, 10)
+
+
 # ---- paper models (CIFAR-shaped 32x32x3) -----------------------------------------------
 
 _paper_mlp_init, _paper_mlp_apply = _mlp_factory((100, 100))
@@ -361,6 +421,33 @@ MODELS: dict[str, ModelDef] = {
         _resnet_small_state,
         description="conv3x3 4 (no bias), frozen BN, relu, basic block "
         "(conv-BN-relu-conv-BN + identity), relu, global avg pool, dense 1",
+    ),
+    "mlp10": ModelDef(
+        "mlp10",
+        _mlp10_init,
+        _no_state_apply(_mlp10_apply),
+        description="flatten (+ x_shift), dense 16, tanh, dense 16, tanh, dense 10 (x scale); "
+        "params {'hidden': (layer, layer), 'readout': layer}",
+    ),
+    "mlp10_heads": ModelDef(
+        "mlp10_heads",
+        _mlp10_init,
+        _no_state_apply(_mlp10_heads_apply),
+        description="mlp10 returning (logits (n, 10), last hidden features (n, 16))",
+    ),
+    "cnn10": ModelDef(
+        "cnn10",
+        _cnn10_init,
+        _no_state_apply(_cnn10_apply),
+        description="conv3x3 8 SAME, relu, avgpool2, avgpool2, flatten, dense 10; "
+        "params {'convs': [conv], 'head': layer}",
+    ),
+    "grid10": ModelDef(
+        "grid10",
+        _grid10_init,
+        _no_state_apply(_grid10_apply),
+        description="flatten, dense 16, tanh, dense 40, reshape: 10 logits on a 2x2 grid, "
+        "output (n, 2, 2, 10); params {'layers': [layer, layer]}",
     ),
     "paper_mlp": ModelDef(
         "paper_mlp",

@@ -1,4 +1,4 @@
-"""Empirical NTK Gram matrices, tile by tile.
+"""The NTK engine: per-example features and tile kernels, compiled once per shape.
 
 Θ(x1, x2) = J(x1) J(x2)ᵀ with J(x) = ∇θ f(θ, x) the per-example Jacobian of a single-logit
 model ``apply_fn(params, x) -> (n, 1)``. Three methods compute the same matrix:
@@ -28,12 +28,18 @@ Two ways through a Gram matrix:
 - *tiles*: work is organised in *panels*: a row block's features are computed once and
   reused against every column block of the panel (:meth:`NTKEngine.panel`); blocks are
   padded to one fixed size so ``jax.jit`` compiles each function once. :class:`NTKEngine` is
-  the tile-level entry point used by the distributed Gram.
+  the tile-level entry point used by the distributed Gram; :mod:`raysweep.ntk.tiled` walks
+  the tiles of a whole matrix (:func:`~raysweep.ntk.tiled.ntk_gram`).
 
 Parameters are arguments of every compiled function, never constants baked into it: a new
 parameter point of the same shapes reuses the compiled programs (``params=`` on
 :meth:`NTKEngine.features` / :meth:`NTKEngine.panel` / :func:`gram_with_engine`;
 :func:`ntk_gram` keeps a few engines per ``apply_fn`` and shape signature).
+
+Models with C outputs per example (``apply_fn(params, x) -> (n, *S)``): the contraction and
+ntvp methods compute neural-tangents' kernel layout for ``trace_axes`` / ``diagonal_axes``
+(:mod:`raysweep.ntk.multi_output`); tiles are ``(b1, b2, *tail)``, features hold ``C·P``
+numbers per example and the budget counts them (and the ``C²`` entries of a tile).
 
 Precision: matrix products run at ``precision="highest"`` by default, so GPUs do not drop to
 TF32 (on CPU it compiles to the same float32 kernel as the default); results are float32
@@ -43,14 +49,20 @@ TF32 (on CPU it compiles to the same float32 kernel as the default); results are
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from raysweep.ntk.checks import check_inputs, check_method, check_params, check_single_output
+from raysweep.ntk.checks import check_method
+from raysweep.ntk.multi_output import (
+    OutputSpec,
+    block_for_tiles,
+    columns_kernel,
+    jacobian_features,
+    ntvp_tile,
+)
 from raysweep.ntk.structured import (
     ConvSite,
     DenseSite,
@@ -79,7 +91,7 @@ def _num_params(params) -> int:
     return sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(params))
 
 
-def _leaf_spec(leaf) -> tuple:
+def leaf_spec(leaf) -> tuple:
     return tuple(np.shape(leaf)), np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype))
 
 
@@ -90,14 +102,17 @@ def triangle_blocks(n: int, platform: str | None = None) -> int:
     return int(max(1, min(_MAX_TRIANGLE_BLOCKS, n // rows)))
 
 
-def symmetric_product(kernel, feats, num_blocks: int) -> jax.Array:
+def symmetric_product(kernel, feats, num_blocks: int, swap=None) -> jax.Array:
     """``kernel(feats, feats)`` from its upper triangle of ``num_blocks²`` sub-blocks.
 
     ``feats`` is a pytree of arrays with the examples on the leading axis; ``kernel(f1, f2)``
-    maps two such pytrees to their ``(n1, n2)`` block. Off-diagonal sub-blocks are computed
-    once and mirrored, diagonal ones symmetrized as ``0.5 (T + Tᵀ)``: the result is exactly
-    symmetric and costs ``(num_blocks + 1) / (2 num_blocks)`` of the full product.
+    maps two such pytrees to their ``(n1, n2, ...)`` block, and ``swap`` maps a block of
+    (x1, x2) to the block of (x2, x1) (default: the matrix transpose). Off-diagonal sub-blocks
+    are computed once and mirrored, diagonal ones symmetrized as ``0.5 (T + swap(T))``: the
+    result is exactly symmetric and costs ``(num_blocks + 1) / (2 num_blocks)`` of the full
+    product.
     """
+    swap = swap or (lambda t: t.T)
     n = jax.tree_util.tree_leaves(feats)[0].shape[0]
     bounds = [round(i * n / num_blocks) for i in range(num_blocks + 1)]
     parts = [
@@ -108,12 +123,12 @@ def symmetric_product(kernel, feats, num_blocks: int) -> jax.Array:
     for i in range(num_blocks):
         for j in range(i, num_blocks):
             t = kernel(parts[i], parts[j])
-            tiles[i, j] = 0.5 * (t + t.T) if i == j else t
+            tiles[i, j] = 0.5 * (t + swap(t)) if i == j else t
     if num_blocks == 1:
         return tiles[0, 0]
     rows = [
         jnp.concatenate(
-            [tiles[i, j] if j >= i else tiles[j, i].T for j in range(num_blocks)], axis=1
+            [tiles[i, j] if j >= i else swap(tiles[j, i]) for j in range(num_blocks)], axis=1
         )
         for i in range(num_blocks)
     ]
@@ -143,16 +158,21 @@ class NTKEngine:
     :meth:`panel` and :func:`gram_with_engine` without recompiling.
 
     Args:
-      apply_fn: ``apply_fn(params, x) -> (n, 1)``.
+      apply_fn: ``apply_fn(params, x) -> (n, 1)``, or ``(n, *S)`` for C = prod(S) outputs.
       params: parameter pytree θ (differentiated; anything else is closed over by apply_fn).
       x_example: one example ``(...)`` or a batch ``(n, ...)`` giving the per-example shape.
       method: ``"auto"``, ``"contraction"``, ``"structured"`` or ``"ntvp"``.
       block_size: examples per block; ``None`` derives it from ``memory_budget_mb``.
       memory_budget_mb: bound on the feature blocks held at once (two blocks of a panel).
       precision: matmul precision inside the kernels (``"highest"`` = true float32).
+      trace_axes, diagonal_axes: neural-tangents' kernel layout over the output axes
+        ``(n, *S)`` (axis 0 must stay free); the default traces the last axis, so a
+        single-logit model gives the ``(b1, b2)`` Gram matrix.
 
     Attributes:
       method: the resolved method. block_size: the resolved block size. num_params: P.
+      outputs: the :class:`~raysweep.ntk.multi_output.OutputSpec` (S and the layout);
+      ``outputs.tail`` is the shape of a tile after ``(b1, b2)``.
       params: the default parameter point (``None`` for engines shared by :func:`ntk_gram`).
     """
 
@@ -166,6 +186,8 @@ class NTKEngine:
         block_size: int | None = None,
         memory_budget_mb: float = 2048,
         precision: str = "highest",
+        trace_axes=(-1,),
+        diagonal_axes=(),
     ):
         check_method(method)
         if precision not in ("highest", "default"):
@@ -175,7 +197,7 @@ class NTKEngine:
         self.apply_fn = apply_fn
         self.precision = precision
         leaves, self._treedef = jax.tree_util.tree_flatten(params)
-        self._leaf_specs = tuple(_leaf_spec(leaf) for leaf in leaves)
+        self._leaf_specs = tuple(leaf_spec(leaf) for leaf in leaves)
         self.num_params = _num_params(params)
         self.dtype = self._leaf_specs[0][1]
         self.params = None
@@ -185,9 +207,17 @@ class NTKEngine:
         self.memory_budget_bytes = budget
         itemsize = np.dtype(self.dtype).itemsize
         example = jnp.zeros(self.example_shape, x_example.dtype)
+        self.outputs = _output_spec(apply_fn, params, example, trace_axes, diagonal_axes)
+        outputs = self.outputs.size
+        if outputs > 1 and method == "structured":
+            raise ValueError(
+                f"method='structured' handles single-output models; this one has {outputs} "
+                f"outputs per example (shape {self.outputs.shape}). Use 'contraction', 'ntvp' "
+                "or 'auto'."
+            )
 
         sites, rest_index, structured_fn = [], [], None
-        if method in ("auto", "structured"):
+        if method in ("auto", "structured") and outputs == 1:
             structured_fn, sites, rest_index = structured_feature_fn(apply_fn, params, example)
         dense = [s for s in sites if isinstance(s, DenseSite)]
         # per-example gradient columns: leaves through grad, convolution kernels from patches
@@ -207,18 +237,21 @@ class NTKEngine:
             cheaper = structured_width < self.num_params or bool(convs)
             if sites and cheaper and fits(structured_width):
                 method = "structured"
-            elif fits(self.num_params):
+            elif fits(self.num_params * outputs):
                 method = "contraction"
             else:
                 method = "ntvp"
         self.method = method
 
-        width = {"contraction": self.num_params, "structured": structured_width}.get(method)
+        widths = {"contraction": self.num_params * outputs, "structured": structured_width}
+        width = widths.get(method)
         if width is None:  # ntvp: rows are inputs; columns go through in chunks
             budget_block = 256
         else:
             budget_block = int(budget // (2 * max(width, 1) * itemsize))
-            budget_block = max(_MIN_BLOCK, min(budget_block, _MAX_BLOCK))
+        # a tile holds up to C² entries per pair of examples
+        budget_block = min(budget_block, block_for_tiles(self.outputs, budget, itemsize))
+        budget_block = max(_MIN_BLOCK, min(budget_block, _MAX_BLOCK))
         self._budget_block_size = budget_block if block_size is None else int(block_size)
         if block_size is None:
             block_size = budget_block
@@ -226,11 +259,21 @@ class NTKEngine:
             raise ValueError(f"block_size must be positive, got {block_size}.")
         self.block_size = int(block_size)
         self.feature_width = width
-        # ntvp: per-example gradients of `chunk` columns are held at once
-        self._ntvp_chunk = max(1, min(64, int(budget // (4 * self.num_params * itemsize))))
+        # ntvp: C per-example gradients of `chunk` columns are held at once
+        per_column = 4 * self.num_params * itemsize * outputs
+        self._ntvp_chunk = max(1, min(64, int(budget // per_column)))
 
         prec = precision
-        if method == "structured":
+        spec, treedef = self.outputs, self._treedef
+        if outputs > 1 and method == "contraction":
+
+            def feat(leaves, x_block):
+                return jacobian_features(apply_fn, treedef, leaves, x_block, spec)
+
+            def kernel(f1, f2):
+                return columns_kernel(f1, f2, spec, precision=prec)
+
+        elif method == "structured":
             feat = structured_fn
 
             def kernel(f1, f2):
@@ -266,7 +309,8 @@ class NTKEngine:
 
             def whole_self(leaves, x):
                 f = chunked_features(feat, leaves, x, chunks(x.shape[0]))
-                return symmetric_product(kernel, f, triangle_blocks(x.shape[0]))
+                swap = spec.swap if outputs > 1 else None
+                return symmetric_product(kernel, f, triangle_blocks(x.shape[0]), swap)
 
             def whole_cross(leaves, x1, x2):
                 f1 = chunked_features(feat, leaves, x1, chunks(x1.shape[0]))
@@ -294,7 +338,7 @@ class NTKEngine:
             raise ValueError(
                 f"params has structure {treedef}, but the engine was built for {self._treedef}."
             )
-        specs = tuple(_leaf_spec(leaf) for leaf in leaves)
+        specs = tuple(leaf_spec(leaf) for leaf in leaves)
         if specs != self._leaf_specs:
             pairs = zip(specs, self._leaf_specs, strict=True)
             bad = next(i for i, (a, b) in enumerate(pairs) if a != b)
@@ -321,6 +365,9 @@ class NTKEngine:
 
     def _ntvp_kernel(self, leaves, x_rows, x_cols):
         apply_fn = self.apply_fn
+        if self.outputs.size > 1:
+            args = (apply_fn, self._treedef, leaves, x_rows, x_cols)
+            return ntvp_tile(*args, self.outputs, self._ntvp_chunk)
         params = jax.tree_util.tree_unflatten(self._treedef, leaves)
 
         def scalar(p, xi):
@@ -390,11 +437,20 @@ class NTKEngine:
         return self._features(leaves, xb), n
 
     def tile(self, f_rows, f_cols) -> jax.Array:
-        """Θ between two feature blocks from :meth:`features` (sliced to the true lengths)."""
+        """Θ between two feature blocks from :meth:`features` (sliced to the true lengths).
+
+        Shape ``(n1, n2, *outputs.tail)``: ``(n1, n2)`` for one output and the default layout.
+        """
         (f1, n1), (f2, n2) = f_rows, f_cols
         if self._features is None:  # ntvp: (leaves, x) pairs
-            return self._kernel(f1[0], f1[1], f2[1])[:n1, :n2]
-        return self._kernel(f1, f2)[:n1, :n2]
+            return self._with_tail(self._kernel(f1[0], f1[1], f2[1])[:n1, :n2])
+        return self._with_tail(self._kernel(f1, f2)[:n1, :n2])
+
+    def _with_tail(self, t):
+        """One-output tiles in the requested layout (a reshape: every layout of C = 1 is)."""
+        if self.outputs.size == 1 and t.ndim != 2 + len(self.outputs.tail):
+            return t.reshape(*t.shape[:2], *self.outputs.tail)
+        return t
 
     def panel(self, x_rows, x_col_blocks: Sequence, params=None) -> Iterator[jax.Array]:
         """Tiles Θ(x_rows, x_cols) for each column block; row features computed once."""
@@ -420,152 +476,22 @@ class NTKEngine:
             )
         leaves = self.leaves(params)
         if x2 is None:
-            return self._whole_self(leaves, jnp.asarray(x1))
-        return self._whole_cross(leaves, jnp.asarray(x1), jnp.asarray(x2))
+            return self._with_tail(self._whole_self(leaves, jnp.asarray(x1)))
+        return self._with_tail(self._whole_cross(leaves, jnp.asarray(x1), jnp.asarray(x2)))
 
 
-def block_slices(n: int, block_size: int) -> list[slice]:
-    """Contiguous slices of ``range(n)`` of length ``block_size`` (the last may be shorter)."""
-    return [slice(i, min(i + block_size, n)) for i in range(0, n, block_size)]
-
-
-# Engines reused by ntk_gram across calls with the same apply_fn and shapes (compiled
-# programs included); the parameters are never kept.
-_ENGINE_CACHE: OrderedDict = OrderedDict()
-_ENGINE_CACHE_SIZE = 4
-
-
-def _shared_engine(apply_fn, params, x1, **options) -> NTKEngine:
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    key = (
-        apply_fn,
-        treedef,
-        tuple(_leaf_spec(leaf) for leaf in leaves),
-        tuple(np.shape(x1)[1:]),
-        np.dtype(np.asarray(x1[:1]).dtype),
-        tuple(sorted(options.items())),
-        bool(jax.config.jax_enable_x64),
-        jax.default_backend(),
-    )
+def _output_spec(apply_fn, params, example, trace_axes, diagonal_axes) -> OutputSpec:
+    """The output layout of ``apply_fn`` on one example (``(1, *S)`` expected)."""
     try:
-        engine = _ENGINE_CACHE.get(key)
-    except TypeError:  # unhashable apply_fn: no sharing
-        return NTKEngine(apply_fn, params, x1[:1], **options)
-    if engine is None:
-        engine = NTKEngine(apply_fn, params, x1[:1], **options)
-        engine.set_params(None)
-        _ENGINE_CACHE[key] = engine
-        while len(_ENGINE_CACHE) > _ENGINE_CACHE_SIZE:
-            _ENGINE_CACHE.popitem(last=False)
-    else:
-        _ENGINE_CACHE.move_to_end(key)
-    return engine
-
-
-def ntk_gram(
-    apply_fn,
-    params,
-    x1,
-    x2=None,
-    *,
-    method: str = "auto",
-    batch_size: int | None = None,
-    memory_budget_mb: float = 2048,
-    precision: str = "highest",
-) -> np.ndarray:
-    """Empirical NTK Gram matrix Θ(x1, x2) = ∇θf(x1) · ∇θf(x2)ᵀ of a single-logit model.
-
-    Args:
-      apply_fn: ``apply_fn(params, x) -> (n, 1)`` (inference mode; batch-norm statistics are
-        whatever apply_fn closes over, i.e. frozen).
-      params: any pytree of floating-point arrays; the Jacobian is taken with respect to all
-        of its leaves.
-      x1: ``(n1, ...)`` inputs (NHWC for images).
-      x2: ``(n2, ...)`` inputs with the same per-example shape, or ``None`` for x1 with itself
-        (then only the upper triangle of tiles is computed and mirrored; the result is exactly
-        symmetric).
-      method: ``"auto"``, ``"contraction"``, ``"structured"`` or ``"ntvp"`` (module docstring).
-      batch_size: examples per tile side (one compiled program per tile, as the distributed
-        Gram computes them); ``None`` derives it from ``memory_budget_mb`` and, when all
-        inputs fit one block, computes the whole matrix in one compiled program.
-      memory_budget_mb: bound on the per-example feature blocks held at once; the N x P
-        Jacobian is never formed.
-      precision: ``"highest"`` (float32 matmuls, the default) or ``"default"``.
-
-    Returns:
-      ``numpy.ndarray`` of shape ``(n1, n2)``, the dtype of the parameters (float32 by
-      default). Row i, column j is Θ(x1[i], x2[j]).
-
-    Compiled programs are reused by later calls with the same ``apply_fn`` (the same Python
-    object), parameter shapes, input shapes and options, whatever the parameter values.
-    """
-    check_method(method)
-    check_inputs(x1, x2)
-    check_params(params)
-    check_single_output(apply_fn, params, x1)
-    x1 = np.asarray(x1)
-    symmetric = x2 is None
-    x2 = x1 if symmetric else np.asarray(x2)
-    engine = _shared_engine(
-        apply_fn,
-        params,
-        x1,
-        method=method,
-        block_size=batch_size,
-        memory_budget_mb=memory_budget_mb,
-        precision=precision,
-    )
-    n = max(len(x1), len(x2))
-    if batch_size is None:
-        engine.fit_block_size(n)
-        if not engine.can_do_whole(len(x1), len(x2)):
-            engine.fit_block_size(n, min_blocks=4 if symmetric else 1)
-    return gram_with_engine(
-        engine, x1, None if symmetric else x2, params=params, whole=batch_size is None
-    )
-
-
-def gram_with_engine(engine: NTKEngine, x1, x2=None, *, params=None, whole=True) -> np.ndarray:
-    """Θ(x1, x2) with an existing engine (compiled functions are reused).
-
-    Args:
-      engine: the engine; ``params`` (default: ``engine.params``) may be any parameter point
-        of the engine's shapes.
-      whole: compute the whole matrix in one program when every example fits one block
-        (:meth:`NTKEngine.whole`); ``False`` always goes tile by tile.
-    """
-    symmetric = x2 is None
-    if whole and engine.can_do_whole(len(x1), None if symmetric else len(x2)):
-        return np.array(engine.whole(x1, x2, params))
-    leaves = engine.leaves(params)
-    x2 = x1 if symmetric else x2
-    n1, n2 = x1.shape[0], x2.shape[0]
-    rows = block_slices(n1, engine.block_size)
-    cols = block_slices(n2, engine.block_size)
-    out = np.empty((n1, n2), dtype=np.dtype(engine.dtype))
-    # Keep every column block's features when they all fit the budget (each block's features
-    # are then computed once); otherwise stream them, once per row panel.
-    cache_cols = engine.fits_in_budget(len(cols) * engine.block_size)
-    col_cache: dict[int, tuple] = {}
-    for bi, rs in enumerate(rows):
-        f_rows = col_cache.get(bi) if symmetric else None
-        if f_rows is None:
-            f_rows = engine._block_features(x1[rs], leaves)
-        for bj, cs in enumerate(cols):
-            if symmetric and bj < bi:
-                continue
-            if symmetric and bj == bi:
-                f_cols = f_rows
-            elif cache_cols and bj in col_cache:
-                f_cols = col_cache[bj]
-            else:
-                f_cols = engine._block_features(x2[cs], leaves)
-                if cache_cols:
-                    col_cache[bj] = f_cols
-            tile = np.asarray(engine.tile(f_rows, f_cols))
-            if symmetric and bj == bi:
-                tile = 0.5 * (tile + tile.T)
-            out[rs, cs] = tile
-            if symmetric and bj != bi:
-                out[cs, rs] = tile.T
-    return out
+        out = jax.eval_shape(apply_fn, params, example[None])
+    except Exception as err:  # noqa: BLE001 - re-raised with context
+        raise ValueError(
+            f"apply_fn(params, x) failed on one example of shape {example.shape}: {err}"
+        ) from err
+    shape = getattr(out, "shape", None)
+    if shape is None or len(shape) < 1 or shape[0] != 1:
+        raise ValueError(
+            "apply_fn must return one array with the examples on axis 0, (n, *S); on one "
+            f"example it returned {shape if shape is not None else type(out).__name__}."
+        )
+    return OutputSpec.build(shape, trace_axes, diagonal_axes)
