@@ -1,4 +1,8 @@
-"""raysweep.distributed.capacity: trial resources against nodes alive, seen and startable."""
+"""raysweep.distributed.capacity: trial resources against nodes alive, seen and startable.
+
+(Named to run after tests/test_cluster.py, whose multi-node cluster fixture fails when another
+local Ray session ran earlier in the same pytest process.)
+"""
 
 from __future__ import annotations
 
