@@ -298,7 +298,7 @@ def test_run_counts_tell_unfinished_from_terminated(artifact, reference, tmp_pat
     from types import SimpleNamespace
 
     from raysweep.eigenfunctions import load_artifact
-    from raysweep.sweep import param_space, plan_sweep
+    from raysweep.sweep import completed_trials, param_space, plan_sweep
     from raysweep.sweep.tuner import run_counts
 
     out = copy_sweep(reference, tmp_path / "sweep")
@@ -313,4 +313,5 @@ def test_run_counts_tell_unfinished_from_terminated(artifact, reference, tmp_pat
         "sgd-nn-pack000-mlp-digits",
         "sgd-lin-pack000-mlp-digits",
     ]
-    assert run_counts(results, plan, out) == {"ERROR": 1, "TERMINATED": 2, "UNFINISHED": 1}
+    done = completed_trials(out, plan)
+    assert run_counts(results, done) == {"ERROR": 1, "TERMINATED": 2, "UNFINISHED": 1}

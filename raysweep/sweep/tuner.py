@@ -174,11 +174,10 @@ def param_space(plan: SweepPlan, trials: Sequence[TrialSpec] | None = None) -> d
     }
 
 
-def run_counts(results, plan: SweepPlan, out_dir: Path) -> dict[str, int]:
+def run_counts(results, done: set[str]) -> dict[str, int]:
     """This run's trials by outcome: ``ERROR`` (raised, out of retries), ``TERMINATED``
-    (complete in the store) or ``UNFINISHED`` (stopped early, e.g. by Ctrl-C: Tune returns
-    such trials without an error)."""
-    done = completed_trials(out_dir, plan)
+    (in ``done``, the trials complete in the store) or ``UNFINISHED`` (stopped early, e.g. by
+    Ctrl-C: Tune returns such trials without an error)."""
     counts: dict[str, int] = {}
     for result in results:
         if result.error:
@@ -191,8 +190,9 @@ def run_counts(results, plan: SweepPlan, out_dir: Path) -> dict[str, int]:
     return counts
 
 
-def summarize(plan: SweepPlan, out_dir: Path, tune_counts: dict | None = None) -> SweepSummary:
-    """The :class:`SweepSummary` of the store in ``out_dir`` against ``plan``."""
+def summarize(plan: SweepPlan, out_dir: Path, results=None) -> SweepSummary:
+    """The :class:`SweepSummary` of the store in ``out_dir`` against ``plan``; ``results``:
+    Tune's results of this run, if one ran (counted by :func:`run_counts`)."""
     table = read_metrics(out_dir)
     states = trial_states(table)
     counts: dict[str, int] = {}
@@ -208,7 +208,7 @@ def summarize(plan: SweepPlan, out_dir: Path, tune_counts: dict | None = None) -
         num_rows=table.num_rows,
         trial_counts=counts,
         target_counts=count_target_statuses(table),
-        tune_counts=dict(tune_counts or {}),
+        tune_counts=run_counts(results, done) if results is not None else {},
         missing=tuple(t for t in plan.trial_ids() if t not in done),
         accuracy=format_accuracy(table),
     )
@@ -356,7 +356,7 @@ def _run_sweep(
         reuse_actors=bool(reuse_actors),
     )
     results = tuner.fit()
-    summary = summarize(plan, out_dir, run_counts(results, plan, out_dir))
+    summary = summarize(plan, out_dir, results)
     if progress:
         log(str(summary))
     return summary
