@@ -5,6 +5,7 @@ Usage::
     python benchmarks/bench_sweep.py                       # 64 MLP targets on digits, 3 epochs
     python benchmarks/bench_sweep.py --targets 32 --epochs 2 --pack-sizes 32,8
     python benchmarks/bench_sweep.py --targets 64,192 --no-naive   # marginal cost per target
+    python benchmarks/bench_sweep.py --only-grid           # planning + the 2,000-target sweep
 
 Setup: the paper's MLP on scikit-learn digits (1,347 train + 450 test images), the eigenfunction
 artifact of the default main job (computed on first use under ``--out``, then reused), the
@@ -30,6 +31,17 @@ Breakdown per run, from the metrics store (``wall_time`` of each row counts from
 start): ``trial s`` is the sum over trials of their duration, ``1st epoch s`` the sum of their
 first epochs (payload fetch, labels, XLA compilation, one epoch), and ``driver s`` =
 ``seconds − trial s / concurrent trials``, roughly Tune's start-up and per-trial scheduling.
+
+Grid figures (printed first, every run):
+
+- *planning*: :func:`~raysweep.sweep.grid.expand_grid`, :func:`~raysweep.sweep.plan_sweep` and
+  Tune's ``param_space`` of a grid of ``--plan-points`` targets (default 10,000: 2 models × 2
+  optimizers × 2 kinds × 5 seeds × 250 eigen-indices), in packs of 64 and one trial per
+  target, against the goal of 1 s;
+- ``--grid-sweep``: a sweep of 2 optimizers × 2 kinds × ``--grid-indices`` eigen-indices
+  (default 500: 2,000 targets), 1 epoch, in packs of ``--grid-pack`` (default 125), end to
+  end, beside one Tune trial per target on its first ``--grid-alone`` indices (default 16:
+  64 targets, reused actors and compilation cache), both in targets per hour.
 
 Run on an idle machine for stable figures; on a shared one compare ratios within one
 invocation.
@@ -62,7 +74,102 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--cpus-per-trial", type=float, default=1.0)
     ap.add_argument("--num-cpus", type=int, default=None, help="local Ray CPUs (default all)")
     ap.add_argument("--out", default="results/bench_sweep", help="working folder")
+    ap.add_argument("--plan-points", type=int, default=10_000, help="targets of the planned grid")
+    ap.add_argument(
+        "--grid-sweep", action="store_true", help="run the 2,000-target grid sweep (minutes)"
+    )
+    ap.add_argument("--grid-indices", type=int, default=500)
+    ap.add_argument("--grid-pack", type=int, default=125)
+    ap.add_argument("--grid-alone", type=int, default=16)
+    ap.add_argument("--only-grid", action="store_true", help="skip the pack-size comparison above")
     return ap.parse_args(argv)
+
+
+class _PlannedArtifact:
+    """What plan_sweep reads of a loaded artifact, without one on disk."""
+
+    def __init__(self, config, path: Path):
+        self.config, self.path, self.num_eigen = config, path, config.ntk.num_eigen
+        self.manifest = {"num_train": 1347, "num_test": 450}
+
+
+def plan_benchmark(points: int, pack_size: int) -> None:
+    """Seconds to expand, plan and hand to Tune a grid of ``points`` targets (goal: < 1 s)."""
+    from ray import tune  # noqa: F401  (imported before the clock starts)
+
+    from raysweep.sweep import param_space, plan_sweep
+    from raysweep.sweep.grid import artifact_dir, expand_grid
+
+    indices = max(1, points // 40)
+    config = apply_overrides(
+        get_preset("smoke"),
+        [
+            f"ntk.num_eigen={indices + 1}",
+            f"sweep.eigen_indices={','.join(map(str, range(indices)))}",
+            "grid.model.name=mlp,lenet5",
+            "grid.train.seed=0,1,2,3,4",
+            f"sweep.pack_size={pack_size}",
+        ],
+    )
+    start = time.perf_counter()
+    grid = expand_grid(config)
+    arts = [_PlannedArtifact(a.config, artifact_dir("/results", a)) for a in grid.artifacts]
+    plan = plan_sweep(config, arts, out_dir="/results", grid=grid)
+    space = param_space(plan)
+    seconds = time.perf_counter() - start
+    print(
+        f"planning: {plan.num_targets} targets in packs of {pack_size} -> "
+        f"{len(plan.trials)} trials ({len(space['point']['grid_search'])} Tune grid points) "
+        f"in {seconds:.3f} s "
+        f"(goal < 1 s: {'met' if seconds < 1 else 'NOT met'})",
+        flush=True,
+    )
+
+
+def grid_benchmark(args, out: Path) -> None:
+    """The 2,000-target grid sweep end to end, beside one Tune trial per target."""
+    from raysweep.eigenfunctions import compute_eigenfunctions
+
+    n = args.grid_indices
+    base = apply_overrides(
+        get_preset("smoke"),
+        [
+            "train.epochs=1",
+            f"ntk.num_eigen={max(128, n)}",
+            "sweep.eigen_indices=0",
+            f"sweep.cpus_per_trial={args.cpus_per_trial}",
+            "sweep.max_retries=0",
+        ],
+    )
+    artifact = compute_eigenfunctions(base, out / f"eigen_k{max(128, n)}", progress=False).path
+    rows = []
+    for label, indices, pack, naive in (
+        ("one trial per target", args.grid_alone, 1, False),
+        (f"packs of {args.grid_pack}", n, args.grid_pack, False),
+    ):
+        seconds, trials, ok, _, _ = run_one(
+            apply_overrides(base, ["sweep.optimizers=sgd,adam", "sweep.linearized=false,true"]),
+            out,
+            artifact,
+            pack,
+            indices,
+            naive=naive,
+        )
+        targets = 4 * indices
+        rows.append((label, targets, trials, seconds, ok))
+        print(f"  grid {label}: {targets} targets, {trials} trials in {seconds:.1f} s", flush=True)
+    print("\ngrid sweep (MLP on digits, sgd/adam x network/linearized, 1 epoch):")
+    print(
+        f"{'mode':>22} {'targets':>8} {'trials':>7} {'seconds':>8} {'targets/h':>10} "
+        f"{'vs 1/trial':>10}"
+    )
+    ref = rows[0][1] * 3600 / rows[0][3]
+    for label, targets, trials, seconds, ok in rows:
+        rate = targets * 3600 / seconds
+        print(
+            f"{label:>22} {targets:>8} {trials:>7} {seconds:>8.1f} {rate:>10.0f} "
+            f"{rate / ref:>9.1f}x" + ("" if ok else "  (INCOMPLETE)")
+        )
 
 
 def trial_seconds(sweep_dir: Path) -> tuple[float, float]:
@@ -115,6 +222,13 @@ def main(argv=None) -> int:
     from raysweep.eigenfunctions import compute_eigenfunctions
 
     out = Path(args.out).resolve()
+    for pack_size in (64, 1):
+        plan_benchmark(args.plan_points, pack_size)
+    if args.grid_sweep or args.only_grid:
+        ensure_ray(num_cpus=args.num_cpus, include_dashboard=False)
+        grid_benchmark(args, out)
+        if args.only_grid:
+            return 0
     packs = [int(p) for p in args.pack_sizes.split(",") if p]
     sizes = [int(n) for n in args.targets.split(",") if n]
     if not 1 <= len(sizes) <= 2 or sorted(sizes) != sizes or sizes[0] < 1:

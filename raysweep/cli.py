@@ -62,15 +62,18 @@ def run_status(args: argparse.Namespace) -> int:
         return 2
     states = trial_states(table)
     if plan is not None:
-        targets = (
-            sum(len(p) for p in plan["packs"])
-            * len(plan["optimizers"])
-            * len(plan["linearized"])
-            * len(plan["artifacts"])
-        )
+        targets = plan.get("num_targets")
+        if targets is None:  # a plan written before grids: packs x optimizers x modes x artifacts
+            targets = (
+                sum(len(p) for p in plan["packs"])
+                * len(plan["optimizers"])
+                * len(plan["linearized"])
+                * len(plan["artifacts"])
+            )
+        epochs = plan.get("axes", {}).get("train.epochs") or [plan["train"]["epochs"]]
         print(
             f"sweep {plan['sweep_id']!r} in {sweep_dir.resolve()}: {len(plan['trials'])} "
-            f"trials, {targets} targets, {plan['train']['epochs']} epochs each"
+            f"trials, {targets} targets, {'/'.join(map(str, epochs))} epochs each"
         )
     else:
         print(f"{sweep_dir.resolve()}: no sweep_plan.json (not started by run_sweep?)")

@@ -111,6 +111,12 @@ class TrainConfig:
     (paper: 0.05, momentum 0.9) and from ``adam_learning_rate`` for Adam (the paper does not
     give one; Adam's usual 1e-3). ``loss_threshold`` defines the "iterations to reach 0.01
     training loss" metric.
+
+    ``seed`` is the data-order seed (the batch order of every epoch). ``linearized`` (train
+    the linearization instead of the network) and ``eigen_index`` (the labels are
+    ``sign(φ_j)`` of eigenfunction ``j``) are what one sweep point trains; the training
+    functions of :mod:`raysweep.training` take the mode, the labels and the seed as arguments
+    and ignore these three fields.
     """
 
     optimizer: str = "sgd"
@@ -121,6 +127,8 @@ class TrainConfig:
     epochs: int = 100
     loss_threshold: float = 0.01
     seed: int = 0
+    linearized: bool = False
+    eigen_index: int = 0
 
     def __post_init__(self):
         _choice("train", "optimizer", self.optimizer, OPTIMIZERS)
@@ -142,6 +150,9 @@ class TrainConfig:
                 f"train.loss_threshold must be a positive number, got {self.loss_threshold!r}."
             )
         _non_negative_int("train", "seed", self.seed)
+        if not isinstance(self.linearized, bool):
+            raise ValueError(f"train.linearized must be true or false, got {self.linearized!r}.")
+        _non_negative_int("train", "eigen_index", self.eigen_index)
 
 
 @dataclass(frozen=True)
@@ -226,7 +237,13 @@ class SweepConfig:
 
 @dataclass(frozen=True)
 class Config:
-    """A whole experiment. ``preset`` records which preset it started from."""
+    """A whole experiment. ``preset`` records which preset it started from.
+
+    ``grid``: the sweep axes beyond the defaults, ``(("section.field", (v1, v2, ...)), ...)``
+    in the order given (command line: ``grid.section.field=v1,v2``); see :data:`FIELD_CLASSES`
+    for what each field's axis does, and :mod:`raysweep.sweep.grid` for the expansion. The
+    section values are the base point: an axis replaces its field's value.
+    """
 
     preset: str = "smoke"
     data: DataConfig = field(default_factory=DataConfig)
@@ -234,6 +251,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     ntk: NTKConfig = field(default_factory=NTKConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    grid: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
     def __post_init__(self):
         for name, cls in _SECTIONS.items():
@@ -241,17 +259,37 @@ class Config:
                 raise TypeError(
                     f"Config.{name} must be a {cls.__name__}, got {type(getattr(self, name))}."
                 )
-        too_big = [j for j in self.sweep.eigen_indices if j >= self.ntk.num_eigen]
+        object.__setattr__(self, "grid", check_grid(self.grid, self))
+        axes = dict(self.grid)
+        indices = axes.get("train.eigen_index", self.sweep.eigen_indices)
+        num_eigen = min(axes.get("ntk.num_eigen", (self.ntk.num_eigen,)))
+        too_big = [j for j in indices if j >= num_eigen]
         if too_big:
+            name = (
+                "grid.train.eigen_index" if "train.eigen_index" in axes else "sweep.eigen_indices"
+            )
             raise ValueError(
-                f"sweep.eigen_indices {too_big} are >= ntk.num_eigen={self.ntk.num_eigen}; "
-                "indices are 0-based into the top-k eigenvectors: raise ntk.num_eigen or "
-                "drop those indices."
+                f"{name} {too_big} are >= ntk.num_eigen={num_eigen}; indices are 0-based into "
+                "the top-k eigenvectors: raise ntk.num_eigen or drop those indices."
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serializable nested dict (tuples become lists)."""
-        return dataclasses.asdict(self)
+        """A JSON-serializable nested dict (tuples become lists; ``grid`` a dict of lists)."""
+        out = dataclasses.asdict(self)
+        out["grid"] = {key: list(values) for key, values in self.grid}
+        return out
+
+    def axes(self) -> dict[str, tuple[Any, ...]]:
+        """Every sweep axis with its values: ``train.eigen_index``, ``train.optimizer`` and
+        ``train.linearized`` (from ``sweep.eigen_indices``, ``sweep.optimizers`` and
+        ``sweep.linearized`` unless the grid names them), then the grid's other axes."""
+        out: dict[str, tuple[Any, ...]] = {
+            "train.eigen_index": tuple(self.sweep.eigen_indices),
+            "train.optimizer": tuple(self.sweep.optimizers),
+            "train.linearized": tuple(self.sweep.linearized),
+        }
+        out.update(dict(self.grid))
+        return out
 
 
 _SECTIONS = {
@@ -261,6 +299,118 @@ _SECTIONS = {
     "ntk": NTKConfig,
     "sweep": SweepConfig,
 }
+
+
+# ----------------------------------------------------------------------------- axis classes
+
+ARTIFACT, PROGRAM, IN_PACK, RUN = "artifact", "program", "in-pack", "run"
+AXIS_LEVELS = (ARTIFACT, PROGRAM, IN_PACK)
+
+FIELD_CLASSES: dict[str, str] = {
+    # artifact-level: a point of its own Gram matrix and eigenfunctions
+    "data.name": ARTIFACT,
+    "data.num_train": ARTIFACT,
+    "data.num_test": ARTIFACT,
+    "data.seed": ARTIFACT,
+    "model.name": ARTIFACT,
+    "model.activation": ARTIFACT,
+    "model.seed": ARTIFACT,
+    "ntk.method": ARTIFACT,
+    "ntk.eigen_method": ARTIFACT,
+    "ntk.num_eigen": ARTIFACT,
+    "ntk.dtype": ARTIFACT,
+    # program-level: another compiled training program, so another Tune trial
+    "train.optimizer": PROGRAM,
+    "train.linearized": PROGRAM,
+    "train.momentum": PROGRAM,
+    "train.batch_size": PROGRAM,
+    "train.epochs": PROGRAM,
+    "train.loss_threshold": PROGRAM,
+    # in-pack: targets of one trial, vmapped in one program
+    "train.eigen_index": IN_PACK,
+    "train.seed": IN_PACK,
+    "train.learning_rate": IN_PACK,
+    "train.adam_learning_rate": IN_PACK,
+    # run settings: how or where a run computes, not what; never an axis
+    "data.root": RUN,
+    "ntk.tile_size": RUN,
+    "ntk.memory_budget_mb": RUN,
+    "ntk.num_workers": RUN,
+}
+"""The class of every config field as a sweep axis (``sweep.*`` fields are all run settings).
+
+- ``artifact``: each value needs its own Gram matrix and eigenfunction artifact (computed
+  once per distinct artifact-level point, before the trials that use it);
+- ``program``: each value compiles another training program: one Tune trial per value;
+- ``in-pack``: the values are targets of one trial, trained side by side in one program
+  (eigen-index: the labels; ``train.seed``: the batch order; learning rates: a per-target
+  scale of the update);
+- ``run``: settings of how or where a run computes (folders, tile sizes, workers,
+  resources), which do not change a result: not an axis.
+"""
+
+_RUN_REASONS = {
+    "data.root": "it says where the data files are, not which data",
+    "ntk.tile_size": "it changes how the Gram matrix is computed, not the matrix",
+    "ntk.memory_budget_mb": "it changes how the Gram matrix is computed, not the matrix",
+    "ntk.num_workers": "it changes how the Gram matrix is computed, not the matrix",
+}
+
+
+def field_class(key: str) -> str:
+    """The class (:data:`FIELD_CLASSES`) of ``section.field``, e.g. ``"train.seed"`` →
+    ``"in-pack"``; ``ValueError`` for an unknown field."""
+    section, _, name = key.partition(".")
+    if section not in _SECTIONS or name not in {
+        f.name for f in dataclasses.fields(_SECTIONS[section])
+    }:
+        known = ", ".join(sorted(k for k, c in FIELD_CLASSES.items() if c != RUN))
+        raise ValueError(
+            f"grid.{key} names no config field; axes are section.field among: {known}."
+        )
+    return RUN if section == "sweep" else FIELD_CLASSES[key]
+
+
+def check_grid(grid: Any, config: Config) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """``grid`` as a tuple of ``(key, values)``, every key an axis and every value valid.
+
+    Accepts a mapping or pairs. Raises ``ValueError`` naming the axis for an unknown field,
+    a run setting, an empty axis, a repeated value or key, or a value its field refuses.
+    """
+    pairs = list(grid.items()) if isinstance(grid, dict) else list(grid)
+    out, seen = [], set()
+    for pair in pairs:
+        if not (isinstance(pair, tuple | list) and len(pair) == 2):
+            raise TypeError(f'grid entries must be ("section.field", values) pairs, got {pair!r}.')
+        key, values = str(pair[0]), pair[1]
+        level = field_class(key)
+        if level == RUN:
+            why = _RUN_REASONS.get(key, "sweep.* settings describe the run, not a grid point")
+            raise ValueError(
+                f"grid.{key} cannot be a sweep axis: {why}. Set it once with {key}=VALUE."
+            )
+        if key in seen:
+            raise ValueError(
+                f"grid.{key} is given twice; give all its values once: grid.{key}=a,b."
+            )
+        seen.add(key)
+        if isinstance(values, str) or not isinstance(values, Sequence):
+            values = (values,)
+        values = tuple(values)
+        if not values:
+            raise ValueError(f"grid.{key} has no values; give at least one, e.g. grid.{key}=a,b.")
+        doubles = sorted({repr(v) for v in values if values.count(v) > 1})
+        if doubles:
+            raise ValueError(f"grid.{key} repeats {', '.join(doubles)}; list each value once.")
+        section, name = key.split(".")
+        base = getattr(config, section)
+        for value in values:
+            try:  # the section's own check of the value
+                dataclasses.replace(base, **{name: value})
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"grid.{key}={value!r}: {err}") from None
+        out.append((key, values))
+    return tuple(out)
 
 
 # ----------------------------------------------------------------------------- presets
@@ -398,13 +548,30 @@ def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
 
     Tuples take comma-separated values (``sweep.eigen_indices=0,5,9``) or a JSON list.
     ``None`` is written ``none``. Unknown keys raise ``ValueError`` naming the valid ones.
+    ``grid.section.field=v1,v2`` makes the field a sweep axis (``Config.grid``; a later one
+    for the same field replaces it).
     """
     sections = {name: getattr(config, name) for name in _SECTIONS}
+    grid = dict(config.grid)
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"Override {item!r} must look like section.field=value.")
         key, text = item.split("=", 1)
         key = key.strip()
+        if key.startswith("grid."):
+            axis = key.removeprefix("grid.")
+            if axis.count(".") != 1:
+                raise ValueError(
+                    f"Sweep axis {key!r} must be grid.section.field=v1,v2 "
+                    "(e.g. grid.model.name=mlp,lenet5)."
+                )
+            field_class(axis)  # names an existing field
+            section, name = axis.split(".")
+            typ = _field_type(_SECTIONS[section], name)
+            if typing.get_origin(typ) is tuple:
+                raise ValueError(f"grid.{axis}: a list-valued field cannot be a sweep axis.")
+            grid[axis] = _parse_value(text, tuple[typ, ...], key)
+            continue
         if key.count(".") != 1:
             raise ValueError(
                 f"Override key {key!r} must be section.field with a section among "
@@ -424,7 +591,7 @@ def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
             )
         value = _parse_value(text, _field_type(cls, name), key)
         sections[section] = dataclasses.replace(sections[section], **{name: value})
-    return dataclasses.replace(config, **sections)
+    return dataclasses.replace(config, **sections, grid=tuple(grid.items()))
 
 
 # ----------------------------------------------------------------------------- JSON
@@ -433,6 +600,7 @@ def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Inverse of :meth:`Config.to_dict` (lists become tuples again)."""
     kwargs: dict[str, Any] = {"preset": data.get("preset", "custom")}
+    kwargs["grid"] = tuple((k, tuple(v)) for k, v in dict(data.get("grid") or {}).items())
     for name, cls in _SECTIONS.items():
         raw = dict(data.get(name, {}))
         for f in dataclasses.fields(cls):

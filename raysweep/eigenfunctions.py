@@ -357,22 +357,56 @@ def _same_setup(a: Config, b: Config) -> bool:
     return a.data == b.data and a.model == b.model and a.ntk == b.ntk
 
 
+def model_id_of(config: Config, fingerprint: str) -> str:
+    """The tile store's ``model_id``: name, activation, seed and the model's jaxpr hash."""
+    return (
+        f"{config.model.name}/{config.model.activation}/seed={config.model.seed}/"
+        f"jaxpr={fingerprint}"
+    )
+
+
+def _check_model_unchanged(existing: EigenArtifact, config: Config) -> None:
+    """Refuse to reuse an artifact whose model code changed since it was computed."""
+    from raysweep.distributed.fingerprint import model_fingerprint
+
+    saved = existing.meta.get("model_fingerprint")
+    if saved is None:  # written before models were fingerprinted: cannot tell
+        return
+    module = get_model(config.model.name, activation=config.model.activation)
+    variables = existing.variables
+    now = model_fingerprint(
+        make_apply_fn(module, variables), variables["params"], existing.manifest["input_shape"]
+    )
+    if now != saved:
+        raise ValueError(
+            f"the model {config.model.name!r} computes something else than when the artifact "
+            f"{existing.path} was made (its jaxpr hash was {saved[:19]}…, now {now[:19]}…): "
+            "its eigenfunctions and Gram tiles describe the old code. Use another results "
+            "folder (--out), or delete that artifact and its gram/ folder to recompute them."
+        )
+
+
 def compute_eigenfunctions(
     config: Config,
     out_dir: str | os.PathLike,
     *,
+    subdir: str = "",
     progress: bool = True,
     log=print,
     dataset: Dataset | None = None,
 ) -> EigenArtifact:
     """Compute (or reuse) the eigenfunction artifact of ``config`` under ``out_dir``.
 
-    ``out_dir/eigenfunctions`` is the artifact, ``out_dir/gram`` the resumable tile store.
+    ``out_dir/<subdir>/eigenfunctions`` is the artifact, ``out_dir/<subdir>/gram`` the
+    resumable tile store (``subdir``: ``""`` for a sweep with one artifact, ``artifacts/<key>``
+    for each point of a grid with several, see :mod:`raysweep.sweep.grid`).
     An existing artifact with the same data, model and NTK settings is loaded (and verified),
     not recomputed; an interrupted Gram resumes from its finished tiles, and damaged tiles are
     recomputed. A damaged existing artifact (:class:`DamagedArtifactError`, or files missing)
-    is named through ``log``, moved aside to ``out_dir/eigenfunctions.damaged-<UTC time>``
-    (never deleted) and recomputed, which is cheap as long as the tiles are kept.
+    is named through ``log``, moved aside to ``eigenfunctions.damaged-<UTC time>`` (never
+    deleted) and recomputed, which is cheap as long as the tiles are kept. The tile store and
+    the artifact record a hash of the model's computation (its jaxpr on a probe batch), so
+    edited model code never reuses stale tiles or eigenfunctions.
 
     ``dataset``: the dataset of ``config`` already loaded (:func:`load_checked_dataset`);
     ``None`` reads it here, when it is needed.
@@ -382,16 +416,23 @@ def compute_eigenfunctions(
     purpose = "raysweep.eigenfunctions.compute_eigenfunctions"
     with hold_results_dir(out_dir, purpose=purpose) as lease:
         return _compute_eigenfunctions(
-            config, Path(out_dir), lease, progress=progress, log=log, dataset=dataset
+            config,
+            Path(out_dir),
+            lease,
+            subdir=subdir,
+            progress=progress,
+            log=log,
+            dataset=dataset,
         )
 
 
 def _compute_eigenfunctions(
-    config: Config, out_dir: Path, lease, *, progress: bool, log, dataset
+    config: Config, out_dir: Path, lease, *, subdir: str, progress: bool, log, dataset
 ) -> EigenArtifact:
     from raysweep.distributed import ensure_ray
+    from raysweep.distributed.fingerprint import model_fingerprint
 
-    target = out_dir / "eigenfunctions"
+    target = out_dir / subdir / "eigenfunctions"
     if target.exists():
         try:
             existing = load_artifact(target)
@@ -400,10 +441,11 @@ def _compute_eigenfunctions(
             aside = _move_aside(target)
             log(
                 f"[eigen] the artifact {target} is damaged ({what}); moved it to {aside} and "
-                f"recomputing it from the Gram tiles in {out_dir / 'gram'}"
+                f"recomputing it from the Gram tiles in {out_dir / subdir / 'gram'}"
             )
         else:
             if _same_setup(existing.config, config):
+                _check_model_unchanged(existing, config)
                 log(f"[eigen] reusing {target}")
                 return existing
             raise ValueError(
@@ -425,14 +467,14 @@ def _compute_eigenfunctions(
     )
 
     start = time.perf_counter()
-    model_id = f"{config.model.name}/{config.model.activation}/seed={config.model.seed}"
+    fingerprint = model_fingerprint(apply_fn, variables["params"], ds.input_shape)
     with config_gram(
         config,
         apply_fn,
         variables["params"],
         x_all,
-        store_dir=out_dir / "gram",
-        model_id=model_id,
+        store_dir=out_dir / subdir / "gram",
+        model_id=model_id_of(config, fingerprint),
         progress=progress,
         log=log,
     ) as gram:
@@ -453,6 +495,7 @@ def _compute_eigenfunctions(
         "N": int(n),
         "k": int(k),
         "jax": jax.__version__,
+        "model_fingerprint": fingerprint,
     }
     lease.check()  # another driver took the folder over (this one was paused): do not write
     save_artifact(
@@ -463,3 +506,60 @@ def _compute_eigenfunctions(
         f"{meta['max_relative_residual']:.1e}·λ_max; artifact {target}"
     )
     return load_artifact(target)
+
+
+def load_checked_datasets(config: Config) -> dict[Any, Dataset]:
+    """:func:`load_checked_dataset` for every artifact point of ``config``'s grid, each
+    distinct data section read once: ``{DataConfig: Dataset}``.
+
+    Expands the grid first (:func:`raysweep.sweep.grid.expand_grid`), so a bad grid, a missing
+    or malformed data file and a k that is too large are all reported before any work.
+    """
+    from raysweep.sweep.grid import expand_grid
+
+    datasets: dict[Any, Dataset] = {}
+    for point in expand_grid(config).artifacts:
+        data = point.config.data
+        if data not in datasets:
+            datasets[data] = _dataset_for(point.config)
+        check_num_eigen(point.config, datasets[data])
+    return datasets
+
+
+def compute_artifacts(
+    config: Config,
+    out_dir: str | os.PathLike,
+    *,
+    progress: bool = True,
+    log=print,
+    datasets: dict[Any, Dataset] | None = None,
+) -> list[tuple[Any, EigenArtifact]]:
+    """Compute (or reuse) the artifact of every artifact-level point of ``config``'s grid.
+
+    One artifact per distinct point (data, model and NTK values), each with
+    :func:`compute_eigenfunctions` in its own folder (:func:`raysweep.sweep.grid.artifact_dir`),
+    one after the other: each is resumable, and an artifact already in ``out_dir`` is reused.
+    Returns ``[(ArtifactPoint, EigenArtifact), ...]`` in grid order.
+
+    ``datasets``: from :func:`load_checked_datasets` (default: read here).
+    """
+    from raysweep.lease import hold_results_dir
+    from raysweep.sweep.grid import expand_grid
+
+    points = expand_grid(config).artifacts
+    datasets = load_checked_datasets(config) if datasets is None else datasets
+    out = []
+    with hold_results_dir(out_dir, purpose="raysweep.eigenfunctions.compute_artifacts"):
+        for i, point in enumerate(points):
+            if len(points) > 1:
+                log(f"[eigen] artifact {i + 1}/{len(points)}: {point.key}")
+            artifact = compute_eigenfunctions(
+                point.config,
+                out_dir,
+                subdir=point.subdir,
+                progress=progress,
+                log=log,
+                dataset=datasets.get(point.config.data),
+            )
+            out.append((point, artifact))
+    return out

@@ -3,6 +3,8 @@
     python sweeps/eigen_sweep.py                               # offline default, minutes on a CPU
     python sweeps/eigen_sweep.py --preset cifar10 --data-dir /data
     python sweeps/eigen_sweep.py train.epochs=3 sweep.eigen_indices=0,4,9
+    python sweeps/eigen_sweep.py grid.model.name=mlp,lenet5 grid.train.seed=0,1,2 \
+        grid.train.learning_rate=0.02,0.05                    # any config field as an axis
     python sweeps/eigen_sweep.py --smoke-test                  # what CI runs
 
     python sweeps/eigen_sweep.py --resume                      # finish an interrupted sweep
@@ -17,16 +19,20 @@ folder must be on storage every node mounts at the same path (EFS/NFS); this is 
 any work, and URIs such as ``s3://`` are refused (README, "Running on a cluster").
 
 Steps:
-1. Load the dataset (train + test concatenated), initialize the model from the config seed.
-2. Compute the empirical NTK Gram Θ₀ on Ray workers (resumable tile store) and its top-k
-   eigenpairs; save the eigenfunction artifact.
-3. Print the spectrum, the residuals and the binarization diagnostic.
-4. Ray Tune sweep: the network and its linearization trained on the labels sign(φ_j), one
-   trial per pack of ``sweep.pack_size`` eigen-indices × optimizer × {network, linearized};
-   per-epoch metrics go to the Parquet store; print final test accuracy by eigen-index.
+1. Expand the grid (``raysweep.sweep.grid``) and load every dataset it needs (train + test
+   concatenated); a bad axis or data file stops here, before anything is written.
+2. For every artifact-level point (data, model, NTK values): initialize the model, compute
+   the empirical NTK Gram Θ₀ on Ray workers (resumable tile store) and its top-k eigenpairs;
+   save the eigenfunction artifact (reused when already there).
+3. Print the spectrum, the residuals and the binarization diagnostic of each.
+4. Ray Tune sweep: one trial per artifact × program point (optimizer, network/linearized,
+   other program-level axes) × pack of ``sweep.pack_size`` targets (eigen-index × train.seed
+   × learning rate); per-epoch metrics go to the Parquet store; print final test accuracy by
+   eigen-index.
 
 Output goes to ``<storage_path>/<sweep name>/`` (default ``results/eigen_sweep``): the
-resolved ``config.json``, ``gram/`` (tile store), ``eigenfunctions/`` (artifact),
+resolved ``config.json``, ``gram/`` (tile store), ``eigenfunctions/`` (artifact; with several
+artifact points, ``artifacts/<key>/{gram,eigenfunctions}`` each),
 ``sweep_plan.json``, ``metrics/`` (one Parquet part per trial), ``tune/<name>/`` (Tune's
 experiment, TensorBoard event files) and ``report/`` (figures and report.html).
 
@@ -142,11 +148,28 @@ def summarize(artifact) -> str:
     return "\n".join(lines)
 
 
-def print_locations(out: Path, config, artifact) -> None:
+def describe_grid(config) -> str:
+    """One line: the axes (values per axis, with their class) and the resources per trial."""
+    from raysweep.config import field_class
+    from raysweep.sweep.grid import expand_grid
+
+    grid = expand_grid(config)
+    axes = ", ".join(
+        f"{key} ({len(values)}, {field_class(key)})" for key, values in grid.axes.items()
+    )
+    return (
+        f"{len(grid.artifacts)} artifact(s) x {len(grid.programs)} program(s) -> "
+        f"{len(grid.trials)} trials, {grid.num_targets} targets (packs of "
+        f"{config.sweep.pack_size}); axes: {axes}; {config.sweep.cpus_per_trial:g} CPU + "
+        f"{config.sweep.gpus_per_trial:g} GPU per trial"
+    )
+
+
+def print_locations(out: Path, config, artifacts) -> None:
     tune_dir = out / "tune" / config.sweep.name
     print(f"  config:          {out / 'config.json'}")
-    print(f"  Gram tile store: {out / 'gram'}")
-    print(f"  eigenfunctions:  {artifact.path}")
+    for artifact in artifacts:
+        print(f"  eigenfunctions:  {artifact.path}  (Gram tiles: {artifact.path.parent / 'gram'})")
     print(f"  metrics:         {out / 'metrics'}  (raysweep.store.read_metrics)")
     print(f"  tune experiment: {tune_dir}  (tensorboard --logdir {tune_dir})")
     print(f"  figures:         {out / 'report'}  (PNG/PDF + report.html: raysweep report {out})")
@@ -171,10 +194,10 @@ def main(argv=None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from raysweep.eigenfunctions import load_checked_dataset
+    from raysweep.eigenfunctions import load_checked_datasets
 
-    try:  # the data files, before Ray or any write: a bad file is one line, nothing changed
-        dataset = load_checked_dataset(config)
+    try:  # the grid and the data files, before Ray or any write: one line, nothing changed
+        dataset = load_checked_datasets(config)
     except (ValueError, TypeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -221,31 +244,28 @@ def run(args, config, out: Path, trial_env: dict, dataset=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    from raysweep.eigenfunctions import compute_eigenfunctions
+    from raysweep.eigenfunctions import compute_artifacts
 
     start = time.perf_counter()
     try:
-        artifact = compute_eigenfunctions(config, out, progress=not args.quiet, dataset=dataset)
+        artifacts = compute_artifacts(config, out, progress=not args.quiet, datasets=dataset)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(summarize(artifact))
+    for point, artifact in artifacts:
+        if len(artifacts) > 1:
+            print(f"artifact {point.key}:")
+        print(summarize(artifact))
     print(f"eigen step done in {time.perf_counter() - start:.1f} s.")
     if args.eigen_only:
         if not (out / "config.json").exists():  # never overwrite the record of a sweep
             save_config(config, out / "config.json")
-        print_locations(out, config, artifact)
+        print_locations(out, config, [a for _, a in artifacts])
         return 0
 
     from raysweep.sweep import run_sweep
 
-    print(
-        f"\nSweep: {len(config.sweep.eigen_indices)} eigen-indices in packs of "
-        f"{config.sweep.pack_size} x optimizers {', '.join(config.sweep.optimizers)} x "
-        f"{'/'.join('linearized' if v else 'network' for v in config.sweep.linearized)}, "
-        f"{config.train.epochs} epochs, {config.sweep.cpus_per_trial:g} CPU + "
-        f"{config.sweep.gpus_per_trial:g} GPU per trial"
-    )
+    print(f"\nSweep: {describe_grid(config)}")
     try:
         summary = run_sweep(config, out, resume=args.resume, progress=not args.quiet)
     except ValueError as err:
@@ -254,7 +274,7 @@ def run(args, config, out: Path, trial_env: dict, dataset=None) -> int:
     if args.quiet:
         print(summary)
     print(f"\nDone in {time.perf_counter() - start:.1f} s.")
-    print_locations(out, config, artifact)
+    print_locations(out, config, [a for _, a in artifacts])
     from raysweep.report import build_report
 
     try:  # the report is a view of the results: never fail the run because of it

@@ -38,7 +38,7 @@ from raysweep.analysis import (
     save_energy_records,
     save_nads,
 )
-from raysweep.store import empty_table, rows_to_table
+from raysweep.store import METRICS_SCHEMA, axes_json, empty_table, make_target_id, rows_to_table
 
 INDICES = (0, 1, 2, 4, 8, 16)
 
@@ -50,30 +50,44 @@ def synthetic_rows(
     indices=INDICES,
     epochs=2,
     diverge=None,
+    learning_rates=(None,),
 ):
-    """Rows of a small sweep; ``diverge=(model, optimizer, linearized, j, seed)`` diverges."""
+    """Rows of a small sweep; ``diverge=(model, optimizer, linearized, j, seed)`` diverges.
+
+    The seeds of one learning rate share a trial (packed targets); ``learning_rates`` other
+    than ``(None,)`` are a grid axis (``train.learning_rate`` in ``axes``), one trial each.
+    """
     rng = np.random.default_rng(0)
     rows = []
     for model in models:
         for opt in optimizers:
             for lin in (False, True):
-                for seed in seeds:
-                    trial = f"{opt}-{'lin' if lin else 'nn'}-pack000-{model}-digits-s{seed}"
-                    for j in indices:
+                for lr in learning_rates:
+                    trial = f"{opt}-{'lin' if lin else 'nn'}-pack000-{model}-digits"
+                    if lr is not None:
+                        trial += f"-train.learning_rate={lr:g}"
+                    for seed, j in ((seed, j) for seed in seeds for j in indices):
+                        axes = {"model.name": model, "train.eigen_index": j, "train.seed": seed}
+                        if lr is not None:
+                            axes["train.learning_rate"] = lr
                         for epoch in range(1, epochs + 1):
                             last = epoch == epochs
                             acc = 0.97 - 0.02 * math.log1p(j) - (0.05 if lin else 0.0)
+                            acc -= 0.2 if lr == 0.5 else 0.0
                             bad = diverge == (model, opt, lin, j, seed)
                             rows.append(
                                 {
                                     "sweep_id": "synthetic",
                                     "trial_id": trial,
+                                    "target_id": make_target_id(j, seed),
                                     "model": model,
                                     "dataset": "digits",
                                     "optimizer": opt,
                                     "linearized": lin,
                                     "eigen_index": j,
                                     "seed": seed,
+                                    "learning_rate": lr or 0.05,
+                                    "axes": axes_json(axes),
                                     "epoch": epoch,
                                     "step": 50 * epoch,
                                     "train_loss": math.nan if bad else 0.1 / epoch,
@@ -83,7 +97,7 @@ def synthetic_rows(
                                     if bad
                                     else float(np.clip(acc + rng.normal(0, 0.01), 0, 1)),
                                     # large indices never reach the threshold
-                                    "steps_to_threshold": -1
+                                    "steps_to_threshold": None
                                     if (j >= 8 or not last or bad)
                                     else 20 + 10 * j + seed,
                                     "l2_distance": math.inf if bad else 1.0 + 0.1 * j,
@@ -135,8 +149,15 @@ def test_accuracy_one_row_per_optimizer_one_column_per_model(table):
         assert ax.get_ylabel() == "test accuracy"
         net = next(line for line in ax.lines if line.get_label() == "network")
         assert list(net.get_xdata()) == list(INDICES)
-        # three seeds: a band around each curve
-        assert sorted(c.get_label() for c in bands(ax)) == ["linearized band", "network band"]
+        # three seeds: a band around each curve, saying what it is over
+        over = "mean ± std over train.seed (batch order), n=3"
+        assert sorted(c.get_label() for c in bands(ax)) == [
+            f"linearized band: {over}",
+            f"network band: {over}",
+        ]
+    assert "shaded: mean ± std over train.seed (batch order), n=3" in fig.get_suptitle()
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[:2] == ["network", "linearized"] and not any("band" in t for t in legend)
 
 
 def test_accuracy_single_optimizer_baseline_and_smoothing(table):
@@ -214,6 +235,87 @@ def test_accuracy_table_cells(table):
     assert {"sgd network", "sgd linearized", "adam network"} <= set(header)
     assert len(rows) == 2 * len(INDICES)
     assert " ± " in rows[0][3]
+
+
+def test_learning_rate_variants_are_curves_and_seeds_are_the_band():
+    rows = synthetic_rows(
+        models=("mlp",), optimizers=("sgd",), seeds=(0, 1, 2), learning_rates=(0.05, 0.5)
+    )
+    table = rows_to_table(rows)
+    curves = index_series(table, "test_accuracy")
+    assert [(c.kind, c.variant) for c in curves] == [
+        ("network", "train.learning_rate=0.05"),
+        ("network", "train.learning_rate=0.5"),
+        ("linearized", "train.learning_rate=0.05"),
+        ("linearized", "train.learning_rate=0.5"),
+    ]
+    # each curve averages the three seeds of its own rate, never the two rates
+    assert all(list(c.count) == [3] * len(INDICES) for c in curves)
+    base, worse = curves[0], curves[1]
+    np.testing.assert_allclose(base.mean - worse.mean, 0.2, atol=0.05)
+    assert np.all(base.high - base.low < 0.1)
+    assert base.band_label() == "mean ± std over train.seed (batch order), n=3"
+
+    fig = plot_accuracy_vs_index(table)
+    (ax,) = fig.axes
+    lines = {line.get_label(): line for line in ax.lines}
+    net_a, net_b = "network · train.learning_rate=0.05", "network · train.learning_rate=0.5"
+    assert {net_a, net_b} <= set(lines)
+    assert lines[net_a].get_linestyle() != lines[net_b].get_linestyle()
+    band_labels = sorted(c.get_label() for c in bands(ax))
+    assert len(band_labels) == 4
+    assert all("over train.seed (batch order), n=3" in label for label in band_labels)
+    assert f"{net_b} band: mean ± std over train.seed (batch order), n=3" in band_labels
+    assert "shaded: mean ± std over train.seed (batch order), n=3" in fig.get_suptitle()
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[:2] == [net_a, net_b] and not any("band" in t for t in legend)
+
+    header, table_rows = accuracy_rows(table)
+    assert header[:4] == ["model", "dataset", "variant", "index"]
+    assert [r[2] for r in table_rows[:: len(INDICES)]] == [
+        "train.learning_rate=0.05",
+        "train.learning_rate=0.5",
+    ]
+    fig = plot_training_metrics(table, metrics=["l2_distance"])
+    assert "over train.seed (batch order), n=3" in fig.get_suptitle()
+    assert len([line for line in fig.axes[0].lines if line.get_label().startswith("net")]) == 2
+
+
+def test_one_variant_is_named_in_the_title_and_one_seed_has_no_band():
+    rows = synthetic_rows(models=("mlp",), optimizers=("sgd",), seeds=(4,), learning_rates=(0.5,))
+    fig = plot_accuracy_vs_index(rows_to_table(rows))
+    (ax,) = fig.axes
+    assert "(train.learning_rate=0.5)" in fig.get_suptitle()
+    assert labels(ax).count("network") == 1 and bands(ax) == []
+    assert "shaded" not in fig.get_suptitle()
+
+
+def test_band_n_counts_the_valid_seeds(diverged_table):
+    (curve,) = [
+        c
+        for c in index_series(diverged_table, "test_accuracy")
+        if (c.model, c.optimizer, c.kind) == ("mlp", "sgd", "network")
+    ]
+    assert list(curve.count) == [3, 3, 2, 3, 3, 3]
+    assert curve.band_label() == "mean ± std over train.seed (batch order), n=2-3"
+
+
+def test_not_reached_is_null_or_minus_one():
+    rows = synthetic_rows(models=("mlp",), optimizers=("sgd",), seeds=(0, 1))
+    stored = rows_to_table(rows)
+    assert None in stored.column("steps_to_threshold").to_pylist()
+    for row in rows:  # a table built by hand with the training API's -1
+        if row["steps_to_threshold"] is None:
+            row["steps_to_threshold"] = -1
+    by_hand = pa.Table.from_pylist(rows, schema=METRICS_SCHEMA)
+    for t in (stored, by_hand):
+        curve = index_series(t, "steps_to_threshold")[0]
+        assert list(curve.unreached) == [8, 16]
+        assert np.isnan(curve.mean[-1]) and curve.mean[0] == pytest.approx(20.5)
+    fig = plot_training_metrics(by_hand, metrics=["steps_to_threshold"])
+    (ax,) = fig.axes
+    unreached = [line for line in ax.lines if line.get_label() == "not reached"]
+    assert len(unreached) == 2 and list(unreached[0].get_xdata()) == [8, 16]
 
 
 # ------------------------------------------------------------------ training (Figs 4-5)

@@ -23,7 +23,7 @@ from raysweep.analysis.alignment import AlignmentData
 from raysweep.cli import main as cli_main
 from raysweep.config import get_preset
 from raysweep.report import build_report
-from raysweep.store import save_sweep_config, write_trial_rows
+from raysweep.store import axes_json, make_target_id, save_sweep_config, write_trial_rows
 
 CHROMIUM = Path("/usr/bin/chromium")
 FIGURES = (
@@ -38,25 +38,38 @@ FIGURES = (
 )
 
 
-def write_metrics(results: Path, *, seeds=(0, 1), indices=(0, 1, 4, 9)) -> None:
-    """One model, one optimizer, network and linearized, a diverged target, 2 epochs."""
+def write_metrics(
+    results: Path, *, seeds=(0, 1), indices=(0, 1, 4, 9), learning_rates=(None,)
+) -> None:
+    """One model, one optimizer, network and linearized, a diverged target, 2 epochs.
+
+    The seeds share a trial (packed targets); ``learning_rates`` other than ``(None,)`` are a
+    grid axis (one trial each, ``train.learning_rate`` in ``axes``).
+    """
     for lin in (False, True):
-        for seed in seeds:
-            trial = f"sgd-{'lin' if lin else 'nn'}-pack000-mlp-digits-s{seed}"
+        for lr in learning_rates:
+            trial = f"sgd-{'lin' if lin else 'nn'}-pack000-mlp-digits"
+            trial += f"-train.learning_rate={lr:g}" if lr is not None else ""
             rows = []
-            for j in indices:
+            for seed, j in ((seed, j) for seed in seeds for j in indices):
+                axes = {"model.name": "mlp", "train.eigen_index": j, "train.seed": seed}
+                if lr is not None:
+                    axes["train.learning_rate"] = lr
                 for epoch in (1, 2):
                     bad = (lin, j, seed) == (False, 4, 1)
                     rows.append(
                         {
                             "sweep_id": "demo",
                             "trial_id": trial,
+                            "target_id": make_target_id(j, seed),
                             "model": "mlp",
                             "dataset": "digits",
                             "optimizer": "sgd",
                             "linearized": lin,
                             "eigen_index": j,
                             "seed": seed,
+                            "learning_rate": lr or 0.05,
+                            "axes": axes_json(axes),
                             "epoch": epoch,
                             "step": 40 * epoch,
                             "train_loss": float("nan") if bad else 0.2 / epoch,
@@ -65,7 +78,7 @@ def write_metrics(results: Path, *, seeds=(0, 1), indices=(0, 1, 4, 9)) -> None:
                             "test_accuracy": 0.5
                             if bad
                             else 0.95 - 0.02 * j - 0.04 * lin + 0.01 * seed,
-                            "steps_to_threshold": 30 + 5 * j if epoch == 2 and j < 9 else -1,
+                            "steps_to_threshold": 30 + 5 * j if epoch == 2 and j < 9 else None,
                             "l2_distance": 1 + 0.1 * j,
                             "cosine_distance": 0.01 * (1 + j),
                             "weight_norm": 5.0,
@@ -173,8 +186,12 @@ def test_full_report_files_and_self_contained_page(full_report):
     # what was run, trial counts, wall time, the tables
     assert "sweep.eigen_indices" not in text and "eigen_indices" in text and "0.05" in text
     num = '</td><td class="num">'
-    assert f"<td>finished{num}3{num}15</td>" in text  # trials, targets
+    assert f"<td>finished{num}1{num}15</td>" in text  # trials, targets
     assert f"<td>diverged{num}1{num}1</td>" in text  # one target diverged: its trial too
+    # the bands and the ± of the table say what they are over
+    assert text.count("Shaded: mean ± std over train.seed (batch order), n=2.") == 2  # captions
+    assert "mean ± std over train.seed (batch order), n=2; div: diverged" in text
+    assert "seeds (train.seed, batch order)" in text and "variants" not in text
     assert "training, summed over trials" in text and "eigen step (Gram + eigensolver)" in text
     assert "sgd network" in text and "sgd linearized" in text and "(1 div)" in text
     assert "energy after training" in text and "0.800" in text
@@ -287,3 +304,31 @@ def test_cli_report(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(tmp_path / "r" / "report.html")
     assert cli_main(["report", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_report_of_learning_rate_variants_and_seeds(tmp_path):
+    results = tmp_path / "lr_sweep"
+    write_metrics(results, seeds=(0, 1, 2), indices=(0, 3), learning_rates=(0.02, 0.1))
+    page = build_report(results, dpi=50)
+    text = page.read_text()
+    assert "learning rates η₀" in text and "0.02, 0.1" in text
+    assert "train.learning_rate=0.02; train.learning_rate=0.1" in text  # the variants card
+    assert "<th>variant</th><th>index</th>" in text  # one table row per variant and index
+    assert "<td>train.learning_rate=0.02</td>" in text
+    assert "<td>train.learning_rate=0.1</td>" in text
+    assert "Line styles: grid points that differ in other axes" in text
+    # seed 1 of index 4 diverges only where index 4 exists: here all three seeds count
+    assert "Shaded: mean ± std over train.seed (batch order), n=3." in text
+    assert "mean ± std over train.seed (batch order), n=3; div: diverged" in text
+
+
+def test_report_of_a_folder_above_sweeps_names_the_sweep(tmp_path):
+    write_metrics(tmp_path / "sweeps" / "demo", seeds=(0,), indices=(0,))
+    page = build_report(tmp_path / "sweeps", tmp_path / "out", dpi=50)
+    text = page.read_text()
+    assert "No metrics yet" in text  # nothing shown as if it were this folder's
+    assert "the metrics store (metrics/*.parquet) could not be read" in text
+    assert (
+        f"Pass one sweep folder (the folder that holds metrics/): {tmp_path / 'sweeps' / 'demo'}"
+        in text
+    )

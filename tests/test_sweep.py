@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def keys_of(table):
-    cols = ("trial_id", "eigen_index", "epoch")
+    cols = ("trial_id", "target_id", "epoch")
     return list(zip(*(table.column(c).to_pylist() for c in cols), strict=True))
 
 
@@ -42,9 +42,10 @@ def keys_of(table):
 def test_plan_grid_and_deterministic_ids(artifact):
     config = make_config("sweep.eigen_indices=0,1,2,5,7", "sweep.optimizers=sgd,adam")
     plan = plan_sweep(config, [load_artifact(artifact)])
-    assert plan.packs == ((0, 1), (2, 5), (7,))
+    assert [t.eigen_indices for t in plan.trials[:3]] == [(0, 1), (2, 5), (7,)]
     assert len(plan.trials) == 3 * 2 * 2 and plan.num_targets == 5 * 2 * 2
-    assert plan.trial_ids()[:2] == ["sgd-nn-pack000-mlp-digits", "sgd-lin-pack000-mlp-digits"]
+    assert plan.trial_ids()[:2] == ["sgd-nn-pack000-mlp-digits", "sgd-nn-pack001-mlp-digits"]
+    assert plan.trial_ids()[3] == "sgd-lin-pack000-mlp-digits"
     assert len(set(plan.trial_ids())) == len(plan.trials)
     again = plan_sweep(config, [load_artifact(artifact)])
     assert again.trial_ids() == plan.trial_ids() and again.same_grid(plan.to_dict()) == []
@@ -227,7 +228,7 @@ def test_killed_driver_resumes_without_duplicates_or_gaps(
     keys = keys_of(table)
     assert Counter(keys).most_common(1)[0][1] == 1  # no duplicate row
     expected = {
-        (trial_id("sgd", lin, j // 2, "mlp", "digits"), j, e)
+        (trial_id("sgd", lin, j // 2, "mlp", "digits"), f"j{j}-seed0", e)
         for j in range(8)
         for lin in (False, True)
         for e in (1, 2)

@@ -311,7 +311,7 @@ def test_run_counts_tell_unfinished_from_terminated(artifact, reference, tmp_pat
     ]
     assert [p["trial_id"] for p in points][:2] == [
         "sgd-nn-pack000-mlp-digits",
-        "sgd-lin-pack000-mlp-digits",
+        "sgd-nn-pack001-mlp-digits",
     ]
     done = completed_trials(out, plan)
     assert run_counts(results, done) == {"ERROR": 1, "TERMINATED": 2, "UNFINISHED": 1}

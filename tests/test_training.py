@@ -8,6 +8,8 @@ share the few compiled programs (T=1 and T=3 network packs). The ResNet18 check 
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -27,7 +29,7 @@ from raysweep.training import (
     train_pack,
     train_pack_model,
 )
-from raysweep.training.program import epoch_orders
+from raysweep.training.program import epoch_orders, pack_orders
 
 SHAPE = (8, 8, 1)
 N_TRAIN, N_TEST, BATCH, EPOCHS = 64, 32, 16, 3
@@ -331,6 +333,14 @@ def test_linear_schedule_decays_to_zero():
         ({"kw": {"schedule": "cosine"}}, "schedule='cosine'"),
         ({"kw": {"lr_scale": [1.0, 2.0]}}, r"lr_scale must have shape \(3,\)"),
         ({"kw": {"seed": -1}}, "seed must be a non-negative int"),
+        ({"kw": {"seed": 1.5}}, "seed must be a non-negative int .* or a sequence"),
+        ({"kw": {"seed": "012"}}, "seed must be a non-negative int .* or a sequence"),
+        ({"kw": {"seed": [0, 1]}}, "seed has 2 entries but the pack has 3 targets"),
+        ({"kw": {"seed": []}}, "seed has 0 entries but the pack has 3 targets"),
+        ({"kw": {"seed": [0, -1, 2]}}, r"seed\[1\] is -1; every entry of seed must be a non-neg"),
+        ({"kw": {"seed": [0, True, 2]}}, r"seed\[1\] is the bool True"),
+        ({"kw": {"seed": [0, 1.0, 2]}}, r"seed\[1\] is 1.0 \(float\); every entry of seed"),
+        ({"kw": {"seed": np.zeros((3, 1), int)}}, r"1-D sequence .* shape \(3, 1\)"),
         ({"kw": {"train": {"epochs": 1}}}, "TrainConfig"),
         ({"kw": {"linearized": "yes"}}, "linearized must be a bool"),
         ({"kw": {"batch_stats": {"bn": {"mean": np.zeros(2)}}}}, "train_apply_fn is None"),
@@ -559,3 +569,142 @@ def test_damaged_checkpoint_is_ignored_with_a_warning(problem, tmp_path):
         _assert_rows_equal(result.rows, fresh.rows)
         assert checkpoint_epoch(path) == EPOCHS - 1  # rewritten by the new run
     assert checkpoint_epoch(tmp_path / "missing.ckpt") is None
+
+
+# ----------------------------------------------------------------------------- packed trials
+
+_INT_KEYS = ("epoch", "step", "steps_to_threshold")
+
+
+def _assert_rows_match(a, b, rtol=1e-5):
+    """Rows of a pack against rows of separate runs (up to float32 rounding).
+
+    Integers and statuses exactly. A float metric within ``rtol`` of the magnitude it is
+    computed from: ``cosine_distance = 1 − cos`` from a cosine of magnitude 1, ``l2_distance =
+    ‖θ − θ₀‖`` from parameters of magnitude ``weight_norm``, the others from their own largest
+    absolute value over all rows compared.
+    """
+    assert [[r["status"] for r in ra] for ra in a] == [[r["status"] for r in rb] for rb in b]
+    pairs = [(x, y) for ra, rb in zip(a, b, strict=True) for x, y in zip(ra, rb, strict=True)]
+
+    def largest(key):
+        return max(max(abs(x[key]), abs(y[key])) for x, y in pairs)
+
+    for key in METRIC_NAMES:
+        if key == "status":
+            continue
+        if key in _INT_KEYS:
+            assert [x[key] for x, _ in pairs] == [y[key] for _, y in pairs], key
+            continue
+        scale = {"cosine_distance": 1.0, "l2_distance": largest("weight_norm")}.get(key)
+        atol = rtol * (largest(key) if scale is None else scale)
+        np.testing.assert_allclose(
+            [x[key] for x, _ in pairs], [y[key] for _, y in pairs], rtol=0, atol=atol, err_msg=key
+        )
+
+
+def _single(problem, t, **kwargs):
+    """The rows of target ``t`` trained alone (a pack of 1)."""
+    kwargs.setdefault("train", CFG)
+    kwargs.setdefault("linearized", False)
+    rows = train_pack(
+        problem["apply_fn"],
+        problem["params0"],
+        problem["x"],
+        problem["y"][t : t + 1],
+        problem["xt"],
+        problem["yt"][t : t + 1],
+        **kwargs,
+    )
+    return rows[0]
+
+
+def test_pack_orders_per_target_are_the_orders_of_each_seed():
+    orders = np.asarray(pack_orders((0, 1, 0), EPOCHS, N_TRAIN, STEPS, BATCH))
+    assert orders.shape == (EPOCHS, STEPS, 3, BATCH) and orders.dtype == np.int32
+    for t, seed in enumerate((0, 1, 0)):
+        expected = np.asarray(epoch_orders(seed, EPOCHS, N_TRAIN, STEPS, BATCH))
+        np.testing.assert_array_equal(orders[:, :, t], expected)
+        for e in range(EPOCHS):
+            perm = np.asarray(
+                jax.random.permutation(jax.random.fold_in(jax.random.key(seed), e), N_TRAIN)
+            )
+            np.testing.assert_array_equal(orders[e, :, t].ravel(), perm[: STEPS * BATCH])
+    shared = np.asarray(pack_orders(3, EPOCHS, N_TRAIN, STEPS, BATCH))
+    assert shared.shape == (EPOCHS, STEPS, BATCH)
+
+
+@pytest.mark.parametrize("linearized", [False, True])
+def test_packed_seeds_equal_separate_runs(problem, linearized):
+    # A threshold that some minibatch losses cross, so steps_to_threshold is compared too.
+    train = TrainConfig(batch_size=BATCH, epochs=EPOCHS, loss_threshold=0.62)
+    packed = _run(problem, train=train, linearized=linearized, seed=(0, 1, 2))
+    assert any(rows[-1]["steps_to_threshold"] > 0 for rows in packed)
+    separate = [_single(problem, t, train=train, linearized=linearized, seed=t) for t in range(3)]
+    _assert_rows_match(packed, separate)
+    # The targets really saw different orders: the same labels under seeds 0 and 1 differ.
+    other = _single(problem, 0, train=train, linearized=linearized, seed=1)
+    assert other[0]["train_loss"] != separate[0][0]["train_loss"]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_packed_learning_rates_equal_separate_runs(problem, optimizer):
+    def config(rate):
+        rates = {"learning_rate": rate} if optimizer == "sgd" else {"adam_learning_rate": rate}
+        return TrainConfig(optimizer=optimizer, batch_size=BATCH, epochs=EPOCHS, **rates)
+
+    packed = _run(problem, T=2, train=config(0.05), lr_scale=[1.0, 0.4], seed=3)
+    separate = [_single(problem, t, train=config(r), seed=3) for t, r in enumerate((0.05, 0.02))]
+    _assert_rows_match(packed, separate)
+
+
+def test_packed_seeds_and_learning_rates_equal_separate_runs(problem):
+    seeds, rates = (5, 7, 5), (0.05, 0.02, 0.02)
+    packed = _run(problem, seed=list(seeds), lr_scale=[1.0, 0.4, 0.4])
+    separate = [
+        _single(problem, t, train=dataclasses.replace(CFG, learning_rate=r), seed=s)
+        for t, (s, r) in enumerate(zip(seeds, rates, strict=True))
+    ]
+    _assert_rows_match(packed, separate)
+
+
+def test_equal_seeds_are_the_shared_order(problem):
+    reference = _run(problem, fit=True, seed=3)
+    for seeds in ([3, 3, 3], np.array([3, 3, 3])):
+        result = _run(problem, fit=True, seed=seeds)
+        _assert_rows_equal(result.rows, reference.rows)
+        _assert_trees_equal(result.params, reference.params)
+        _assert_trees_equal(result.opt_state, reference.opt_state)
+
+
+def test_bad_seed_list_raises_for_the_model_entry_point(problem):
+    module = get_model("mlp", hidden_sizes=(16,))
+    variables = init_variables(module, SHAPE, seed=0)
+    args = (module, variables, problem["x"], problem["y"], problem["xt"], problem["yt"])
+    with pytest.raises(ValueError, match="seed has 4 entries but the pack has 3 targets"):
+        train_pack_model(*args, train=CFG, linearized=False, seed=[0, 1, 2, 3])
+    with pytest.raises(ValueError, match=r"seed\[0\] is the bool False"):
+        fit_pack_model(*args, train=CFG, linearized=True, seed=[False, 1, 2])
+
+
+def test_checkpoint_of_other_seeds_is_ignored(problem, tmp_path):
+    def fit(seed, **kw):
+        return _run(problem, T=2, fit=True, seed=seed, **kw)
+
+    reference = fit((0, 1))
+    path = tmp_path / "pack.ckpt"
+    result, resumed_at, _ = _interrupted_then_resumed(
+        lambda **kw: fit((0, 1), **kw), path, every=1, stop=2
+    )
+    assert resumed_at == result.resumed_epoch == 1
+    _assert_rows_equal(result.rows, reference.rows)
+    _assert_trees_equal(result.params, reference.params)
+    _assert_trees_equal(result.opt_state, reference.opt_state)
+    assert checkpoint_epoch(path) == EPOCHS - 1
+    fresh = fit((0, 2))
+    starts = []
+    with pytest.warns(UserWarning, match=f"ignoring checkpoint {path}.*other work"):
+        other = fit((0, 2), checkpoint=path, checkpoint_every=1, on_resume=starts.append)
+    assert starts == [0] and other.resumed_epoch == 0
+    _assert_rows_equal(other.rows, fresh.rows)
+    _assert_trees_equal(other.params, fresh.params)

@@ -17,7 +17,8 @@ produce it>". The report (:mod:`raysweep.report`) does the I/O.
 
 Modules, one idea each:
 
-- ``series``: final row per target → curves over the eigen-index (mean, band over seeds).
+- ``series``: final row per target → curves over the eigen-index, one per variant (e.g. per
+  learning rate; :func:`raysweep.store.variant_of`), mean and band over the seeds.
 - ``style``: Agg figures, colours, how one curve (line, band, markers) is drawn.
 - ``accuracy``: test accuracy vs index, network vs linearized (paper Figs 2-3) and its table.
 - ``training``: steps to the loss threshold, ℓ2 and cosine distance from θ₀ (Figs 4-5).
@@ -62,7 +63,13 @@ from raysweep.analysis.pretrained import (
     pretrained_records,
     pretrained_rows,
 )
-from raysweep.analysis.series import IndexSeries, final_rows, index_series, moving_average
+from raysweep.analysis.series import (
+    IndexSeries,
+    band_caption,
+    final_rows,
+    index_series,
+    moving_average,
+)
 from raysweep.analysis.spectrum import (
     GAUSSIAN_BINARIZATION,
     PAPER_BINARIZATION,
@@ -85,6 +92,7 @@ __all__ = [
     "MissingInputError",
     "accuracy_rows",
     "analysis_dir",
+    "band_caption",
     "energy_concentration_table",
     "energy_records",
     "energy_rows",

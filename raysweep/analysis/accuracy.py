@@ -4,8 +4,10 @@
 optimizers (one row when ``optimizer`` is given), columns are the (model, dataset) pairs of the
 table. In each panel the network and its linearization are two curves of the test accuracy at
 the final epoch of every target (the latest epoch of a target still running), against the
-eigen-index j of the labels sign(φ_j). See :mod:`raysweep.analysis.series` for how replicates
-are aggregated and :mod:`raysweep.analysis.style` for the markers.
+eigen-index j of the labels sign(φ_j). Grid points that differ in other axes (variants, e.g.
+two learning rates) are separate curves (line styles) named in the legend. See
+:mod:`raysweep.analysis.series` for how replicates (the seeds, ``train.seed``) are aggregated
+and :mod:`raysweep.analysis.style` for the markers.
 
 :func:`accuracy_rows` gives the same numbers as a table (used by the report).
 """
@@ -19,14 +21,16 @@ import pyarrow as pa
 from matplotlib.figure import Figure
 
 from raysweep.analysis.checks import check_probability_map, check_table, check_window
-from raysweep.analysis.series import BAND_NAMES, index_series, panels, select
+from raysweep.analysis.series import band_caption, index_series, panels, select
 from raysweep.analysis.style import (
     REFERENCE_COLOR,
+    common_variant,
     draw_curve,
     figure_legend,
     new_figure,
     panel_title,
     style_axes,
+    variant_styles,
 )
 
 
@@ -48,8 +52,8 @@ def plot_accuracy_vs_index(
         Entries for models not in the table are ignored, but at least one must match.
       smooth: moving-average window over consecutive indices (``None``: raw means); the raw
         means stay visible as faint markers.
-      band: ``"std"`` (mean ± std over seeds) or ``"ci95"``; drawn only where several seeds
-        have a final row.
+      band: ``"std"`` (mean ± std over seeds, ``train.seed``) or ``"ci95"``; drawn only where
+        several seeds have a final row. The title says what the band is over and n.
 
     Returns:
       A Figure with ``len(optimizers) x len((model, dataset) pairs)`` axes. A dotted line marks
@@ -70,13 +74,20 @@ def plot_accuracy_vs_index(
                 f"got keys {sorted(baseline)}."
             )
     curves = index_series(table, "test_accuracy", band=band)
+    styles, shared = variant_styles(curves), common_variant(curves)
     fig, axes = new_figure(len(optimizers), len(pairs))
     for r, opt in enumerate(optimizers):
         for c, pair in enumerate(pairs):
             ax = axes[r, c]
             lows = [0.45]
             for curve in select(curves, opt, pair):
-                draw_curve(ax, curve, smooth=smooth)
+                draw_curve(
+                    ax,
+                    curve,
+                    smooth=smooth,
+                    linestyle=styles[curve.variant],
+                    show_variant=shared is None,
+                )
                 if np.any(np.isfinite(curve.low)):
                     lows.append(float(np.nanmin(curve.low)) - 0.03)
             ax.axhline(0.5, color=REFERENCE_COLOR, linestyle=":", linewidth=1, label="chance")
@@ -99,8 +110,11 @@ def plot_accuracy_vs_index(
                 index_axis=True,
             )
     title = r"Final test accuracy on labels sign($\phi_j$)"
-    if any(c.has_band for c in curves):
-        title += f"; shaded: {BAND_NAMES[band]} over seeds"
+    if shared:
+        title += f" ({shared})"
+    caption = band_caption(curves)
+    if caption:
+        title += f"\nshaded: {caption}"
     if smooth and smooth > 1:
         title += f"\n(moving average over {smooth} indices)"
     fig.suptitle(title, fontsize=11)
@@ -122,22 +136,30 @@ def _cell(mean: float, low: float, count: int, total: int, diverged: bool, runni
 def accuracy_rows(table: pa.Table, *, band: str = "std") -> tuple[list[str], list[list[str]]]:
     """Final test accuracy by eigen-index as (header, rows) of text cells.
 
-    Columns: ``model``, ``dataset``, ``index``, then one per (optimizer, network/linearized):
-    ``mean`` or ``mean ± std`` over seeds; ``div``: every seed diverged; ``(n div)``: n seeds
-    diverged and were left out; ``*``: not finished (value of the latest epoch); ``–``: no row.
+    Columns: ``model``, ``dataset``, ``variant`` (only when some row has one:
+    :func:`raysweep.store.variant_of`, e.g. ``train.learning_rate=0.02``), ``index``, then one
+    per (optimizer, network/linearized): ``mean`` or ``mean ± std`` over seeds (``train.seed``;
+    :func:`raysweep.analysis.series.band_caption` of the same curves says over what and n);
+    ``div``: every seed diverged; ``(n div)``: n seeds diverged and were left out; ``*``: not
+    finished (value of the latest epoch); ``–``: no row.
     """
     table = check_table(table, "accuracy_rows")
     curves = index_series(table, "test_accuracy", band=band)
     columns = sorted({(c.optimizer, c.linearized) for c in curves})
-    header = ["model", "dataset", "index"] + [
+    with_variant = any(c.variant for c in curves)
+    header = ["model", "dataset", *(["variant"] if with_variant else []), "index"] + [
         f"{opt} {'linearized' if lin else 'network'}" for opt, lin in columns
     ]
     rows = []
-    for pair in sorted({(c.model, c.dataset) for c in curves}):
-        mine = {(c.optimizer, c.linearized): c for c in curves if (c.model, c.dataset) == pair}
+    for point in sorted({(c.model, c.dataset, c.variant) for c in curves}):
+        mine = {
+            (c.optimizer, c.linearized): c
+            for c in curves
+            if (c.model, c.dataset, c.variant) == point
+        }
         indices = sorted({int(j) for c in mine.values() for j in c.indices})
         for j in indices:
-            cells = [pair[0], pair[1], str(j)]
+            cells = [point[0], point[1], *([point[2] or "–"] if with_variant else []), str(j)]
             for col in columns:
                 curve = mine.get(col)
                 hit = np.flatnonzero(curve.indices == j) if curve is not None else []

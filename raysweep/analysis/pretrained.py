@@ -103,8 +103,9 @@ def pretrained_rows(payload: Any) -> tuple[list[str], list[list[str]]]:
             if rec is None:
                 row += ["-", "-"]
                 continue
-            steps = int(rec["steps_to_threshold"])
-            row += [f"{rec['test_accuracy']:.3f}", str(steps) if steps >= 0 else "not reached"]
+            steps = rec["steps_to_threshold"]  # None or -1: not reached
+            reached = steps is not None and int(steps) >= 0
+            row += [f"{rec['test_accuracy']:.3f}", str(int(steps)) if reached else "not reached"]
         rows.append(row)
     return header, rows
 

@@ -1,18 +1,24 @@
 """From the metrics table to plot-ready curves: final epoch per target, mean and spread over seeds.
 
-A *target* is one (trial, eigen-index); its *final* row is the row of its latest epoch
+A *target* is one (trial_id, target_id); its *final* row is the row of its latest epoch
 (:func:`raysweep.store.latest_rows`). A *curve* (:class:`IndexSeries`) is one metric against the
-eigen-index for one (model, dataset, optimizer, network-or-linearized); at each index it
-aggregates the final rows of all replicates (seeds, or repeated sweeps) of that target:
+eigen-index for one (model, dataset, optimizer, network-or-linearized, variant), where the
+*variant* is the grid point's other axis values (:func:`raysweep.store.variant_of`, e.g.
+``"train.learning_rate=0.02"``): two learning rates are two curves, never replicates. At each
+index a curve aggregates the final rows of all replicates of that grid point (its seeds,
+``train.seed``: the batch order; or the same point from repeated sweeps):
 
 - ``mean``, ``low``, ``high``: the mean and a band over the *valid* replicates. ``band="std"``
   gives mean ± standard deviation (ddof=1), ``band="ci95"`` the 95 % Student-t confidence
   interval of the mean; with one valid replicate the band collapses onto the mean.
 - A value is *invalid* when it is not finite (a diverged target has NaN losses), when its target
   diverged (status ``diverged``; it is never averaged in) or, for ``steps_to_threshold``, when it
-  is -1 (the loss threshold was not reached).
+  is null (the loss threshold was not reached; a negative value, the training API's -1, in a
+  table built by hand means the same).
 - ``diverged``, ``unreached``, ``running``: the indices where at least one replicate diverged,
   did not reach the threshold, or is not finished yet (its latest epoch is shown).
+- :meth:`IndexSeries.band_label` / :func:`band_caption` say what a band is over, e.g.
+  ``"mean ± std over train.seed (batch order), n=3"`` (n: the valid replicates).
 
 Everything is plain numpy over the (small) table of final rows; nothing is read from disk.
 """
@@ -26,11 +32,12 @@ import pyarrow as pa
 from scipy.special import stdtrit
 
 from raysweep.analysis.checks import check_choice
-from raysweep.store import latest_rows
+from raysweep.store import describe_replicates, latest_rows, variant_of
 
 BANDS = ("std", "ci95")
 BAND_NAMES = {"std": "mean ± std", "ci95": "95 % CI of the mean"}
-CURVE_KEY = ("model", "dataset", "optimizer", "linearized")
+CURVE_KEY = ("model", "dataset", "optimizer", "linearized", "variant")
+"""What makes two final rows belong to different curves (``variant``: see the module doc)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,9 @@ class IndexSeries:
     diverged: np.ndarray  # indices where a replicate diverged
     unreached: np.ndarray  # indices where a replicate did not reach the loss threshold
     running: np.ndarray  # indices where a replicate is not finished
+    variant: str = ""  # the grid point's other axis values, "" when none
+    band: str = "std"  # what low/high are: "std" or "ci95"
+    by_seed: bool = True  # the replicates of each index differ in train.seed
 
     @property
     def kind(self) -> str:
@@ -58,9 +68,39 @@ class IndexSeries:
         return "linearized" if self.linearized else "network"
 
     @property
+    def label(self) -> str:
+        """``"network"``, or ``"network · train.learning_rate=0.02"`` with a variant."""
+        return f"{self.kind} · {self.variant}" if self.variant else self.kind
+
+    @property
     def has_band(self) -> bool:
         """True when some index has two or more valid replicates."""
         return bool(np.any(self.count >= 2))
+
+    @property
+    def band_counts(self) -> np.ndarray:
+        """The valid replicates at the indices where a band is drawn (count >= 2)."""
+        return self.count[self.count >= 2]
+
+    def band_label(self) -> str:
+        """What the band is: ``"mean ± std over train.seed (batch order), n=3"``."""
+        over = describe_replicates(self.band_counts, by_seed=self.by_seed)
+        return f"{BAND_NAMES[self.band]} {over}"
+
+
+def band_caption(curves: list[IndexSeries]) -> str:
+    """What the bands of ``curves`` are, in one phrase (``""`` when none has a band).
+
+    E.g. ``"mean ± std over train.seed (batch order), n=3"``; ``n=2-3`` when the number of
+    valid replicates differs between indices or curves.
+    """
+    shown = [c for c in curves if c.has_band]
+    if not shown:
+        return ""
+    bands = sorted({c.band for c in shown})
+    counts = np.concatenate([c.band_counts for c in shown])
+    over = describe_replicates(counts, by_seed=all(c.by_seed for c in shown))
+    return f"{' / '.join(BAND_NAMES[b] for b in bands)} {over}"
 
 
 def final_rows(table: pa.Table) -> list[dict]:
@@ -75,6 +115,18 @@ def _valid(row: dict, metric: str) -> bool:
     return not (metric == "steps_to_threshold" and value < 0)
 
 
+def _unreached(row: dict) -> bool:
+    """The loss threshold was not reached: null (the store) or negative (-1, built by hand)."""
+    value = row["steps_to_threshold"]
+    return row["status"] != "diverged" and (value is None or value < 0)
+
+
+def _numeric_columns(table: pa.Table) -> list[str]:
+    return [
+        f.name for f in table.schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
+    ]
+
+
 def _band(values: np.ndarray, band: str) -> tuple[float, float, float]:
     mean = float(np.mean(values))
     if values.size < 2:
@@ -87,7 +139,8 @@ def _band(values: np.ndarray, band: str) -> tuple[float, float, float]:
 
 
 def index_series(table: pa.Table, metric: str, *, band: str = "std") -> list[IndexSeries]:
-    """One :class:`IndexSeries` of ``metric`` per (model, dataset, optimizer, linearized).
+    """One :class:`IndexSeries` of ``metric`` per (model, dataset, optimizer, linearized,
+    variant).
 
     Args:
       table: a metrics table (:func:`raysweep.store.read_metrics`), any number of epochs.
@@ -95,12 +148,14 @@ def index_series(table: pa.Table, metric: str, *, band: str = "std") -> list[Ind
       band: ``"std"`` (mean ± std over replicates) or ``"ci95"`` (95 % CI of the mean).
 
     Returns:
-      Curves sorted by (model, dataset, optimizer, linearized); network before linearized.
+      Curves sorted by (model, dataset, optimizer, linearized, variant); network before
+      linearized.
     """
     check_choice(band, "band", BANDS)
-    check_choice(metric, "metric", [n for n in table.column_names if n not in ("status",)])
+    check_choice(metric, "metric", _numeric_columns(table))
     groups: dict[tuple, dict[int, list[dict]]] = {}
     for row in final_rows(table):
+        row["variant"] = variant_of(row["axes"])
         key = tuple(row[c] for c in CURVE_KEY)
         groups.setdefault(key, {}).setdefault(int(row["eigen_index"]), []).append(row)
     out = []
@@ -122,13 +177,20 @@ def index_series(table: pa.Table, metric: str, *, band: str = "std") -> list[Ind
                 diverged.append(j)
             if statuses & {"running", "error"}:
                 running.append(j)
-            if metric == "steps_to_threshold" and any(
-                r[metric] < 0 and r["status"] != "diverged" for r in rows
-            ):
+            if metric == "steps_to_threshold" and any(_unreached(r) for r in rows):
                 unreached.append(j)
+        model, dataset, optimizer, linearized, variant = key
         out.append(
             IndexSeries(
-                *key,
+                model=model,
+                dataset=dataset,
+                optimizer=optimizer,
+                linearized=linearized,
+                variant=variant,
+                band=band,
+                by_seed=all(
+                    len({r["seed"] for r in rows}) == len(rows) for rows in by_index.values()
+                ),
                 metric=metric,
                 indices=indices,
                 mean=mean,

@@ -9,12 +9,17 @@ band (a ``PolyCollection``) where several replicates exist, and special markers:
 
 - ``x`` at the bottom of the panel: a replicate diverged at that index (not averaged in);
 - hollow ``^`` at the top of the panel: a replicate never reached the loss threshold
-  (``steps_to_threshold == -1``; only for that metric).
+  (``steps_to_threshold`` null, or -1 in a table built by hand; only for that metric).
 
-Artists carry labels ``"network"``/``"linearized"`` (the lines), ``"… band"``,
-``"diverged"``, ``"not reached"``, ``"baseline …"`` so tests and readers can find them.
-Multi-panel figures have one legend below the panels (:func:`figure_legend`); bands are not
-in it (the title says what they are).
+Colour and marker say network or linearized; when a figure holds several variants (e.g. two
+learning rates, :func:`raysweep.store.variant_of`) the line style tells them apart
+(:func:`variant_styles`) and the labels name them.
+
+Artists carry labels ``"network"``/``"linearized"`` (the lines; ``"network · <variant>"`` when
+variants are shown), ``"… band: mean ± std over train.seed (batch order), n=3"`` (the bands,
+gid ``"band"``), ``"diverged"``, ``"not reached"``, ``"baseline …"`` so tests and readers can
+find them. Multi-panel figures have one legend below the panels (:func:`figure_legend`); bands
+are not in it (the title says what they are).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from raysweep.analysis.series import IndexSeries, moving_average
 COLORS = {"network": "#1f5fa8", "linearized": "#e07b00"}
 MARKERS = {"network": "o", "linearized": "s"}
 REFERENCE_COLOR = "#555555"
+LINESTYLES = ("-", "--", ":", "-.")
+BAND_GID = "band"
 PANEL_SIZE = (4.2, 3.2)  # inches per panel
 
 
@@ -48,20 +55,60 @@ def new_figure(
     return fig, axes
 
 
-def draw_curve(ax, curve: IndexSeries, *, smooth: int | None = None) -> None:
-    """Draw one curve (line, band when several replicates, diverged / not-reached markers)."""
+def variant_styles(curves: list[IndexSeries]) -> dict[str, str]:
+    """A line style per variant of ``curves`` (sorted; ``""`` first), the same in every panel."""
+    variants = sorted({c.variant for c in curves})
+    return {v: LINESTYLES[i % len(LINESTYLES)] for i, v in enumerate(variants)}
+
+
+def common_variant(curves: list[IndexSeries]) -> str | None:
+    """The variant shared by all ``curves`` (``""`` when none), or None when they differ."""
+    variants = {c.variant for c in curves}
+    return variants.pop() if len(variants) == 1 else None
+
+
+def draw_curve(
+    ax,
+    curve: IndexSeries,
+    *,
+    smooth: int | None = None,
+    linestyle: str = "-",
+    show_variant: bool = True,
+) -> None:
+    """Draw one curve (line, band when several replicates, diverged / not-reached markers).
+
+    ``show_variant``: name the curve's variant in its label (False when the whole figure has
+    one variant, said in its title instead).
+    """
     kind = curve.kind
     color = COLORS[kind]
+    label = curve.label if show_variant else kind
     x = curve.indices.astype(np.float64)
     mean, low, high = curve.mean, curve.low, curve.high
     if smooth and smooth > 1:
         ax.plot(x, mean, MARKERS[kind], color=color, alpha=0.3, markersize=3, label="_raw")
         mean, low, high = (moving_average(v, smooth) for v in (mean, low, high))
     ax.plot(
-        x, mean, "-", marker=MARKERS[kind], color=color, markersize=4, linewidth=1.6, label=kind
+        x,
+        mean,
+        linestyle=linestyle,
+        marker=MARKERS[kind],
+        color=color,
+        markersize=4,
+        linewidth=1.6,
+        label=label,
     )
     if curve.has_band:
-        ax.fill_between(x, low, high, color=color, alpha=0.22, linewidth=0, label=f"{kind} band")
+        band = ax.fill_between(
+            x,
+            low,
+            high,
+            color=color,
+            alpha=0.22,
+            linewidth=0,
+            label=f"{label} band: {curve.band_label()}",
+        )
+        band.set_gid(BAND_GID)
     edge = blended_transform_factory(ax.transData, ax.transAxes)
     if curve.diverged.size:
         ax.plot(
@@ -89,18 +136,22 @@ def draw_curve(ax, curve: IndexSeries, *, smooth: int | None = None) -> None:
         )
 
 
+def _is_band(handle, label: str) -> bool:
+    return getattr(handle, "get_gid", lambda: None)() == BAND_GID or label.endswith(" band")
+
+
 def _legend_entries(axes) -> list[tuple]:
-    """Unique (handle, label) pairs of ``axes``; private (``_``) and ``… band`` labels skipped."""
+    """Unique (handle, label) pairs of ``axes``; private (``_``) labels and bands skipped."""
     seen, keep = set(), []
     for ax in axes:
         handles, labels = ax.get_legend_handles_labels()
         for h, label in zip(handles, labels, strict=True):
-            if label.startswith("_") or label.endswith(" band") or label in seen:
+            if label.startswith("_") or _is_band(h, label) or label in seen:
                 continue
             seen.add(label)
             keep.append((h, label))
     first = {"network": 0, "linearized": 1}  # the curves, then references and markers
-    return sorted(keep, key=lambda entry: first.get(entry[1], 2))
+    return sorted(keep, key=lambda entry: first.get(entry[1].split(" · ")[0], 2))
 
 
 def finish_legend(ax, *, loc="best", fontsize=8) -> None:
@@ -114,7 +165,9 @@ def figure_legend(fig, *, fontsize=8) -> None:
     """One legend for all panels, below them (bands are explained in the title instead)."""
     keep = _legend_entries(fig.axes)
     if keep:
-        per_row = max(2, int(fig.get_figwidth() / 1.5))
+        width = fig.get_figwidth()
+        longest = max(len(label) for _, label in keep)  # inches per entry ~ handle + text
+        per_row = max(1, min(int(width / 1.5), int(width / (0.6 + 0.065 * longest))))
         fig.legend(
             *zip(*keep, strict=True),
             loc="outside lower center",

@@ -4,17 +4,19 @@
 target:
 
 - ``steps_to_threshold``: optimizer steps until the training loss first fell below the
-  threshold (``train.loss_threshold``, the paper's 0.01), on a log y-axis. ``-1`` in the store
-  means *not reached*: that replicate is left out of the mean and the index gets a hollow ``^``
-  at the top of the panel ("not reached"); an index where no replicate reached it has no
-  point on the line.
+  threshold (``train.loss_threshold``, the paper's 0.01), on a log y-axis. Null in the store
+  (or -1 in a table built by hand) means *not reached*: that replicate is left out of the mean
+  and the index gets a hollow ``^`` at the top of the panel ("not reached"); an index where no
+  replicate reached it has no point on the line.
 - ``l2_distance``: ‖θ_T − θ₀‖₂, how far the parameters moved.
 - ``cosine_distance``: 1 − cos(θ_T, θ₀).
 
 Layout: one row per metric; one column per (optimizer, (model, dataset)) pair, optimizers
 outermost (only that optimizer's columns when ``optimizer`` is given). With a single such
 pair the grid is transposed: one row, one column per metric. Diverged targets (NaN losses)
-are ``x`` markers at the bottom and never averaged in.
+are ``x`` markers at the bottom and never averaged in. Variants (e.g. two learning rates) are
+separate curves, as in :func:`raysweep.analysis.plot_accuracy_vs_index`; the title says what
+the bands are over (seeds, ``train.seed``) and n.
 """
 
 from __future__ import annotations
@@ -25,14 +27,16 @@ import pyarrow as pa
 from matplotlib.figure import Figure
 
 from raysweep.analysis.checks import check_choice, check_table, check_window
-from raysweep.analysis.series import BAND_NAMES, index_series, panels, select
+from raysweep.analysis.series import band_caption, index_series, panels, select
 from raysweep.analysis.style import (
+    common_variant,
     draw_curve,
     figure_legend,
     new_figure,
     panel_title,
     plain_log_ticks,
     style_axes,
+    variant_styles,
 )
 
 TRAINING_METRICS = ("steps_to_threshold", "l2_distance", "cosine_distance")
@@ -85,6 +89,8 @@ def plot_training_metrics(
         check_choice(m, "metrics[...]", TRAINING_METRICS)
     optimizers, pairs = panels(table, optimizer)
     curves = {m: index_series(table, m, band=band) for m in metrics}
+    every = [c for curves_m in curves.values() for c in curves_m]
+    styles, shared = variant_styles(every), common_variant(every)
     columns = [(opt, pair) for opt in optimizers for pair in pairs]
     if len(columns) == 1:
         fig, axes = new_figure(1, len(metrics), panel_size=(3.4, 2.7))
@@ -96,7 +102,13 @@ def plot_training_metrics(
             ax = axes[r, c]
             shown = select(curves[metric], opt, pair)
             for curve in shown:
-                draw_curve(ax, curve, smooth=smooth)
+                draw_curve(
+                    ax,
+                    curve,
+                    smooth=smooth,
+                    linestyle=styles[curve.variant],
+                    show_variant=shared is None,
+                )
             if metric in _LOG_METRICS:
                 ax.set_yscale("log")
                 plain_log_ticks(ax.yaxis)
@@ -110,8 +122,11 @@ def plot_training_metrics(
                 index_axis=True,
             )
     title = r"Training on sign($\phi_j$): steps to the loss threshold and distance from $\theta_0$"
-    if any(c.has_band for curves_m in curves.values() for c in curves_m):
-        title += f"\nshaded: {BAND_NAMES[band]} over seeds"
+    if shared:
+        title += f" ({shared})"
+    caption = band_caption(every)
+    if caption:
+        title += f"\nshaded: {caption}"
     fig.suptitle(title, fontsize=11)
     figure_legend(fig)
     return fig

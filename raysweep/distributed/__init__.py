@@ -35,7 +35,11 @@ from raysweep.distributed.cluster import (
     worker_layout,
 )
 from raysweep.distributed.compute import compute_gram
-from raysweep.distributed.fingerprint import dataset_fingerprint, params_fingerprint
+from raysweep.distributed.fingerprint import (
+    dataset_fingerprint,
+    model_fingerprint,
+    params_fingerprint,
+)
 from raysweep.distributed.handle import DistributedGram
 from raysweep.distributed.schedule import PanelEvent, TileCounts
 from raysweep.distributed.store import DamagedTileError, TileStore
@@ -53,6 +57,7 @@ __all__ = [
     "dataset_fingerprint",
     "ensure_ray",
     "gpu_memory_env",
+    "model_fingerprint",
     "params_fingerprint",
     "worker_layout",
 ]

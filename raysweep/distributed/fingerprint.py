@@ -12,9 +12,10 @@ function. Two fingerprints make that checkable without keeping the inputs around
     each leaf's shape, dtype string and bytes. Different seeds, trained vs initial weights or
     another architecture (other treedef/shapes) change it.
 
-The model *function* itself cannot be hashed reliably (closures, Flax modules), so the caller
-also passes a free-form ``model_id`` string (e.g. ``"mlp-relu-100x100"``) that the store records
-next to these fingerprints.
+``model_fingerprint(apply_fn, params, example_shape)``
+    ``"sha256:<hex>"`` over the jaxpr of the model on a probe batch: the computation, not the
+    values. The caller puts it in the free-form ``model_id`` string the store records (e.g.
+    ``"mlp/relu/seed=0/jaxpr=sha256:…"``), so edited model code never reuses stale tiles.
 
 Both functions read the arrays once in bounded chunks (no full copy of a contiguous array);
 hashing CIFAR-10 train+test (737 MB float32) takes about a second.
@@ -61,3 +62,20 @@ def params_fingerprint(params) -> str:
     for leaf in leaves:
         _update_with_array(digest, np.asarray(leaf))
     return "sha256:" + digest.hexdigest()
+
+
+def model_fingerprint(apply_fn, params, example_shape, dtype="float32") -> str:
+    """sha256 of the model's computation: the jaxpr of ``apply_fn(params, x)`` on a probe
+    batch of two zero inputs of ``example_shape``.
+
+    The jaxpr lists every primitive with its shapes and parameters, not the parameter values
+    (those are :func:`params_fingerprint`), so editing the model's code (another layer, width,
+    activation, normalization) changes it while a new seed does not. It may also change with
+    a JAX version that traces the same model differently; a tile store is then recomputed
+    rather than reused. Returns ``"sha256:<64 hex digits>"``.
+    """
+    import jax.numpy as jnp
+
+    probe = jnp.zeros((2, *tuple(example_shape)), dtype)
+    text = str(jax.make_jaxpr(apply_fn)(params, probe))
+    return "sha256:" + hashlib.sha256(b"raysweep-model-v1;" + text.encode()).hexdigest()

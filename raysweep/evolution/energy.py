@@ -28,6 +28,7 @@ import numpy as np
 
 from raysweep.analysis.inputs import load_energy_records, save_energy_records
 from raysweep.config import Config
+from raysweep.distributed.fingerprint import model_fingerprint
 from raysweep.evolution.common import (
     load_binary_task,
     pm_one,
@@ -161,7 +162,8 @@ def energy_study(
             k,
             store_dir=folder / f"gram_{tag}",
             config=config,
-            model_id=f"{model_name}/{config.model.activation}/seed={config.model.seed}/{tag}",
+            model_id=f"{model_name}/{config.model.activation}/seed={config.model.seed}/{tag}/"
+            f"jaxpr={model_fingerprint(apply_fn, variables['params'], ds.input_shape)}",
             progress=progress,
         )
         log(

@@ -9,8 +9,10 @@ linearized). Everything else is the eigen sweep's machinery, reused:
   ``"sgd-lin-pack003-lenet5-nad"``: deterministic, so a re-run replaces a part instead of adding
   rows, and a trial whose part is complete is skipped (``is_complete``);
 - the Parquet store (:mod:`raysweep.store`, one part per trial, rewritten atomically after
-  every epoch) with the fixed schema; ``eigen_index`` holds the NAD index j and ``dataset`` is
-  ``"nad"``;
+  every epoch) with the fixed schema; ``eigen_index`` holds the NAD index j, ``dataset`` is
+  ``"nad"``, ``target_id`` is ``make_target_id(j, seed)``, ``learning_rate`` the base rate η₀
+  of the trial's optimizer and ``axes`` its grid point (model, NAD index j as
+  ``train.eigen_index``, optimizer, mode);
 - Tune's function trainable with ``tune.with_parameters`` payloads (θ₀ and the NADs of each
   model, put in the object store once), the stale-attempt guard, the persistent JAX compile
   cache, the per-epoch ``tune.report`` (``epoch_report``) and the one-line-per-trial
@@ -35,6 +37,8 @@ from raysweep.config import OPTIMIZERS, TrainConfig
 from raysweep.nads.dataset import nad_dataset
 from raysweep.store import (
     METRIC_COLUMNS,
+    axes_json,
+    make_target_id,
     metrics_dir,
     read_metrics,
     read_trial_rows,
@@ -143,17 +147,20 @@ def run_nad_trial(
     """
     from raysweep.models import get_model
     from raysweep.training import train_pack_model
+    from raysweep.training.optim import base_learning_rate
 
     start = time.perf_counter()
     j = int(config["pack"]["id"])
     tid = trial_id_from_config(config)
     store_dir = config["store_dir"]
     train = TrainConfig(**{**config["train"], "optimizer": config["optimizer"]})
+    seed = int(config["seed"])
+    target = make_target_id(j, seed)
     done = read_trial_rows(store_dir, tid)
-    if is_complete(done, [j], train.epochs):
+    if is_complete(done, [target], train.epochs):
         if report is not None:
             last = max((r for r in done.to_pylist()), key=lambda r: r["epoch"])
-            report({**epoch_report([last], [j]), "skipped": 1})
+            report({**epoch_report([last], [target]), "skipped": 1})
         return []
     directions = payload["directions"]
     if not 0 <= j < len(directions):
@@ -166,12 +173,22 @@ def run_nad_trial(
     identity = {
         "sweep_id": config["sweep_id"],
         "trial_id": tid,
+        "target_id": target,
         "model": config["artifact"]["model"],
         "dataset": NAD_DATASET,
         "optimizer": config["optimizer"],
         "linearized": bool(config["linearized"]),
         "eigen_index": j,
-        "seed": int(config["seed"]),
+        "seed": seed,
+        "learning_rate": base_learning_rate(train),
+        "axes": axes_json(
+            {
+                "model.name": config["artifact"]["model"],
+                "train.eigen_index": j,
+                "train.linearized": bool(config["linearized"]),
+                "train.optimizer": config["optimizer"],
+            }
+        ),
     }
     rows: list[dict[str, Any]] = []
 
@@ -179,17 +196,14 @@ def run_nad_trial(
         row = latest[0]
         if rows and rows[-1]["epoch"] == row["epoch"]:  # a diverged target repeats its row
             return
-        rows.append(
-            {
-                **identity,
-                **{k: row[k] for k in METRIC_COLUMNS},
-                "wall_time": time.perf_counter() - start,
-            }
-        )
+        metrics = {k: row[k] for k in METRIC_COLUMNS}
+        if metrics["steps_to_threshold"] < 0:  # the training API's -1: not reached (null)
+            metrics["steps_to_threshold"] = None
+        rows.append({**identity, **metrics, "wall_time": time.perf_counter() - start})
         check_attempt(store_dir, tid, token)
         write_trial_table(store_dir, tid, rows_to_table(rows))
         if report is not None:
-            report({**epoch_report(latest, [j]), "skipped": 0})
+            report({**epoch_report(latest, [target]), "skipped": 0})
 
     try:
         train_pack_model(

@@ -5,12 +5,14 @@ A results directory (``sweeps/eigen_sweep.py``) may hold::
     config.json          the resolved Config (raw JSON is shown; not re-validated)
     sweep_plan.json      the grid of trials (raysweep.sweep.plan)
     eigenfunctions/      the eigenfunction artifact (raysweep.eigenfunctions)
-    metrics/*.parquet    the metrics store (raysweep.store.read_metrics)
+    metrics/*.parquet    the metrics store (raysweep.store.scan_metrics; parts of the
+                         previous schema are read upgraded)
     analysis/            optional inputs (raysweep.analysis.inputs)
 
 :func:`collect` reads what is there and never raises for a missing or broken piece: a missing
 one leaves its field ``None`` (the page says what to run), a broken one adds a line to
-``problems``. Only the artifact's small files are read (eigenvalues, residuals, binarization,
+``problems`` (e.g. a folder above several sweeps: the line names the sweep folders to pass).
+Only the artifact's small files are read (eigenvalues, residuals, binarization,
 ``meta.json``, ``dataset.json``, ``config.json``), so neither JAX nor the model is loaded.
 Artifacts are looked up at ``<results>/eigenfunctions`` and at the paths of the plan.
 """

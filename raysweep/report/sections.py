@@ -15,8 +15,11 @@ from typing import Any
 import numpy as np
 
 from raysweep.analysis import (
+    TRAINING_METRICS,
     accuracy_rows,
+    band_caption,
     energy_rows,
+    index_series,
     plot_accuracy_vs_index,
     plot_alignment,
     plot_binarization,
@@ -40,7 +43,7 @@ from raysweep.report.page import (
     row,
     table,
 )
-from raysweep.store import STATUSES, count_target_statuses, trial_states
+from raysweep.store import STATUSES, count_target_statuses, trial_states, variant_of
 
 Draw = Callable[..., str]
 
@@ -102,6 +105,17 @@ def _eigen_time(inputs: ReportInputs) -> float:
     )
 
 
+def _variants(inputs: ReportInputs) -> list[str]:
+    """The distinct non-empty variants of the store's rows (e.g. learning rates of the grid)."""
+    axes = set(inputs.metrics.column("axes").to_pylist())
+    return sorted({v for v in map(variant_of, axes) if v})
+
+
+def _spread(inputs: ReportInputs, metrics) -> str:
+    """What the bands (and ± of the tables) of ``metrics`` are over, or "" when none."""
+    return band_caption([c for m in metrics for c in index_series(inputs.metrics, m)])
+
+
 def summary_section(inputs: ReportInputs) -> Section:
     """Headline numbers, what is missing, what could not be read."""
     sec = Section("summary", "Summary")
@@ -111,10 +125,18 @@ def summary_section(inputs: ReportInputs) -> Section:
         finished = sum(s.status == "finished" for s in states)
         expected = _expected_trials(inputs)
         facts["trials finished"] = f"{finished} / {expected if expected else len(states)}"
-        facts["targets (trial × index)"] = sum(count_target_statuses(inputs.metrics).values())
+        facts["targets"] = sum(count_target_statuses(inputs.metrics).values())
         facts["models"] = ", ".join(sorted(set(inputs.metrics.column("model").to_pylist())))
         facts["eigen-indices"] = len(set(inputs.metrics.column("eigen_index").to_pylist()))
-        facts["seeds"] = len(set(inputs.metrics.column("seed").to_pylist()))
+        facts["seeds (train.seed, batch order)"] = len(
+            set(inputs.metrics.column("seed").to_pylist())
+        )
+        rates = {r for r in inputs.metrics.column("learning_rate").to_pylist() if r is not None}
+        if len(rates) > 1:
+            facts["learning rates η₀"] = ", ".join(f"{r:g}" for r in sorted(rates))
+        variants = _variants(inputs)
+        if variants:
+            facts["variants (other grid axes)"] = "; ".join(variants)
         facts["training time (sum of trials)"] = seconds(_trial_time(inputs)[0])
     if inputs.artifacts:
         facts["eigen step (Gram + solver)"] = seconds(_eigen_time(inputs))
@@ -154,19 +176,22 @@ def run_section(inputs: ReportInputs) -> Section:
             details("config.json as saved", json_block(inputs.config)),
         )
     if inputs.plan is not None:
-        packs = inputs.plan.get("packs") or []
-        sec.add(
-            heading("Grid"),
-            key_values(
-                {
-                    "sweep id": inputs.plan.get("sweep_id", "?"),
-                    "trials": _expected_trials(inputs) or "?",
-                    "eigen-index packs": len(packs),
-                    "indices per trial": ", ".join(str(len(p)) for p in packs) or "?",
-                    "optimizers": ", ".join(inputs.plan.get("optimizers") or []),
-                }
-            ),
-        )
+        plan = inputs.plan
+        facts = {"sweep id": plan.get("sweep_id", "?"), "trials": _expected_trials(inputs) or "?"}
+        if "axes" in plan:  # a grid plan: every axis with its class and values
+            facts["targets"] = plan.get("num_targets", "?")
+            facts["pack size"] = plan.get("pack_size", "?")
+            levels = plan.get("levels") or {}
+            for key, values in plan["axes"].items():
+                shown = ", ".join(str(v) for v in values[:12])
+                more = f" … ({len(values)} values)" if len(values) > 12 else ""
+                facts[f"{key} ({levels.get(key, '?')})"] = shown + more
+        else:  # a plan written before grids
+            packs = plan.get("packs") or []
+            facts["eigen-index packs"] = len(packs)
+            facts["indices per trial"] = ", ".join(str(len(p)) for p in packs) or "?"
+            facts["optimizers"] = ", ".join(plan.get("optimizers") or [])
+        sec.add(heading("Grid"), key_values(facts))
     if inputs.artifacts:
         header = [
             "artifact",
@@ -232,7 +257,7 @@ def progress_section(inputs: ReportInputs) -> Section:
             s.trial_id,
             s.status,
             str(s.epoch),
-            str(len(s.eigen_indices)),
+            str(len(s.target_ids)),
             f"{s.mean_train_loss:.4g}",
             f"{s.mean_test_accuracy:.3f}",
             seconds(s.wall_time),
@@ -257,6 +282,11 @@ def accuracy_section(inputs: ReportInputs, draw: Draw) -> Section:
         "sign(φ_j); rows: optimizers, columns: model · dataset. × marks diverged "
         "targets (left out of the mean)."
     )
+    spread = _spread(inputs, ["test_accuracy"])
+    if spread:
+        caption += f" Shaded: {spread}."
+    if _variants(inputs):
+        caption += " Line styles: grid points that differ in other axes (named in the legend)."
     if baseline is not None:
         caption += f" Dashed green: accuracy on {inputs.baseline[0]} (the dataset's own task)."
     elif inputs.baseline is not None:
@@ -281,7 +311,8 @@ def accuracy_section(inputs: ReportInputs, draw: Draw) -> Section:
     sec.add(
         heading("Final test accuracy by eigen-index"),
         paragraph(
-            "mean ± std over seeds; div: diverged; *: still running (latest epoch); –: no row.",
+            f"{spread or 'one seed per cell (no spread)'}; div: diverged; "
+            "*: still running (latest epoch); –: no row.",
             lead=True,
         ),
         table(header, rows, scroll=len(rows) > 25),
@@ -295,13 +326,19 @@ def training_section(inputs: ReportInputs, draw: Draw) -> Section:
     if inputs.metrics is None:
         return sec.add(note(NO_METRICS))
     threshold = inputs.config_value("train", "loss_threshold")
+    caption = (
+        "At the final epoch: steps until the training loss fell below the threshold "
+        "(△ at the top: not reached), ℓ2 and cosine distance between θ_T and θ₀."
+    )
+    spread = _spread(inputs, TRAINING_METRICS)
+    if spread:
+        caption += f" Shaded: {spread}."
     return sec.add(
         draw(
             "training_metrics",
             lambda: plot_training_metrics(inputs.metrics, threshold=threshold),
             alt="training metrics vs eigen-index",
-            caption="At the final epoch: steps until the training loss fell below the threshold "
-            "(△ at the top: not reached), ℓ2 and cosine distance between θ_T and θ₀.",
+            caption=caption,
         )
     )
 

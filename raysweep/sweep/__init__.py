@@ -10,8 +10,9 @@ Typical use (what ``sweeps/eigen_sweep.py`` does after the eigen step)::
 
 Modules, one idea each (Ray is imported only here and in ``raysweep.distributed``):
 
-- ``plan``: the checked grid (artifacts × packs × optimizers × linearized), deterministic
-  trial ids.
+- ``grid``: any config field as an axis (``grid.section.field=v1,v2``), expanded into
+  artifact points × program points × packs of in-pack targets; readable ids.
+- ``plan``: the grid checked against the loaded artifacts, deterministic trial ids.
 - ``trainable``: the Tune function trainable (labels, training, per-epoch store rows and
   ``tune.report``) and the payload it gets through ``tune.with_parameters``.
 - ``experiment``: the sweep directory across runs (plan file, completed trials, Tune state).
@@ -27,11 +28,19 @@ from raysweep.sweep.experiment import (
     read_plan,
     tune_trial_states,
 )
+from raysweep.sweep.grid import (
+    ArtifactPoint,
+    Grid,
+    TargetSpec,
+    TrialSpec,
+    artifact_dir,
+    expand_grid,
+    gram_dir,
+)
 from raysweep.sweep.plan import (
     PLAN_FILE,
     ArtifactSpec,
     SweepPlan,
-    TrialSpec,
     chunk_indices,
     plan_sweep,
     trial_id,
@@ -41,6 +50,12 @@ from raysweep.sweep.tuner import SweepSummary, param_space, run_sweep, summarize
 
 __all__ = [
     "PLAN_FILE",
+    "ArtifactPoint",
+    "Grid",
+    "TargetSpec",
+    "artifact_dir",
+    "expand_grid",
+    "gram_dir",
     "TUNE_DIR",
     "ArtifactSpec",
     "SweepPlan",

@@ -9,7 +9,8 @@ Layout of ``out_dir`` (the sweep directory)::
     jax_cache/          JAX's persistent compilation cache shared by the trial processes
     tune/<name>/        Tune's experiment: tuner.pkl, experiment_state-*.json, one folder
                         per trial with result.json, progress.csv and TensorBoard event files
-    eigenfunctions/     the artifact (main job)
+    eigenfunctions/     the artifact (main job), with gram/ beside it; a grid with several
+                        artifact points keeps each in artifacts/<key>/{eigenfunctions,gram}
 
 :func:`previous_run` decides what a new call may do with a directory that already holds a
 sweep: nothing there → start; the same grid, every trial complete → nothing to run; the same
@@ -58,21 +59,23 @@ def completed_trials(
 
     ``table``: the store's rows if already read (default: :func:`read_metrics` of ``out_dir``).
     """
-    latest: dict[str, dict[int, dict]] = {}
+    latest: dict[str, dict[str, dict]] = {}
     table = read_metrics(out_dir) if table is None else table
     for row in latest_rows(table).to_pylist():
-        latest.setdefault(row["trial_id"], {})[row["eigen_index"]] = row
-    epochs = plan.train.epochs
+        latest.setdefault(row["trial_id"], {})[row["target_id"]] = row
     done = set()
     for spec in plan.trials:
         rows = latest.get(spec.trial_id, {})
         if all(
-            j in rows
+            t.target_id in rows
             and (
-                rows[j]["status"] == "diverged"
-                or (rows[j]["status"] == "finished" and rows[j]["epoch"] == epochs)
+                rows[t.target_id]["status"] == "diverged"
+                or (
+                    rows[t.target_id]["status"] == "finished"
+                    and rows[t.target_id]["epoch"] == spec.epochs
+                )
             )
-            for j in spec.eigen_indices
+            for t in spec.targets
         ):
             done.add(spec.trial_id)
     return done

@@ -22,6 +22,28 @@ from ray.tune import Callback
 from raysweep.sweep.plan import trial_id_from_config
 
 
+def console(line: str = "") -> None:
+    """Print ``line`` with whatever ``print`` is at call time (the default progress log)."""
+    print(line, flush=True)
+
+
+def picklable_log(log):
+    """``log`` if it can be pickled with the Tuner's callbacks, else :func:`console`.
+
+    Tune pickles its callbacks when it saves the experiment. ``builtins.print`` itself does
+    not survive that once Ray has replaced it in this process (Ray's progress bars install
+    their own ``print`` when a worker shows one), so ``print`` and other unpicklable callables
+    are written through :func:`console` instead.
+    """
+    import ray.cloudpickle
+
+    try:
+        ray.cloudpickle.dumps(log)
+    except Exception:
+        return console
+    return log
+
+
 def _our_id(trial) -> str:
     try:
         return trial_id_from_config(trial.config)
@@ -29,21 +51,29 @@ def _our_id(trial) -> str:
         return str(trial.trial_id)
 
 
+def _epochs(trial, default: int) -> int:
+    """The trial's own number of epochs (``train.epochs`` may be a grid axis)."""
+    try:
+        return int(trial.config["point"]["train"]["epochs"])
+    except (KeyError, TypeError, ValueError):
+        return default
+
+
 class SweepProgress(Callback):
     """Prints one line per completed/errored trial and a rate-limited running line.
 
     Args:
       total: trials in the sweep (for ``k/total``).
-      epochs: epochs per trial (for ``epoch e/epochs``).
+      epochs: epochs per trial when a trial's config does not say (for ``epoch e/epochs``).
       heartbeat_s: least seconds between two "running" lines.
       log: where lines go (``print``).
     """
 
-    def __init__(self, total: int, epochs: int, heartbeat_s: float = 30.0, log=print):
+    def __init__(self, total: int, epochs: int, heartbeat_s: float = 30.0, log=console):
         self.total = int(total)
         self.epochs = int(epochs)
         self.heartbeat_s = float(heartbeat_s)
-        self.log = log
+        self.log = picklable_log(log)
         self._last_beat = time.monotonic()
         self._latest: dict[str, dict[str, Any]] = {}
 
@@ -64,7 +94,7 @@ class SweepProgress(Callback):
         tid = _our_id(trial)
         self.log(
             f"[sweep] {done}/{self.total} done, {len(running)} running; e.g. {tid} "
-            f"epoch {result.get('epoch', '?')}/{self.epochs}, mean test acc "
+            f"epoch {result.get('epoch', '?')}/{_epochs(trial, self.epochs)}, mean test acc "
             f"{result.get('mean_test_accuracy', float('nan')):.3f}"
         )
 
@@ -76,7 +106,7 @@ class SweepProgress(Callback):
         status = "finished" if not diverged else f"{diverged} diverged"
         if result.get("skipped"):
             status = "already in the store"
-        targets = len(trial.config.get("pack", {}).get("eigen_indices", []))
+        targets = len(trial.config.get("point", {}).get("pack", {}).get("targets", []))
         self.log(
             f"[sweep] {done}/{self.total} done  {tid}  {status}  mean test acc "
             f"{result.get('mean_test_accuracy', float('nan')):.3f} ({targets} targets)  "
@@ -87,8 +117,8 @@ class SweepProgress(Callback):
         tid = _our_id(trial)
         self._latest.pop(tid, None)
         self.log(
-            f"[sweep] {tid} raised (failure {trial.num_failures}); retrying it from "
-            "epoch 1 (its part file is replaced)."
+            f"[sweep] {tid} raised (failure {trial.num_failures}); retrying it from its last "
+            "checkpoint (its rows after it are replaced)."
         )
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info):

@@ -3,23 +3,26 @@
 What a trial receives:
 
 - its *config* (small, from the grid of :mod:`raysweep.sweep.tuner`, no paths):
-  ``sweep_id``, ``train`` (TrainConfig fields), ``seed`` and ``point``: ``artifact`` (key,
-  model, dataset), ``pack`` (``{"id": p, "eigen_indices": [...]}``), ``optimizer``,
-  ``linearized``;
+  ``sweep_id`` and ``point``: ``trial_id``, ``artifact`` (key, model, dataset), ``train``
+  (the TrainConfig fields of its program point), ``optimizer``, ``linearized``, ``axes`` (its
+  artifact- and program-level axis values) and ``pack`` (``{"id": p, "targets": [...]}``, each
+  target ``{"target_id", "eigen_index", "seed", "learning_rate", "values"}``);
 - through ``tune.with_parameters``: ``payloads`` (put in the object store once): for each
   artifact key an ``ObjectRef`` of :func:`build_payload`'s dict, the large arrays (images,
   the eigenvectors of the sweep's indices, the initial variables); a trial fetches only its
   own artifact's payload. And ``store_dir`` (the results folder, absolute),
   ``compile_cache`` (absolute folder or None) and ``checkpoint_every``.
 
-What it does (:func:`train_eigen_pack`): labels ``sign(φ_j)`` for its pack, one
-:func:`raysweep.training.train_pack_model` call, and after every epoch (a) rewrites its part
-file ``<store_dir>/metrics/<trial_id>.parquet`` with all rows so far (atomic; a crash keeps the
-completed epochs) and (b) ``ray.tune.report``\\ s the pack means plus per-target values
-(``test_accuracy_j<j>``, ``train_loss_j<j>``). A trial whose part is already complete (same
-indices, final epoch or diverged for every target) only reports its last result: a resumed or
-retried sweep does not train it again. If training raises, the latest row of each unfinished
-target is re-marked ``error`` before the exception goes to Tune (which retries up to
+What it does (:func:`train_eigen_pack`): labels ``sign(φ_j)`` for its targets, one
+:func:`raysweep.training.train_pack_model` call (per-target batch-order seeds; per-target
+learning rates as ``lr_scale`` relative to the first target's), and after every epoch (a)
+rewrites its part file ``<store_dir>/metrics/<trial_id>.parquet`` with all rows so far
+(atomic; a crash keeps the completed epochs) and (b) ``ray.tune.report``\\ s the pack means
+plus per-target values (``test_accuracy_<target_id>``, ``train_loss_<target_id>``). A trial
+whose part is already complete (every target at its final epoch or diverged) only reports its
+last result: a resumed or retried sweep does not train it again. If training raises, the latest
+row of each unfinished target is re-marked ``error`` before the exception goes to Tune (which
+retries up to
 ``sweep.max_retries`` times); a retry continues from the trial's checkpoint
 (``<store_dir>/checkpoints/<trial_id>.npz``, see :func:`train_eigen_pack`) and rewrites the
 rows after it, so every row appears exactly once.
@@ -42,6 +45,7 @@ the attempt that replaced it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 import uuid
@@ -66,14 +70,17 @@ from raysweep.sweep.plan import SweepPlan, trial_id_from_config
 CHECKPOINT_DIR = "checkpoints"
 
 
-def build_payload(artifact, plan: SweepPlan) -> dict[str, Any]:
-    """The arrays trials of one artifact need, checked against the artifact's manifest.
+def build_payload(artifact, plan: SweepPlan, key: str | None = None) -> dict[str, Any]:
+    """The arrays the trials of one artifact need, checked against the artifact's manifest.
 
-    Only the eigenvectors of the sweep's indices travel (rows of ``eigvecs``, in
-    ``eigen_indices`` order), not all k of them.
+    Only the eigenvectors of the eigen-indices its trials train on travel (rows of
+    ``eigvecs``, in ``eigen_indices`` order), not all k of them. ``key``: the artifact's key
+    in ``plan`` (default: the only one).
     """
     dataset = artifact.dataset()  # raises ValueError if the data differ from the manifest
-    indices = [j for pack in plan.packs for j in pack]
+    if key is None:
+        (key,) = [a.key for a in plan.artifacts]
+    indices = sorted({j for t in plan.trials if t.artifact == key for j in t.eigen_indices})
     return {
         "x_train": np.ascontiguousarray(dataset.x_train, dtype=np.float32),
         "x_test": np.ascontiguousarray(dataset.x_test, dtype=np.float32),
@@ -89,7 +96,7 @@ def build_payload(artifact, plan: SweepPlan) -> dict[str, Any]:
 def pack_labels(payload: dict[str, Any], indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """``(T, n_train)`` and ``(T, n_test)`` ±1 float32 labels ``sign(φ_j)`` of a pack."""
     row_of = {int(j): r for r, j in enumerate(payload["eigen_indices"])}
-    missing = [j for j in indices if j not in row_of]
+    missing = sorted({j for j in indices if j not in row_of})
     if missing:
         raise ValueError(
             f"eigen-indices {missing} are not in this sweep's payload "
@@ -100,16 +107,16 @@ def pack_labels(payload: dict[str, Any], indices: list[int]) -> tuple[np.ndarray
     return y[:, :n_train], y[:, n_train:]
 
 
-def is_complete(table: pa.Table, indices: list[int], epochs: int) -> bool:
-    """Whether a part holds the final row (last epoch, or diverged) of every index."""
+def is_complete(table: pa.Table, targets: list[str], epochs: int) -> bool:
+    """Whether a part holds the final row (last epoch, or diverged) of every target id."""
     final = {}
-    for row in table.select(["eigen_index", "epoch", "status"]).to_pylist():
+    for row in table.select(["target_id", "epoch", "status"]).to_pylist():
         if row["status"] == "diverged" or (row["status"] == "finished" and row["epoch"] == epochs):
-            final[row["eigen_index"]] = True
-    return all(final.get(j, False) for j in indices)
+            final[row["target_id"]] = True
+    return all(final.get(t, False) for t in targets)
 
 
-def epoch_report(latest: list[dict], indices: list[int]) -> dict[str, Any]:
+def epoch_report(latest: list[dict], targets: list[str]) -> dict[str, Any]:
     """What a trial reports to Tune after an epoch: pack means and per-target values."""
     alive = [r for r in latest if r["status"] != "diverged"] or latest
     mean = {
@@ -125,9 +132,9 @@ def epoch_report(latest: list[dict], indices: list[int]) -> dict[str, Any]:
         "targets_finished": statuses.count("finished"),
         "targets_diverged": statuses.count("diverged"),
     }
-    for j, r in zip(indices, latest, strict=True):
-        out[f"test_accuracy_j{j}"] = float(r["test_accuracy"])
-        out[f"train_loss_j{j}"] = float(r["train_loss"])
+    for t, r in zip(targets, latest, strict=True):
+        out[f"test_accuracy_{t}"] = float(r["test_accuracy"])
+        out[f"train_loss_{t}"] = float(r["train_loss"])
     return out
 
 
@@ -140,14 +147,25 @@ def _identity(config: dict[str, Any], tid: str) -> dict[str, Any]:
         "dataset": point["artifact"]["dataset"],
         "optimizer": point["optimizer"],
         "linearized": bool(point["linearized"]),
-        "seed": int(config["seed"]),
     }
 
 
-def _last_rows(table: pa.Table, indices: list[int]) -> list[dict]:
+def _target_identity(point: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
+    """The store columns of one target: ids, eigen-index, seed, rate and its grid point."""
+    axes = {**point.get("axes", {}), **target.get("values", {})}
+    return {
+        "target_id": target["target_id"],
+        "eigen_index": int(target["eigen_index"]),
+        "seed": int(target["seed"]),
+        "learning_rate": float(target["learning_rate"]),
+        "axes": json.dumps(axes, sort_keys=True),
+    }
+
+
+def _last_rows(table: pa.Table, targets: list[str]) -> list[dict]:
     rows = table.to_pylist()
     return [
-        max((r for r in rows if r["eigen_index"] == j), key=lambda r: r["epoch"]) for j in indices
+        max((r for r in rows if r["target_id"] == t), key=lambda r: r["epoch"]) for t in targets
     ]
 
 
@@ -203,19 +221,44 @@ def checkpoint_path(store_dir: str | os.PathLike, tid: str) -> Path:
     return Path(store_dir) / CHECKPOINT_DIR / f"{tid}.npz"
 
 
-def rows_before(table: pa.Table, indices: list[int], epoch: int) -> list[dict] | None:
+def rows_before(table: pa.Table, targets: list[str], epoch: int) -> list[dict] | None:
     """The part's rows of epochs ``<= epoch`` if they are all there, else None.
 
     Every target needs its rows of epochs 1..``epoch``, or up to its ``diverged`` row. Rows a
     failed attempt re-marked ``error`` are ``running`` again (the retry continues them).
     """
     rows = [r for r in table.to_pylist() if r["epoch"] <= epoch]
-    for j in indices:
-        mine = sorted(r["epoch"] for r in rows if r["eigen_index"] == j)
-        diverged = any(r["status"] == "diverged" for r in rows if r["eigen_index"] == j)
+    for t in targets:
+        mine = sorted(r["epoch"] for r in rows if r["target_id"] == t)
+        diverged = any(r["status"] == "diverged" for r in rows if r["target_id"] == t)
         if mine != list(range(1, len(mine) + 1)) or not (len(mine) == epoch or diverged):
             return None
     return [{**r, "status": "running"} if r["status"] == "error" else r for r in rows]
+
+
+def pack_training(point: dict[str, Any]) -> tuple[TrainConfig, Any, Any]:
+    """The trial's TrainConfig, data-order seed(s) and ``lr_scale`` from its grid point.
+
+    The base rate (``learning_rate`` for SGD, ``adam_learning_rate`` for Adam) is the first
+    target's; target ``t`` trains with ``lr_scale[t] = η_t / η_0`` (None when all are equal).
+    The seed is an int when all targets share it (one batch order), else one per target.
+    """
+    targets = point["pack"]["targets"]
+    rates = [float(t["learning_rate"]) for t in targets]
+    seeds = [int(t["seed"]) for t in targets]
+    field = "learning_rate" if point["optimizer"] == "sgd" else "adam_learning_rate"
+    train = TrainConfig(
+        **{
+            **point["train"],
+            "optimizer": point["optimizer"],
+            "linearized": bool(point["linearized"]),
+            field: rates[0],
+            "seed": seeds[0],
+        }
+    )
+    scale = None if len(set(rates)) == 1 else np.asarray([r / rates[0] for r in rates], np.float32)
+    seed = seeds[0] if len(set(seeds)) == 1 else seeds
+    return train, seed, scale
 
 
 def train_eigen_pack(
@@ -251,58 +294,57 @@ def train_eigen_pack(
     start = time.perf_counter()
     where = placement()
     point = config["point"]
-    indices = [int(j) for j in point["pack"]["eigen_indices"]]
+    targets = point["pack"]["targets"]
+    ids = [t["target_id"] for t in targets]
+    indices = [int(t["eigen_index"]) for t in targets]
     tid = trial_id_from_config(config)
-    train = TrainConfig(**{**config["train"], "optimizer": point["optimizer"]})
+    train, seed, lr_scale = pack_training(point)
     ckpt = checkpoint_path(store_dir, tid)
 
     done = read_trial_rows(store_dir, tid, quarantine=True)
-    if is_complete(done, indices, train.epochs):
+    if is_complete(done, ids, train.epochs):
         ckpt.unlink(missing_ok=True)
-        tune.report({**epoch_report(_last_rows(done, indices), indices), "skipped": 1, **where})
+        tune.report({**epoch_report(_last_rows(done, ids), ids), "skipped": 1, **where})
         return
 
     token = claim_attempt(store_dir, tid)
     saved = checkpoint_epoch(ckpt) if checkpoint_every else None
-    if saved and rows_before(done, indices, saved) is None:
+    if saved and rows_before(done, ids, saved) is None:
         ckpt.unlink(missing_ok=True)  # its rows are gone (e.g. a quarantined part): start over
     enable_compile_cache(compile_cache)
     payload = ray.get(payloads[point["artifact"]["key"]])
     y_train, y_test = pack_labels(payload, indices)
     module = get_model(payload["model"], activation=payload["activation"])
     identity = _identity(config, tid)
+    per_target = [_target_identity(point, t) for t in targets]
     rows: list[dict[str, Any]] = []
     tables: list[pa.Table] = []
-    seen: set[tuple[int, int]] = set()
+    seen: set[tuple[str, int]] = set()
 
     def on_resume(epoch: int) -> None:
         """Keep the part's rows of the epochs the checkpoint restored, drop later ones."""
-        kept = rows_before(done, indices, epoch) if epoch else []
+        kept = rows_before(done, ids, epoch) if epoch else []
         rows.extend(kept)
-        seen.update((r["eigen_index"], r["epoch"]) for r in kept)
+        seen.update((r["target_id"], r["epoch"]) for r in kept)
         if kept:
             tables.append(rows_to_table(kept))
 
     def on_epoch(latest: list[dict]) -> None:
         now = time.perf_counter() - start
         new = []
-        for j, row in zip(indices, latest, strict=True):
-            if (j, int(row["epoch"])) in seen:  # a diverged target repeats its final row
+        for target, row in zip(per_target, latest, strict=True):
+            if (target["target_id"], int(row["epoch"])) in seen:  # a diverged target repeats
                 continue
-            seen.add((j, int(row["epoch"])))
-            new.append(
-                {
-                    **identity,
-                    "eigen_index": j,
-                    **{k: row[k] for k in METRIC_COLUMNS},
-                    "wall_time": now,
-                }
-            )
+            seen.add((target["target_id"], int(row["epoch"])))
+            metrics = {k: row[k] for k in METRIC_COLUMNS}
+            if metrics["steps_to_threshold"] < 0:  # not reached: null in the store
+                metrics["steps_to_threshold"] = None
+            new.append({**identity, **target, **metrics, "wall_time": now})
         rows.extend(new)
         tables.append(rows_to_table(new))
         check_attempt(store_dir, tid, token)
         write_trial_table(store_dir, tid, pa.concat_tables(tables))
-        tune.report({**epoch_report(latest, indices), "skipped": 0, **where})
+        tune.report({**epoch_report(latest, ids), "skipped": 0, **where})
 
     try:
         train_pack_model(
@@ -313,8 +355,9 @@ def train_eigen_pack(
             payload["x_test"],
             y_test,
             train=train,
-            linearized=bool(point["linearized"]),
-            seed=int(config["seed"]),
+            linearized=train.linearized,
+            seed=seed,
+            lr_scale=lr_scale,
             on_epoch=on_epoch,
             checkpoint=ckpt if checkpoint_every else None,
             checkpoint_every=max(int(checkpoint_every), 1),
@@ -330,13 +373,11 @@ def _mark_error(store_dir: str, tid: str, rows: list[dict[str, Any]], token: str
     """Re-mark the latest row of every still-running target ``error`` (best effort)."""
     if not rows:
         return
-    latest: dict[int, dict] = {}
+    latest: dict[str, dict] = {}
     for row in rows:
-        latest[row["eigen_index"]] = row
+        latest[row["target_id"]] = row
     marked = [
-        {**r, "status": "error"}
-        if latest[r["eigen_index"]] is r and r["status"] == "running"
-        else r
+        {**r, "status": "error"} if latest[r["target_id"]] is r and r["status"] == "running" else r
         for r in rows
     ]
     with contextlib.suppress(Exception):  # never hide the training error behind a store error

@@ -64,7 +64,8 @@ from raysweep.sweep.experiment import (
     previous_run,
     write_plan,
 )
-from raysweep.sweep.plan import SweepPlan, TrialSpec, plan_sweep, trial_id_from_config
+from raysweep.sweep.grid import TrialSpec, artifact_dir, expand_grid
+from raysweep.sweep.plan import SweepPlan, plan_sweep, trial_id_from_config
 from raysweep.sweep.progress import SweepProgress
 from raysweep.sweep.trainable import build_payload, train_eigen_pack
 
@@ -145,9 +146,10 @@ def compile_cache_dir(out_dir: Path, compile_cache: bool | str | os.PathLike) ->
 def param_space(plan: SweepPlan, trials: Sequence[TrialSpec] | None = None) -> dict:
     """The Tune search space: one grid point per trial of ``trials`` (default: all of them).
 
-    A trial's config is ``sweep_id``, ``seed``, ``train`` (TrainConfig fields) and ``point``
-    (``trial_id``, ``artifact`` {key, model, dataset}, ``pack`` {id, eigen_indices},
-    ``optimizer``, ``linearized``): names and indices only.
+    A trial's config is ``sweep_id`` and ``point``: ``trial_id``, ``artifact`` {key, model,
+    dataset}, ``optimizer``, ``linearized``, ``train`` (the TrainConfig fields of its program
+    point), ``axes`` (its artifact- and program-level axis values) and ``pack`` {id,
+    targets: [{target_id, eigen_index, seed, learning_rate, values}]}: names and numbers only.
     """
     from ray import tune
 
@@ -160,18 +162,27 @@ def param_space(plan: SweepPlan, trials: Sequence[TrialSpec] | None = None) -> d
                 "model": arts[t.artifact].model,
                 "dataset": arts[t.artifact].dataset,
             },
-            "pack": {"id": t.pack, "eigen_indices": list(t.eigen_indices)},
             "optimizer": t.optimizer,
             "linearized": t.linearized,
+            "train": dataclasses.asdict(t.train),
+            "axes": {**arts[t.artifact].values, **dict(t.program)},
+            "pack": {
+                "id": t.pack,
+                "targets": [
+                    {
+                        "target_id": x.target_id,
+                        "eigen_index": x.eigen_index,
+                        "seed": x.seed,
+                        "learning_rate": x.learning_rate,
+                        "values": dict(x.values),
+                    }
+                    for x in t.targets
+                ],
+            },
         }
         for t in (plan.trials if trials is None else trials)
     ]
-    return {
-        "sweep_id": plan.sweep_id,
-        "seed": plan.seed,
-        "train": dataclasses.asdict(plan.train),
-        "point": tune.grid_search(points),
-    }
+    return {"sweep_id": plan.sweep_id, "point": tune.grid_search(points)}
 
 
 def run_counts(results, done: set[str]) -> dict[str, int]:
@@ -232,8 +243,10 @@ def run_sweep(
         (its ``optimizer`` is set per trial).
       out_dir: the sweep directory (``metrics/``, ``tune/``, ``config.json``,
         ``sweep_plan.json``; see :mod:`raysweep.sweep.experiment`).
-      artifacts: eigenfunction artifact folders, one per (model, dataset); default
-        ``[<out_dir>/eigenfunctions]`` (what the main job writes).
+      artifacts: eigenfunction artifact folders; default: those of the grid's artifact points
+        in ``out_dir`` (:func:`~raysweep.sweep.grid.artifact_dir`: ``<out_dir>/eigenfunctions``
+        for a single one, else ``<out_dir>/artifacts/<key>/eigenfunctions``), what the main job
+        writes. Without artifact-level axes, each folder given is a point of its own.
       resume: finish an interrupted sweep of the same grid in ``out_dir``.
       progress: print one line per trial and the summary.
       compile_cache: share compiled training programs between the sweep's trial processes
@@ -292,9 +305,16 @@ def _run_sweep(
     from raysweep.distributed.cluster import gpu_memory_env
 
     trial_env = gpu_memory_env(config.sweep.gpus_per_trial)
-    paths = [out_dir / "eigenfunctions"] if artifacts is None else list(artifacts)
+    grid = expand_grid(config)
+    if artifacts is None:
+        paths = [artifact_dir(out_dir, point) for point in grid.artifacts]
+    else:
+        paths = list(artifacts)
     loaded = _load_artifacts(paths)
-    plan = plan_sweep(config, loaded, out_dir=out_dir)
+    plan = plan_sweep(config, loaded, out_dir=out_dir, grid=grid)
+    if progress:
+        for note in plan.notes:
+            log(f"[sweep] {note}")
     by_path = {str(a.path.resolve()): a for a in loaded}
     previous = previous_run(plan, out_dir, resume=resume, log=log if progress else _quiet)
     if previous.state == "complete":
@@ -315,7 +335,7 @@ def _run_sweep(
     from raysweep.distributed.cluster import check_shared_dir
 
     payloads = {
-        a.key: build_payload(by_path[str(a.resolve(out_dir))], plan) for a in plan.artifacts
+        a.key: build_payload(by_path[str(a.resolve(out_dir))], plan, a.key) for a in plan.artifacts
     }
     ensure_ray()
     check_trial_resources(config.sweep.cpus_per_trial, config.sweep.gpus_per_trial)
@@ -343,7 +363,7 @@ def _run_sweep(
     if progress:
         log(
             f"[sweep] {len(plan.trials)} trials ({plan.num_targets} targets, "
-            f"{plan.train.epochs} epochs): {len(todo)} to run; metrics in "
+            f"{_epochs_text(plan)} epochs): {len(todo)} to run; metrics in "
             f"{metrics_dir(out_dir)}; tensorboard --logdir {exp}"
         )
     tuner = _new_tuner(
@@ -389,9 +409,14 @@ def _new_tuner(
             failure_config=tune.FailureConfig(max_failures=config.sweep.max_retries),
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
             verbose=0,
-            callbacks=[SweepProgress(len(trials), plan.train.epochs, log=log)],
+            callbacks=[SweepProgress(len(trials), max(t.epochs for t in trials), log=log)],
         ),
     )
+
+
+def _epochs_text(plan: SweepPlan) -> str:
+    epochs = sorted({t.epochs for t in plan.trials})
+    return "/".join(map(str, epochs))
 
 
 def trial_name(trial) -> str:

@@ -15,15 +15,16 @@ It holds, after epoch ``epoch`` (1-based) of a pack of ``T`` targets:
   exactly, NaN and inf included.
 
 The *key* (:func:`checkpoint_key`) is a digest of what is trained: the values and shapes of
-the inputs, the labels, θ₀ and the initial statistics, the training config, the data seed and
-every option that changes the numbers (mode, loss, schedule, ``lr_scale``, evaluation block
-size). It does not cover the code of the model functions; θ₀'s structure and values stand for
-the model. A checkpoint whose key differs belongs to other work and is not loaded.
+the inputs, the labels, θ₀ and the initial statistics, the training config, the data seed (an
+int, or the list of per-target seeds) and every option that changes the numbers (mode, loss,
+schedule, ``lr_scale``, evaluation block size). It does not cover the code of the model
+functions; θ₀'s structure and values stand for the model. A checkpoint whose key differs
+belongs to other work and is not loaded.
 
-The data order of epoch ``e`` comes from ``fold_in(key(seed), e)``
-(:func:`~raysweep.training.program.epoch_orders`), not from a key threaded through the epochs,
-so a resumed run draws the same minibatches as an uninterrupted one and, on the same device
-and software, gives bitwise identical results.
+The data order of epoch ``e`` comes from ``fold_in(key(seed), e)`` (per target
+``fold_in(key(seed[t]), e)``; :func:`~raysweep.training.program.pack_orders`), not from a key
+threaded through the epochs, so a resumed run draws the same minibatches as an uninterrupted
+one and, on the same device and software, gives bitwise identical results.
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ def checkpoint_key(
       params0: θ₀ pytree (structure, shapes, dtypes, values).
       stats0: initial batch-norm statistics pytree (``{}``: none).
       train: the training config (every field).
-      options: JSON-serializable scalars (``linearized``, ``seed``, ``loss``, …).
+      options: JSON-serializable values (``linearized``, ``seed`` — an int, or the list of
+        per-target seeds —, ``loss``, …).
     """
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{_FORMAT}/{_VERSION};".encode())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numbers
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -28,6 +28,7 @@ __all__ = [
     "check_lr_scale",
     "check_options",
     "check_params0",
+    "check_seed",
     "check_train_config",
 ]
 
@@ -142,6 +143,66 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def _seed_entries(seed: Any) -> int | tuple[int, ...]:
+    """``seed`` as an int or a tuple of ints, each checked to be a non-negative int."""
+    if _is_int(seed):
+        if seed < 0:
+            raise ValueError(
+                f"seed must be a non-negative int (the data-order seed) or a sequence of them, "
+                f"one per target; got {seed!r}."
+            )
+        return int(seed)
+    if isinstance(seed, np.ndarray) and seed.ndim != 1:
+        raise ValueError(
+            f"seed must be a non-negative int or a 1-D sequence of them, one per target; got "
+            f"an array of shape {seed.shape}."
+        )
+    if isinstance(seed, str | bytes) or not isinstance(seed, Sequence | np.ndarray):
+        raise ValueError(
+            f"seed must be a non-negative int (the data-order seed) or a sequence of them, one "
+            f"per target; got {seed!r}."
+        )
+    entries = []
+    for i, value in enumerate(seed):
+        if isinstance(value, bool | np.bool_):
+            raise ValueError(
+                f"seed[{i}] is the bool {value!r}; every entry of seed must be a non-negative "
+                "int (the data-order seed of that target)."
+            )
+        if not _is_int(value):
+            raise ValueError(
+                f"seed[{i}] is {value!r} ({type(value).__name__}); every entry of seed must be "
+                "a non-negative int (the data-order seed of that target)."
+            )
+        if value < 0:
+            raise ValueError(
+                f"seed[{i}] is {value!r}; every entry of seed must be a non-negative int (the "
+                "data-order seed of that target)."
+            )
+        entries.append(int(value))
+    return tuple(entries)
+
+
+def check_seed(seed: Any, pack_size: int) -> int | tuple[int, ...]:
+    """The data-order seed: an int (one order shared by the pack) or ``T`` per-target ints.
+
+    ``seed`` is a non-negative int or a sequence of ``pack_size`` non-negative ints. Returns
+    an int when the orders are shared (an int, or a sequence whose entries are all equal) and
+    a tuple of ``pack_size`` ints otherwise.
+    """
+    value = _seed_entries(seed)
+    if isinstance(value, int):
+        return value
+    if len(value) != pack_size:
+        raise ValueError(
+            f"seed has {len(value)} entries but the pack has {pack_size} targets (rows of "
+            f"y_train); pass one data-order seed per target, or a single int for all."
+        )
+    if len(set(value)) == 1:
+        return value[0]
+    return value
+
+
 def check_options(
     *,
     linearized: Any,
@@ -157,8 +218,7 @@ def check_options(
             f"linearized must be a bool (False: the network, True: its linearization), got "
             f"{linearized!r}."
         )
-    if not _is_int(seed) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int (the data-order seed), got {seed!r}.")
+    _seed_entries(seed)
     if not _is_int(eval_batch_size) or eval_batch_size <= 0:
         raise ValueError(f"eval_batch_size must be a positive int, got {eval_batch_size!r}.")
     if loss not in LOSSES:

@@ -5,6 +5,10 @@ vectors ``y_t = sign(φ_j)``) trained from the same θ₀ in one compiled progra
 :mod:`raysweep.training.program`), returning ``rows[t][e]``, the metric dict of target ``t``
 after epoch ``e + 1`` (keys :data:`~raysweep.training.metrics.METRIC_NAMES`). Pack size 1 is
 an ordinary trial. :func:`fit_pack` is the same and also returns the final state.
+Targets may also differ in their data order (``seed``: one seed per target) and learning rate
+(``lr_scale``: one factor per target), so one pack can hold several trials of a sweep that
+differ in ``train.seed``, the learning rate and the labels; target ``t`` gives the rows of the
+separate run with its own seed, rate and labels.
 :func:`train_pack_model` / :func:`fit_pack_model` take a Flax ``module`` and its
 ``variables`` instead of functions and handle batch norm themselves.
 
@@ -31,14 +35,16 @@ A later call with the same ``path`` and the same work resumes from it. The contr
   epochs only. ``PackResult.resumed_epoch`` is ``r`` too.
 - The returned ``rows`` cover all epochs: those of epochs ``≤ r`` come from the checkpoint.
   Rows, final parameters and states are bitwise identical to an uninterrupted run on the same
-  device and software (the data order of epoch ``e`` is ``fold_in(key(seed), e)``).
+  device and software (the data order of epoch ``e`` is ``fold_in(key(seed), e)``, per target
+  ``fold_in(key(seed[t]), e)`` with per-target seeds).
 - A caller that records rows in ``on_epoch`` keeps what it recorded for epochs ``≤ r`` and
   drops the rest (it will receive those epochs again). Since a checkpoint is written only after
   ``on_epoch`` returned, an earlier attempt has already delivered every epoch ``≤ r``.
 - A checkpoint of other work (its key, :func:`~raysweep.training.checkpoint.checkpoint_key`,
-  covers the data, labels, θ₀, initial statistics, training config, seed and options) or a
-  damaged file (truncated, unreadable) is not loaded: a :class:`UserWarning` names the file,
-  training starts from epoch 1 and the file is overwritten at the next checkpoint.
+  covers the data, labels, θ₀, initial statistics, training config, the seed or per-target
+  seeds, ``lr_scale`` and options) or a damaged file (truncated, unreadable) is not loaded: a
+  :class:`UserWarning` names the file, training starts from epoch 1 and the file is
+  overwritten at the next checkpoint.
 - The file is left in place when training ends; delete it once the results are safe.
 :func:`~raysweep.training.checkpoint.checkpoint_epoch` reads a checkpoint's epoch.
 """
@@ -46,7 +52,7 @@ A later call with the same ``path`` and the same work resumes from it. The contr
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -64,6 +70,7 @@ from raysweep.training.checks import (
     check_lr_scale,
     check_options,
     check_params0,
+    check_seed,
     check_train_config,
 )
 from raysweep.training.metrics import make_row
@@ -72,8 +79,8 @@ from raysweep.training.program import (
     Forward,
     PackConsts,
     ProgramSpec,
-    epoch_orders,
     get_program,
+    pack_orders,
 )
 
 __all__ = ["PackResult", "fit_pack", "fit_pack_model", "train_pack", "train_pack_model"]
@@ -139,7 +146,7 @@ def _fit(
     *,
     train: TrainConfig,
     linearized: bool,
-    seed: int,
+    seed: int | Sequence[int],
     on_epoch: Callable[[list[dict]], Any] | None,
     eval_batch_size: int,
     loss: str,
@@ -152,6 +159,7 @@ def _fit(
 ) -> PackResult:
     pack_size = data.pack_size
     scale = check_lr_scale(lr_scale, pack_size)
+    seed = check_seed(seed, pack_size)
     n_train, n_test = data.x_train.shape[0], data.x_test.shape[0]
     batch = min(train.batch_size, n_train)
     spec = ProgramSpec(
@@ -196,7 +204,7 @@ def _fit(
         lr_scale=jnp.asarray(scale),
         learning_rate=jnp.asarray(base_learning_rate(train), jnp.float32),
         loss_threshold=jnp.asarray(train.loss_threshold, jnp.float32),
-        orders=epoch_orders(seed, train.epochs, n_train, spec.steps_per_epoch, batch),
+        orders=pack_orders(seed, train.epochs, n_train, spec.steps_per_epoch, batch),
     )
     state = program.init_state(consts.params0, consts.stats0, pack_size)
     rows: Rows = [[] for _ in range(pack_size)]
@@ -210,7 +218,8 @@ def _fit(
             options={
                 "linearized": bool(linearized),
                 "centered": bool(centered),
-                "seed": int(seed),
+                # An int (shared order) or the list of per-target seeds.
+                "seed": seed if isinstance(seed, int) else list(seed),
                 "loss": loss,
                 "schedule": schedule,
                 "eval_batch_size": int(eval_batch_size),
@@ -257,7 +266,7 @@ def fit_pack(
     train_apply_fn: Callable | None = None,
     batch_stats: Any = None,
     eval_apply_fn: Callable | None = None,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     on_epoch: Callable[[list[dict]], Any] | None = None,
     eval_batch_size: int = 1024,
     loss: str = "bce",
@@ -318,7 +327,7 @@ def train_pack(
     train_apply_fn: Callable | None = None,
     batch_stats: Any = None,
     eval_apply_fn: Callable | None = None,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     on_epoch: Callable[[list[dict]], Any] | None = None,
     eval_batch_size: int = 1024,
     loss: str = "bce",
@@ -342,7 +351,9 @@ def train_pack(
       train: :class:`~raysweep.config.TrainConfig` — optimizer (SGD with ``momentum`` from
         ``learning_rate``, or Adam from ``adam_learning_rate``), ``batch_size`` (``B =
         min(batch_size, n_tr)``, last incomplete minibatch dropped), ``epochs`` and
-        ``loss_threshold``. ``train.seed`` is not used; the data order comes from ``seed``.
+        ``loss_threshold``. ``train.seed`` is not used; the data order comes from ``seed``
+        (a sweep that packs several ``train.seed`` values passes them as ``seed``, one per
+        target).
       linearized: ``False`` trains the network; ``True`` trains
         ``f(θ₀, x) + J(θ₀, x)(θ − θ₀)`` (``raysweep.ntk.linearize(apply_fn, params0)``) with
         the same code and apply_fn's statistics frozen.
@@ -353,8 +364,14 @@ def train_pack(
       eval_apply_fn: required with non-empty ``batch_stats`` in network mode: inference
         ``(params, batch_stats, x) -> (n, 1)`` with the given running statistics, used for
         evaluation. :func:`train_pack_model` builds all three from a module.
-      seed: data-order seed; epoch ``e`` (0-based) uses
-        ``jax.random.fold_in(jax.random.key(seed), e)``, the same order for all targets.
+      seed: data-order seed(s). A non-negative int: epoch ``e`` (0-based) visits
+        ``permutation(fold_in(key(seed), e), n_tr)[:S·B]`` in blocks of ``B``, the same order
+        for all targets (one minibatch per step, shared). A sequence of ``T`` non-negative ints,
+        one per target (in the order of the rows of ``y_train``): target ``t`` visits exactly
+        the order of a separate run with ``seed=seed[t]``, so a pack of several seeds gives,
+        target by target, the rows of separate runs (up to float rounding). A sequence whose
+        entries are all equal is the same as that int (same program, same results). Each
+        distinct seed's order is drawn once; new seed values do not recompile.
       on_epoch: called after every epoch with the list of the T latest rows (after a resume,
         only for the epochs trained in this call).
       eval_batch_size: examples per evaluation block (memory bound; results do not depend on
@@ -363,7 +380,13 @@ def train_pack(
       schedule: ``"linear"`` (the paper's decay to 0 over ``epochs × S`` steps) or
         ``"constant"``.
       lr_scale: optional ``(T,)`` positive factors; target ``t`` uses learning rate
-        ``lr_scale[t] × η_k``. Default ones.
+        ``lr_scale[t] × η_k`` (its final update is scaled, which for SGD and Adam is the
+        optimizer with that rate, schedule included). Default ones. To pack several learning
+        rates ``η_0, η_1, …`` (one per target), set ``train.learning_rate`` (SGD) or
+        ``train.adam_learning_rate`` (Adam) to ``η_0``, the rate of target 0, and
+        ``lr_scale[t] = η_t / η_0`` (so ``lr_scale[0] = 1``); target ``t`` then gives the rows
+        of a separate run with rate ``η_t``, up to float rounding. Together with a per-target
+        ``seed`` this packs a grid of (seed, learning rate, label) trials into one program.
       centered: with ``linearized``, train ``J(θ₀, x)(θ − θ₀)`` (the linearization minus
         ``f(θ₀, x)``, zero output at θ₀) instead; ``True`` without ``linearized`` raises.
       checkpoint: file path for checkpoints, or ``None`` (none). An existing checkpoint of the
@@ -380,7 +403,9 @@ def train_pack(
 
     Raises:
       TypeError / ValueError: before anything is compiled, for a bad config, data shapes,
-      labels other than ±1, non-finite inputs or parameters, options, or an ``apply_fn`` that
+      labels other than ±1, non-finite inputs or parameters, options (e.g. a ``seed`` list
+      whose length is not ``T`` or with an entry that is not a non-negative int, a bool
+      included), or an ``apply_fn`` that
       does not return ``(n, 1)``. Non-finite losses never raise (status ``"diverged"``).
     """
     return fit_pack(

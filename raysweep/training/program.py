@@ -10,12 +10,17 @@ evaluation, all inside one ``jax.jit`` call; it compiles once per (spec, shapes)
 
 Minibatches: ``B = min(train.batch_size, n_train)`` and ``S = n_train // B`` steps per epoch;
 epoch ``e`` (0-based) visits ``perm[:S·B]`` in blocks of ``B``, where
-``perm = jax.random.permutation(jax.random.fold_in(jax.random.key(seed), e), n_train)`` is the
-same for every target of the pack. The last ``n_train − S·B`` examples of each permutation are
-dropped (``drop_last``; the paper's batch 128), so every step has the same shape. The indices of
-all epochs are drawn once per run (:func:`epoch_orders`) and passed in, so the data seed, like
-the learning rate, the loss threshold, ``lr_scale`` and the labels, is an argument of the
-program: changing any of them does not recompile (only the spec and the shapes do).
+``perm = jax.random.permutation(jax.random.fold_in(jax.random.key(seed), e), n_train)``. The
+last ``n_train − S·B`` examples of each permutation are dropped (``drop_last``; the paper's
+batch 128), so every step has the same shape. The data seed is either one int, and then the
+order is the same for every target of the pack (one minibatch gathered per step, shared by
+all targets), or one seed per target, and then target ``t`` visits the order of ``seeds[t]``,
+exactly as a separate run with that seed would (a minibatch ``(T, B, ...)`` gathered per step,
+one slice per target). The indices of all epochs are drawn once per run (:func:`pack_orders`:
+int32 ``(epochs, S, B)`` shared, ``(epochs, S, T, B)`` per target) and passed in, so the data
+seeds, like the learning rate, the loss threshold, ``lr_scale`` and the labels, are arguments
+of the program: changing them does not recompile (only the spec and the shapes do; shared and
+per-target orders have different shapes and so are two compilations of the same spec).
 
 One step for target ``t`` (``k`` = update count before the step, 0-based)::
 
@@ -45,12 +50,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+import numbers
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from raysweep.models import make_apply_fn, make_train_apply_fn
@@ -65,6 +72,7 @@ __all__ = [
     "ProgramSpec",
     "epoch_orders",
     "get_program",
+    "pack_orders",
 ]
 
 
@@ -155,8 +163,9 @@ class PackConsts(NamedTuple):
     ``params0``: θ₀ (no pack axis). ``stats0``: statistics the linearization freezes (``{}``
     when ``apply_fn`` closes over them). ``x_*``: float32 ``(n, ...)``. ``y_*``: float32
     ``(T, n)``. ``lr_scale``: float32 ``(T,)``. ``learning_rate`` (η₀) and ``loss_threshold``:
-    float32 scalars. ``orders``: int32 ``(epochs, S, B)`` minibatch indices from
-    :func:`epoch_orders`.
+    float32 scalars. ``orders``: minibatch indices from :func:`pack_orders`, int32
+    ``(epochs, S, B)`` when all targets share the data order, ``(epochs, S, T, B)`` when each
+    target has its own.
     """
 
     params0: Any
@@ -189,6 +198,28 @@ def epoch_orders(seed: int, epochs: int, n: int, steps: int, batch: int) -> jax.
     permutation sampler is kept out of the epoch program because it is slow to compile on CPU.
     """
     return _orders(jax.random.key(seed), epochs, n, steps, batch)
+
+
+def pack_orders(
+    seed: int | Sequence[int], epochs: int, n: int, steps: int, batch: int
+) -> jax.Array:
+    """Minibatch indices of a pack: shared ``(epochs, steps, batch)`` or ``(epochs, steps, T,
+    batch)``.
+
+    ``seed`` an int: :func:`epoch_orders` of it, the order of every target. ``seed`` a sequence
+    of ``T`` ints: ``[:, :, t]`` is :func:`epoch_orders` of ``seed[t]``, so target ``t`` visits
+    the order of a separate run with ``seed[t]``. Each distinct seed is drawn once, by the same
+    small program (its value is an argument, so new seeds do not recompile). Callers pass an
+    int when all seeds are equal (:func:`~raysweep.training.checks.check_seed` does), which
+    keeps the shared-order program.
+    """
+    if isinstance(seed, numbers.Integral):
+        return epoch_orders(int(seed), epochs, n, steps, batch)
+    seeds = [int(s) for s in seed]
+    distinct = sorted(set(seeds))
+    drawn = {s: np.asarray(epoch_orders(s, epochs, n, steps, batch)) for s in distinct}
+    per_target = np.stack([drawn[s] for s in seeds], axis=2)  # (epochs, steps, T, batch)
+    return jnp.asarray(per_target)
 
 
 def _repeat(tree: Any, pack_size: int) -> Any:
@@ -270,12 +301,11 @@ class PackProgram:
     # ------------------------------------------------------------------ compiled body
 
     def _step(self, carry, idx, consts: PackConsts):
+        """One update of every target; ``idx`` is ``(B,)`` (shared order) or ``(T, B)``."""
         spec = self.spec
         tx = self.optimizer(consts.learning_rate)
-        xb = jnp.take(consts.x_train, idx, axis=0)
-        yb = jnp.take(consts.y_train, idx, axis=1)
 
-        def one(params, opt_state, stats, y, scale):
+        def one(params, opt_state, stats, y, scale, xb):
             def objective(p):
                 logits, new_stats = self._train_forward(p, stats, xb, consts)
                 return jnp.mean(example_losses(logits[:, 0], y, spec.loss)), new_stats
@@ -285,9 +315,20 @@ class PackProgram:
             params = optax.apply_updates(params, scale_updates(updates, scale))
             return params, opt_state, new_stats, loss, optax.tree.norm(grads)
 
-        params, opt_state, stats, loss, gnorm = jax.vmap(one)(
-            carry.params, carry.opt_state, carry.batch_stats, yb, consts.lr_scale
-        )
+        if idx.ndim == 1:
+            # Shared order: one minibatch of inputs for the whole pack.
+            xb = jnp.take(consts.x_train, idx, axis=0)
+            yb = jnp.take(consts.y_train, idx, axis=1)
+            params, opt_state, stats, loss, gnorm = jax.vmap(
+                lambda p, o, s, y, c: one(p, o, s, y, c, xb)
+            )(carry.params, carry.opt_state, carry.batch_stats, yb, consts.lr_scale)
+        else:
+            # Per-target orders: minibatch (T, B, ...) of inputs, (T, B) of labels.
+            xb = jnp.take(consts.x_train, idx, axis=0)
+            yb = jnp.take_along_axis(consts.y_train, idx, axis=1)
+            params, opt_state, stats, loss, gnorm = jax.vmap(one)(
+                carry.params, carry.opt_state, carry.batch_stats, yb, consts.lr_scale, xb
+            )
         step = carry.step + 1
         reached = (carry.steps_to_threshold < 0) & (loss <= consts.loss_threshold)
         new = PackState(
