@@ -38,6 +38,58 @@ MIN_SPLIT_SIZE = 10
 original classes, and a smaller stratified subsample would drop some of them."""
 
 
+def is_import_path(name: Any) -> bool:
+    """Whether ``name`` looks like ``package.module:attr`` (a user's model or data loader)."""
+    if not isinstance(name, str) or name.count(":") != 1 or name.startswith("npz:"):
+        return False
+    module, attr = name.split(":")
+    return all(p.isidentifier() for p in module.split(".")) and all(
+        p.isidentifier() for p in attr.split(".")
+    )
+
+
+def _check_dataset_name(name: Any) -> None:
+    """A built-in or registered dataset, ``npz:PATH`` or an import path to a loader."""
+    if isinstance(name, str) and (name in DATASET_NAMES or is_import_path(name)):
+        return
+    if isinstance(name, str) and name.startswith("npz:"):
+        if len(name) == 4:
+            raise ValueError("data.name='npz:' names no file; write data.name=npz:PATH.npz.")
+        return
+    from raysweep.data.registry import registered_datasets
+
+    if isinstance(name, str) and name in registered_datasets():
+        return
+    known = ", ".join((*DATASET_NAMES, *registered_datasets()))
+    raise ValueError(
+        f"data.name={name!r} is not supported; choose one of {known}, npz:PATH (a .npz with "
+        "x_train, y_train, x_test, y_test) or an import path package.module:loader."
+    )
+
+
+def _json_object(section: str, name: str, value: Any) -> str:
+    """``value`` (a JSON object as text, or a dict) as canonical JSON text (sorted keys)."""
+    if isinstance(value, dict):
+        obj = value
+    else:
+        try:
+            obj = json.loads(value) if isinstance(value, str) else None
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{section}.{name}={value!r} is not valid JSON ({err}); write a JSON object, "
+                f"e.g. {section}.{name}='{{\"features\": 16}}'."
+            ) from None
+    if not isinstance(obj, dict):
+        raise ValueError(
+            f"{section}.{name} must be a JSON object of keyword options, e.g. "
+            f"'{{\"features\": 16}}', got {value!r}."
+        )
+    try:
+        return json.dumps(obj, sort_keys=True)
+    except TypeError as err:
+        raise ValueError(f"{section}.{name}: {err}; use JSON values only.") from None
+
+
 def _choice(section: str, name: str, value: Any, allowed: Sequence[str]) -> None:
     if value not in allowed:
         raise ValueError(
@@ -75,7 +127,7 @@ class DataConfig:
     seed: int = 0
 
     def __post_init__(self):
-        _choice("data", "name", self.name, DATASET_NAMES)
+        _check_dataset_name(self.name)
         for name in ("num_train", "num_test"):
             value = getattr(self, name)
             _positive("data", name, value, allow_none=True)
@@ -91,16 +143,40 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture, activation and initialization seed of the network f(θ, x)."""
+    """Architecture, activation and initialization seed of the network f(θ, x).
+
+    ``name``: a built-in model (:data:`MODEL_NAMES`) or an import path ``package.module:attr``
+    to your own: a Flax NNX Module class or factory (built as ``attr(**options,
+    rngs=nnx.Rngs(seed))``), a Flax linen Module (class or instance; called with
+    ``train_flag=True/False`` when ``train_flag`` is set) or a function returning ``(apply_fn,
+    params)`` (see :mod:`raysweep.models.user`). ``activation`` applies to the built-in
+    models only. ``options``: constructor options of your model as a JSON object, e.g.
+    ``model.options='{"features": 16}'``. ``output_index``: which output is the logit when the
+    model has several (``None``: it must have exactly one).
+    """
 
     name: str = "mlp"
     activation: str = "relu"
     seed: int = 0
+    options: str = "{}"
+    train_flag: str = "train"
+    output_index: int | None = None
 
     def __post_init__(self):
-        _choice("model", "name", self.name, MODEL_NAMES)
+        if not is_import_path(self.name):
+            _choice("model", "name", self.name, MODEL_NAMES)
         _choice("model", "activation", self.activation, ACTIVATIONS)
         _non_negative_int("model", "seed", self.seed)
+        object.__setattr__(self, "options", _json_object("model", "options", self.options))
+        if not isinstance(self.train_flag, str) or not (
+            self.train_flag == "" or self.train_flag.isidentifier()
+        ):
+            raise ValueError(
+                f"model.train_flag must be the name of your linen module's train/eval keyword "
+                f"argument (e.g. train), or empty for none; got {self.train_flag!r}."
+            )
+        if self.output_index is not None:
+            _non_negative_int("model", "output_index", self.output_index)
 
 
 @dataclass(frozen=True)
@@ -315,6 +391,9 @@ FIELD_CLASSES: dict[str, str] = {
     "model.name": ARTIFACT,
     "model.activation": ARTIFACT,
     "model.seed": ARTIFACT,
+    "model.options": ARTIFACT,
+    "model.train_flag": ARTIFACT,
+    "model.output_index": ARTIFACT,
     "ntk.method": ARTIFACT,
     "ntk.eigen_method": ARTIFACT,
     "ntk.num_eigen": ARTIFACT,
@@ -534,7 +613,7 @@ def _parse_value(text: str, typ: Any, key: str) -> Any:
         text = text.strip()
         if text.startswith("["):
             try:
-                items = [str(v) for v in json.loads(text)]
+                items = [v if isinstance(v, str) else json.dumps(v) for v in json.loads(text)]
             except json.JSONDecodeError as err:
                 raise ValueError(f"Override {key}={text!r} is not a valid JSON list.") from err
         else:

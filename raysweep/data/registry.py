@@ -62,7 +62,15 @@ _VARIANTS: dict[str, tuple[str, bool]] = {
 _BINARY_NAME = {"digits": "digits2", "mnist": "mnist2", "cifar10": "cifar2"}
 
 DATASET_NAMES: tuple[str, ...] = tuple(_VARIANTS)
-"""Every name :func:`load_dataset` accepts."""
+"""The built-in names :func:`load_dataset` accepts."""
+
+_REGISTERED: dict[str, Callable] = {}
+"""Datasets added by :func:`register_dataset`: name -> loader."""
+
+
+def registered_datasets() -> tuple[str, ...]:
+    """Names added with :func:`register_dataset` in this process."""
+    return tuple(_REGISTERED)
 
 
 def available_datasets() -> tuple[str, ...]:

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raysweep.config import ARTIFACT, IN_PACK, PROGRAM, Config, field_class
+from raysweep.config import ARTIFACT, IN_PACK, PROGRAM, Config, field_class, is_import_path
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 _MAX_ID = 180
@@ -65,6 +65,13 @@ def _value_text(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, str) and value.startswith("{"):  # JSON options: k=v+k=v
+        try:
+            obj = json.loads(value)
+        except json.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict):
+            return "+".join(f"{_value_text(k)}={_value_text(v)}" for k, v in obj.items()) or "none"
     return _UNSAFE.sub("_", str(value))
 
 
@@ -89,6 +96,10 @@ def applies(key: str, point: dict[str, Any], config: Config) -> bool:
         return point.get("train.optimizer", config.train.optimizer) == "sgd"
     if key == "train.adam_learning_rate":
         return point.get("train.optimizer", config.train.optimizer) == "adam"
+    if key == "model.activation":  # the built-in models take it; your own define theirs
+        return not is_import_path(point.get("model.name", config.model.name))
+    if key in ("model.options", "model.train_flag", "model.output_index"):
+        return is_import_path(point.get("model.name", config.model.name))
     if key == "data.seed":
         num_train = point.get("data.num_train", config.data.num_train)
         num_test = point.get("data.num_test", config.data.num_test)
@@ -291,6 +302,10 @@ def _where(key: str) -> str:
         "train.momentum": "train.optimizer=sgd",
         "train.adam_learning_rate": "train.optimizer=adam",
         "data.seed": "data.num_train or data.num_test subsamples",
+        "model.activation": "model.name is a built-in model",
+        "model.options": "model.name is an import path to your own model",
+        "model.train_flag": "model.name is an import path to your own model",
+        "model.output_index": "model.name is an import path to your own model",
     }[key]
 
 
@@ -311,6 +326,17 @@ def _no_effect(key: str, config: Config, axes: dict) -> str:
             "grid.train.adam_learning_rate has no effect on this sweep: it acts on Adam only and "
             f"the optimizers are {', '.join(axes['train.optimizer'])} (SGD's rate is "
             "train.learning_rate: sweep grid.train.learning_rate). Drop the axis or add adam."
+        )
+    if key == "model.activation":
+        return (
+            "grid.model.activation has no effect on this sweep: it applies to the built-in "
+            "models only, and every model.name is your own (give it as a constructor option in "
+            "grid.model.options instead)."
+        )
+    if key.startswith("model."):
+        return (
+            f"grid.{key} has no effect on this sweep: it applies to your own models "
+            "(model.name=package.module:attr) only, and every model.name is a built-in one."
         )
     return (
         f"grid.{key} has no effect on this sweep: the subsampling seed matters only with "
@@ -348,7 +374,8 @@ def expand_grid(config: Config) -> Grid:
     artifacts = []
     for values in art_points:
         cfg = _artifact_config(config, values)
-        key = _fit(f"{cfg.model.name}-{_value_text(cfg.data.name)}{_suffix(values)}", values)
+        name = f"{_value_text(cfg.model.name)}-{_value_text(cfg.data.name)}"
+        key = _fit(f"{name}{_suffix(values)}", values)
         artifacts.append(ArtifactPoint(key=key, values=tuple(values.items()), config=cfg))
     if len({a.key for a in artifacts}) != len(artifacts):
         artifacts = [
@@ -360,7 +387,7 @@ def expand_grid(config: Config) -> Grid:
     rate_axis = any(k in pack_axes for k in LEARNING_RATE_AXES)
     trials: list[TrialSpec] = []
     for art in artifacts:
-        model, dataset = art.config.model.name, _value_text(art.config.data.name)
+        model, dataset = _value_text(art.config.model.name), _value_text(art.config.data.name)
         for program in programs:
             full = {"train.optimizer": config.train.optimizer, **program}
             train_fields = {k.split(".")[1]: v for k, v in full.items()}
