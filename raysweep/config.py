@@ -150,9 +150,11 @@ class ModelConfig:
     rngs=nnx.Rngs(seed))``), a Flax linen Module (class or instance; called with
     ``train_flag=True/False`` when ``train_flag`` is set) or a function returning ``(apply_fn,
     params)`` (see :mod:`raysweep.models.user`). ``activation`` applies to the built-in
-    models only. ``options``: constructor options of your model as a JSON object, e.g.
-    ``model.options='{"features": 16}'``. ``output_index``: which output is the logit when the
-    model has several (``None``: it must have exactly one).
+    models only. ``options``: keyword options of the model as a JSON object, e.g.
+    ``model.options='{"features": 16}'`` (your model's constructor options; for the built-in
+    ones their options, e.g. ``{"hidden_sizes": [512, 512]}`` for the MLP). ``train_flag``:
+    the train/eval keyword of your linen module. ``output_index``: which output is the logit
+    when the model has several (``None``: it must have exactly one).
     """
 
     name: str = "mlp"
@@ -671,6 +673,20 @@ def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
         value = _parse_value(text, _field_type(cls, name), key)
         sections[section] = dataclasses.replace(sections[section], **{name: value})
     return dataclasses.replace(config, **sections, grid=tuple(grid.items()))
+
+
+def resolve_paths(config: Config) -> Config:
+    """``config`` with relative ``npz:`` data paths (in ``data.name`` and its grid values) made
+    absolute against the current folder: call it where the job starts, before Ray or Tune run
+    anything from another folder."""
+    from raysweep.data import resolve_data_name
+
+    data = dataclasses.replace(config.data, name=resolve_data_name(config.data.name))
+    grid = tuple(
+        (key, tuple(resolve_data_name(v) for v in values) if key == "data.name" else values)
+        for key, values in config.grid
+    )
+    return dataclasses.replace(config, data=data, grid=grid)
 
 
 # ----------------------------------------------------------------------------- JSON

@@ -42,7 +42,7 @@ import jax
 import numpy as np
 
 from raysweep.atomic import atomic_write_json, crc32_file, replace_dir, temp_name
-from raysweep.config import Config, config_from_dict, save_config
+from raysweep.config import Config, ModelConfig, config_from_dict, is_import_path, save_config
 from raysweep.data import Dataset, load_dataset
 from raysweep.eigen import binarization_diagnostic, eigen_labels, top_eigenpairs
 from raysweep.models import get_model, init_variables, make_apply_fn
@@ -80,8 +80,25 @@ class DamagedArtifactError(ValueError):
         return (type(self), (self.path, self.file, self.reason))
 
 
+def model_of(model: ModelConfig):
+    """The module of a model config: a built-in model (``model.options`` are its keyword
+    options, lists as tuples) or your own from its import path, options, train flag and
+    output index (:func:`raysweep.models.get_model`)."""
+    options = json.loads(model.options)
+    if is_import_path(model.name):
+        return get_model(
+            model.name,
+            activation=model.activation,
+            options=options,
+            train_flag=model.train_flag,
+            output_index=model.output_index,
+        )
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    return get_model(model.name, activation=model.activation, **options)
+
+
 def _model_for(config: Config, input_shape):
-    module = get_model(config.model.name, activation=config.model.activation)
+    module = model_of(config.model)
     variables = init_variables(module, tuple(input_shape), seed=config.model.seed)
     return module, variables
 
@@ -154,7 +171,7 @@ class EigenArtifact:
 
     def model(self):
         """(module, variables, apply_fn) with the saved initial variables θ₀."""
-        module = get_model(self.config.model.name, activation=self.config.model.activation)
+        module = model_of(self.config.model)
         return module, self.variables, make_apply_fn(module, self.variables)
 
     def dataset(self) -> Dataset:
@@ -372,7 +389,7 @@ def _check_model_unchanged(existing: EigenArtifact, config: Config) -> None:
     saved = existing.meta.get("model_fingerprint")
     if saved is None:  # written before models were fingerprinted: cannot tell
         return
-    module = get_model(config.model.name, activation=config.model.activation)
+    module = model_of(config.model)
     variables = existing.variables
     now = model_fingerprint(
         make_apply_fn(module, variables), variables["params"], existing.manifest["input_shape"]
@@ -510,10 +527,12 @@ def _compute_eigenfunctions(
 
 def load_checked_datasets(config: Config) -> dict[Any, Dataset]:
     """:func:`load_checked_dataset` for every artifact point of ``config``'s grid, each
-    distinct data section read once: ``{DataConfig: Dataset}``.
+    distinct data section read once, and each point's model checked on it
+    (:func:`check_model`): ``{DataConfig: Dataset}``.
 
     Expands the grid first (:func:`raysweep.sweep.grid.expand_grid`), so a bad grid, a missing
-    or malformed data file and a k that is too large are all reported before any work.
+    or malformed data file, a k that is too large and a model that cannot run on the data are
+    all reported before any work.
     """
     from raysweep.sweep.grid import expand_grid
 
@@ -523,7 +542,35 @@ def load_checked_datasets(config: Config) -> dict[Any, Dataset]:
         if data not in datasets:
             datasets[data] = _dataset_for(point.config)
         check_num_eigen(point.config, datasets[data])
+        check_model(point.config, datasets[data])
     return datasets
+
+
+def check_model(config: Config, ds: Dataset) -> None:
+    """Build and initialize the model of ``config`` and run it on two examples of ``ds``.
+
+    :func:`raysweep.models.init_variables` checks the output (one float32 logit per example,
+    or the one ``model.output_index`` selects) and the parameters (float32); this adds the
+    data: the model must run on the dataset's images and give finite logits. The compiled
+    initialization is cached, so the eigen step does not pay for it twice.
+
+    Raises:
+      ImportError / ValueError / TypeError: naming the model and what is wrong.
+    """
+    module, variables = _model_for(config, ds.input_shape)
+    x = np.asarray(ds.x_train[:2], np.float32)
+    try:
+        out = np.asarray(make_apply_fn(module, variables)(variables["params"], x))
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"model {config.model.name!r} does not run on the images of {ds.name} "
+            f"(shape {tuple(x.shape[1:])}): {err}"
+        ) from None
+    if out.shape != (2, 1) or not np.isfinite(out).all():
+        raise ValueError(
+            f"model {config.model.name!r} gave {out.shape} outputs with values {out.ravel()[:4]} "
+            f"on two images of {ds.name}; expected one finite logit per example, shape (n, 1)."
+        )
 
 
 def compute_artifacts(

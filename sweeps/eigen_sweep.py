@@ -61,6 +61,7 @@ from raysweep.config import (  # noqa: E402
     NTKConfig,
     apply_overrides,
     get_preset,
+    resolve_paths,
     save_config,
 )
 from raysweep.data.paths import data_dir_overrides  # noqa: E402
@@ -131,7 +132,7 @@ def build_config(args):
                 config.sweep, eigen_indices=(0, 3, 15), pack_size=8, name="smoke_test"
             ),
         )
-    return apply_overrides(config, overrides)
+    return resolve_paths(apply_overrides(config, overrides))
 
 
 def summarize(artifact) -> str:
@@ -196,9 +197,9 @@ def main(argv=None) -> int:
         return 2
     from raysweep.eigenfunctions import load_checked_datasets
 
-    try:  # the grid and the data files, before Ray or any write: one line, nothing changed
+    try:  # the grid, data files and models, before Ray or any write: one line, nothing changed
         dataset = load_checked_datasets(config)
-    except (ValueError, TypeError, OSError) as err:
+    except (ValueError, TypeError, OSError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from raysweep.lease import ResultsDirBusy, hold_results_dir

@@ -187,7 +187,7 @@ def test_an_artifact_of_edited_model_code_is_not_reused(ray_cluster, tmp_path, m
     compute_eigenfunctions(config, tmp_path, progress=False, log=lambda *a: None)
     # the same config, but the code behind "mlp" now computes something else
     monkeypatch.setattr(
-        ef, "get_model", lambda name, activation: get_model(name, activation="tanh")
+        ef, "get_model", lambda name, activation, **kw: get_model(name, activation="tanh", **kw)
     )
     with pytest.raises(ValueError, match=r"computes something else than when the artifact"):
         compute_eigenfunctions(config, tmp_path, progress=False, log=lambda *a: None)

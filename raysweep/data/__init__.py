@@ -1,6 +1,8 @@
-"""Datasets for raysweep: CIFAR-10 / MNIST from local official files, scikit-learn digits.
+"""Datasets for raysweep: CIFAR-10 / MNIST from local official files, scikit-learn digits, and
+your own data (``npz:PATH``, an import path to a loader, or :func:`register_dataset`; see
+:mod:`raysweep.data.user`).
 
-Entry point: :func:`load_dataset` (names in :data:`DATASET_NAMES`). Every loader returns a
+Entry point: :func:`load_dataset` (built-in names in :data:`DATASET_NAMES`). Every loader returns a
 :class:`Dataset` with ``float32`` NHWC images standardized per channel with the training
 statistics, ``int32`` labels, and the ``int64`` positions of the selected rows in the full split.
 Nothing is ever downloaded; see :mod:`raysweep.data.paths` for where files are looked for.
@@ -19,8 +21,15 @@ from raysweep.data.preprocess import (
     build_dataset,
     channel_statistics,
 )
-from raysweep.data.registry import DATASET_NAMES, available_datasets, load_dataset
+from raysweep.data.registry import (
+    DATASET_NAMES,
+    available_datasets,
+    load_dataset,
+    register_dataset,
+    registered_datasets,
+)
 from raysweep.data.subsample import split_rng, stratified_allocation, stratified_subsample
+from raysweep.data.user import arrays_fingerprint, resolve_data_name
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -32,6 +41,7 @@ __all__ = [
     "STD_FLOOR",
     "Dataset",
     "RawSplit",
+    "arrays_fingerprint",
     "available_datasets",
     "binarize",
     "build_dataset",
@@ -44,6 +54,9 @@ __all__ = [
     "read_digits",
     "read_idx",
     "read_mnist",
+    "register_dataset",
+    "registered_datasets",
+    "resolve_data_name",
     "resolve_root",
     "split_concatenated",
     "split_rng",

@@ -23,8 +23,9 @@ from typing import Any
 
 from raysweep.analysis.inputs import load_baseline, save_baseline
 from raysweep.config import Config
+from raysweep.eigenfunctions import model_of
 from raysweep.evolution.common import epoch_logger, load_binary_task, pm_one, write_json_atomic
-from raysweep.models import get_model, init_variables
+from raysweep.models import init_variables
 from raysweep.training import fit_pack_model
 
 __all__ = ["baseline_study"]
@@ -46,7 +47,7 @@ def baseline_study(
     out_dir = Path(out_dir)
     ds = load_binary_task(config)
     y_train, y_test = pm_one(ds.y_train)[None], pm_one(ds.y_test)[None]
-    module = get_model(config.model.name, activation=config.model.activation)
+    module = model_of(config.model)
     variables0 = init_variables(module, ds.input_shape, seed=config.model.seed)
     log(
         f"[baseline] {config.model.name} on {ds.name}: {ds.num_train} train / {ds.num_test} "

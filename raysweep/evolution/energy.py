@@ -29,6 +29,7 @@ import numpy as np
 from raysweep.analysis.inputs import load_energy_records, save_energy_records
 from raysweep.config import Config
 from raysweep.distributed.fingerprint import model_fingerprint
+from raysweep.eigenfunctions import model_of
 from raysweep.evolution.common import (
     load_binary_task,
     pm_one,
@@ -36,7 +37,7 @@ from raysweep.evolution.common import (
     trained_networks,
     write_json_atomic,
 )
-from raysweep.models import get_model, init_variables, make_apply_fn
+from raysweep.models import init_variables, make_apply_fn
 from raysweep.ntk import energy_concentration
 
 __all__ = ["energy_study", "gram_subset", "kernel_energy"]
@@ -124,7 +125,7 @@ def energy_study(
     y_train, y_test = pm_one(ds.y_train), pm_one(ds.y_test)
     model_name = config.model.name
     folder = out_dir / "energy" / f"{model_name}-{ds.name}"
-    module = get_model(model_name, activation=config.model.activation)
+    module = model_of(config.model)
     variables0 = init_variables(module, ds.input_shape, seed=config.model.seed)
     log(
         f"[energy] {model_name} on {ds.name}: {ds.num_train} train / {ds.num_test} test, "

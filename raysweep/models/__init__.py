@@ -13,8 +13,13 @@ Typical use::
     apply_fn = make_apply_fn(module, variables)        # inference mode, BN stats frozen
     logits = apply_fn(variables["params"], x)          # (n, 1) float32
 
+Your own model: ``get_model("package.module:attr", options={...})`` (or
+:func:`load_user_model`) returns an adapter (:class:`NNXModel`, :class:`LinenModel`,
+:class:`FunctionModel`) that the same three functions accept; see :mod:`raysweep.models.user`.
+
 Files: ``activations`` (names -> functions), ``inputs`` (shape conventions), ``mlp``, ``lenet``,
-``resnet`` (the modules), ``functional`` (init/apply/count), ``registry`` (by-name builders).
+``resnet`` (the modules), ``functional`` (init/apply/count), ``registry`` (by-name builders),
+``user`` (models given by import path).
 """
 
 from raysweep.models.activations import ACTIVATION_NAMES, DEFAULT_ACTIVATION, get_activation
@@ -37,24 +42,38 @@ from raysweep.models.registry import (
     normalize_model_name,
 )
 from raysweep.models.resnet import BasicBlock, ResNet18, resnet18_param_count
+from raysweep.models.user import (
+    ACCEPTED_KINDS,
+    FunctionModel,
+    LinenModel,
+    NNXModel,
+    UserModel,
+    load_user_model,
+)
 
 __all__ = [
+    "ACCEPTED_KINDS",
     "ACTIVATION_NAMES",
     "DEFAULT_ACTIVATION",
+    "FunctionModel",
+    "LinenModel",
     "MLP",
     "MODEL_NAMES",
     "ApplyFn",
     "BasicBlock",
     "LeNet5",
     "ModelBundle",
+    "NNXModel",
     "ResNet18",
     "TrainApplyFn",
+    "UserModel",
     "count_params",
     "create_model",
     "get_activation",
     "get_model",
     "init_variables",
     "lenet5_param_count",
+    "load_user_model",
     "make_apply_fn",
     "make_train_apply_fn",
     "normalize_model_name",

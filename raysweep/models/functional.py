@@ -17,6 +17,10 @@ these pure functions:
   ``batch_stats`` is ``{}`` and is returned unchanged.
 * :func:`count_params` — total number of scalars in a ``params`` pytree.
 
+``module`` is a built-in Flax linen module or an adapter of a user's model loaded from an import
+path (:mod:`raysweep.models.user`: NNX module, linen module or plain function); the three
+functions return the same shapes for both.
+
 All returned functions are pure, ``jax.jit``-able, differentiable w.r.t. ``params`` and can be
 ``jax.vmap``-ed over single examples (``x`` of shape ``(1, H, W, C)`` inside the map).
 """
@@ -35,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from raysweep.models.inputs import validate_batch, validate_input_shape
+from raysweep.models.user import UserModel
 
 __all__ = [
     "ApplyFn",
@@ -54,10 +59,11 @@ _COLLECTIONS = ("params", "batch_stats")
 
 
 def _check_module(module: Any, where: str) -> None:
-    if not isinstance(module, nn.Module):
+    if not isinstance(module, nn.Module | UserModel):
         raise TypeError(
-            f"{where}: module must be a flax.linen.Module instance, got {module!r} of type "
-            f"{type(module).__name__}; build one with raysweep.models.get_model(name)."
+            f"{where}: module must be a flax.linen.Module instance or a model loaded from an "
+            f"import path, got {module!r} of type {type(module).__name__}; build one with "
+            "raysweep.models.get_model(name)."
         )
 
 
@@ -105,12 +111,18 @@ def _compiled_init(
     return _cached_init(module, input_shape, backend)
 
 
-def init_variables(module: nn.Module, input_shape: tuple[int, int, int], *, seed: int) -> dict:
+def init_variables(
+    module: nn.Module | UserModel, input_shape: tuple[int, int, int], *, seed: int
+) -> dict:
     """Initialise a model's variables deterministically from an integer seed.
 
     Args:
       module: a model from :mod:`raysweep.models` (or any Flax module with the signature
-        ``__call__(x, train: bool = False)``).
+        ``__call__(x, train: bool = False)``), or an adapter of your own model from
+        :func:`raysweep.models.get_model` with an import path (:mod:`raysweep.models.user`:
+        NNX or linen module, or a function returning ``(apply_fn, params)``). For adapters the
+        model is also run once (traced) in its eval and train views on a batch of
+        ``input_shape``, and its output and parameter dtypes are checked.
       input_shape: per-example shape ``(H, W, C)`` without the batch axis, e.g. ``(32, 32, 3)``.
       seed: integer seed; parameters are drawn from ``jax.random.key(seed)``. Same seed, module
         and shape -> bit-identical variables (on a given platform; see ``_compiled_init``).
@@ -120,9 +132,12 @@ def init_variables(module: nn.Module, input_shape: tuple[int, int, int], *, seed
       "batch_stats": stats}``; nested plain ``dict`` of float32 ``jax.Array`` leaves.
 
     Raises:
-      TypeError: if ``module`` is not a Flax module or ``seed`` is not an int.
+      TypeError: if ``module`` is not a Flax module or ``seed`` is not an int; for adapters, a
+        parameter that is not float32 or an output that is not float32.
       ValueError: if ``input_shape`` is not 3 positive ints, or the model rejects the shape (e.g.
-        LeNet5 on inputs smaller than 4x4).
+        LeNet5 on inputs smaller than 4x4); for adapters, a model that fails on a batch of the
+        input shape or does not give one logit per example (several outputs need
+        ``output_index``; the message names the width).
     """
     _check_module(module, "init_variables")
     shape = validate_input_shape(input_shape)
@@ -131,6 +146,8 @@ def init_variables(module: nn.Module, input_shape: tuple[int, int, int], *, seed
             f"init_variables: seed must be an int, got {seed!r} of type {type(seed).__name__}; "
             "pass e.g. seed=0."
         )
+    if isinstance(module, UserModel):
+        return module.init_variables(shape, int(seed))
     key = jax.random.key(int(seed))
     dummy = jnp.zeros((1, *shape), dtype=jnp.float32)
     init = _compiled_init(module, shape, jax.default_backend())
@@ -149,11 +166,12 @@ def _prepare_x(x: Any, where: str) -> jax.Array:
     return jnp.asarray(x, dtype=jnp.float32)
 
 
-def make_apply_fn(module: nn.Module, variables: Mapping[str, Any]) -> ApplyFn:
+def make_apply_fn(module: nn.Module | UserModel, variables: Mapping[str, Any]) -> ApplyFn:
     """Build the inference-mode function ``apply_fn(params, x) -> (n, 1)``.
 
     Args:
-      module: the Flax module the variables belong to.
+      module: the Flax module (or user-model adapter) the variables belong to. For an NNX
+        adapter this is the eval view (``model.eval()``: running statistics, no dropout).
       variables: as returned by :func:`init_variables` (or after training):
         ``{"params": ..., "batch_stats": ...}``. Only ``variables["batch_stats"]`` (if any) is
         used — it is closed over as frozen running statistics. ``variables["params"]`` is *not*
@@ -172,6 +190,8 @@ def make_apply_fn(module: nn.Module, variables: Mapping[str, Any]) -> ApplyFn:
       (``apply_fn`` itself raises ValueError/TypeError for non-4-D or non-floating ``x``.)
     """
     _check_module(module, "make_apply_fn")
+    if isinstance(module, UserModel):
+        return module.make_apply_fn(variables)
     if not isinstance(variables, Mapping) or "params" not in variables:
         got = sorted(variables) if isinstance(variables, Mapping) else type(variables).__name__
         raise ValueError(
@@ -197,11 +217,12 @@ def make_apply_fn(module: nn.Module, variables: Mapping[str, Any]) -> ApplyFn:
     return apply_fn
 
 
-def make_train_apply_fn(module: nn.Module) -> TrainApplyFn:
+def make_train_apply_fn(module: nn.Module | UserModel) -> TrainApplyFn:
     """Build the training-mode function ``train_apply_fn(params, batch_stats, x)``.
 
     Args:
-      module: the Flax module.
+      module: the Flax module (or user-model adapter; NNX: batch statistics in use,
+        dropout off, so no RNG is needed).
 
     Returns:
       ``train_apply_fn(params, batch_stats, x) -> (logits, new_batch_stats)`` where ``logits`` is
@@ -218,6 +239,8 @@ def make_train_apply_fn(module: nn.Module) -> TrainApplyFn:
       model, and ValueError/TypeError for a malformed ``x``.)
     """
     _check_module(module, "make_train_apply_fn")
+    if isinstance(module, UserModel):
+        return module.make_train_apply_fn()
     name = type(module).__name__
 
     def train_apply_fn(

@@ -2,7 +2,9 @@
 
 * :data:`MODEL_NAMES` — ``("mlp", "lenet5", "resnet18")``; ``"lenet"`` is accepted as an alias
   of ``"lenet5"``. Names are case-insensitive (``"ResNet18"`` works).
-* :func:`get_model` — ``name -> flax.linen.Module`` (unbound, no parameters yet).
+* :func:`get_model` — ``name -> flax.linen.Module`` (unbound, no parameters yet), or for an
+  import path ``package.module:attr`` the adapter of your own model
+  (:func:`raysweep.models.user.load_user_model`).
 * :func:`create_model` — convenience for scripts: module + initialised variables + the
   inference ``apply_fn`` in one call, returned as a :class:`ModelBundle` named tuple.
 """
@@ -10,15 +12,19 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import flax.linen as nn
 
+from raysweep.config import is_import_path
 from raysweep.models.activations import DEFAULT_ACTIVATION, normalize_activation
 from raysweep.models.functional import ApplyFn, init_variables, make_apply_fn
 from raysweep.models.lenet import LeNet5
 from raysweep.models.mlp import MLP
 from raysweep.models.resnet import ResNet18
+from raysweep.models.user import UserModel, load_user_model
 
 __all__ = ["MODEL_NAMES", "ModelBundle", "create_model", "get_model", "normalize_model_name"]
 
@@ -63,28 +69,96 @@ def _allowed_options(cls: type[nn.Module]) -> list[str]:
     ]
 
 
-def get_model(name: str, *, activation: str = DEFAULT_ACTIVATION, **kwargs: Any) -> nn.Module:
-    """Build one of the paper's models by name.
+def _options(options: Any) -> dict:
+    """``options`` (None, dict or JSON object text, as ``model.options``) as a dict."""
+    if options is None:
+        return {}
+    if isinstance(options, str):
+        try:
+            options = json.loads(options)
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"model options {options!r} are not valid JSON ({err}); write a JSON object, "
+                "e.g. '{\"features\": 16}'."
+            ) from None
+    if not isinstance(options, Mapping):
+        raise ValueError(f"model options must be a JSON object (dict), got {options!r}.")
+    return dict(options)
+
+
+def _hashable(value: Any) -> Any:
+    """JSON lists become tuples so built-in modules stay hashable (compile caches)."""
+    if isinstance(value, list | tuple):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
+def get_model(
+    name: str,
+    *,
+    activation: str = DEFAULT_ACTIVATION,
+    options: Mapping[str, Any] | str | None = None,
+    train_flag: str = "train",
+    output_index: int | None = None,
+    **kwargs: Any,
+) -> nn.Module | UserModel:
+    """Build one of the paper's models by name, or load your own from an import path.
 
     Args:
-      name: ``"mlp"``, ``"lenet5"`` (alias ``"lenet"``) or ``"resnet18"``, case-insensitive.
+      name: ``"mlp"``, ``"lenet5"`` (alias ``"lenet"``) or ``"resnet18"``, case-insensitive;
+        or an import path ``package.module:attr`` naming a Flax NNX Module class or factory, a
+        Flax linen Module (class or instance) or a function returning ``(apply_fn, params)``
+        (see :mod:`raysweep.models.user`).
       activation: activation name, one of
-        :data:`raysweep.models.activations.ACTIVATION_NAMES` (default ``"relu"``).
+        :data:`raysweep.models.activations.ACTIVATION_NAMES` (default ``"relu"``); built-in
+        models only (ignored for import paths).
+      options: model options as a dict or JSON object text (``model.options``); for built-ins
+        they are merged with ``**kwargs`` (JSON lists become tuples), for import paths they
+        are the constructor options.
+      train_flag: the train/eval keyword of a linen module given by import path (``""``:
+        none); ignored otherwise (the built-ins use ``train``).
+      output_index: which output column is the logit of a model with several outputs (None:
+        the model must have exactly one). Built-ins have one output (only None or 0).
       **kwargs: model-specific options: ``MLP(hidden_sizes=...)``;
         ``ResNet18(width=..., zero_init_residual=..., bn_momentum=..., bn_epsilon=...)``;
-        LeNet5 has none.
+        LeNet5 has none. For import paths they are added to ``options``.
 
     Returns:
-      An unbound ``flax.linen.Module``; initialise it with
+      An unbound ``flax.linen.Module`` or, for an import path, a user-model adapter
+      (:class:`~raysweep.models.user.NNXModel`, :class:`~raysweep.models.user.LinenModel` or
+      :class:`~raysweep.models.user.FunctionModel`); initialise either with
       :func:`raysweep.models.init_variables`.
 
     Raises:
       TypeError: for a non-string name/activation or an option the model does not have (the
-        message lists the allowed options).
+        message lists the allowed options); for an import path naming an object of a kind
+        that is not accepted.
+      ModuleNotFoundError, AttributeError: for an import path whose module or attribute does
+        not exist.
       ValueError: for an unknown model or activation name, or an invalid option value.
     """
+    opts = _options(options)
+    if isinstance(name, str) and is_import_path(name.strip()):
+        clash = sorted(set(opts) & set(kwargs))
+        if clash:
+            raise TypeError(f"get_model({name!r}): option(s) {clash} given twice.")
+        return load_user_model(
+            name.strip(),
+            options={**opts, **kwargs},
+            train_flag=train_flag,
+            output_index=output_index,
+        )
     key = normalize_model_name(name)
     act = normalize_activation(activation)
+    if output_index not in (None, 0) or isinstance(output_index, bool):
+        raise ValueError(
+            f"get_model({key!r}): output_index={output_index!r}, but the built-in models have "
+            "one output; leave output_index unset."
+        )
+    clash = sorted(set(opts) & set(kwargs))
+    if clash:
+        raise TypeError(f"get_model({key!r}): option(s) {clash} given twice.")
+    kwargs = {**{k: _hashable(v) for k, v in opts.items()}, **kwargs}
     cls = _MODEL_CLASSES[key]
     allowed = _allowed_options(cls)
     unknown = sorted(set(kwargs) - set(allowed))
@@ -107,7 +181,7 @@ class ModelBundle(NamedTuple):
         ``apply_fn(variables["params"], x)``.
     """
 
-    module: nn.Module
+    module: nn.Module | UserModel
     variables: dict
     apply_fn: ApplyFn
 
@@ -123,11 +197,12 @@ def create_model(
     """Build, initialise and wrap a model in one call.
 
     Args:
-      name: model name (see :func:`get_model`).
+      name: model name or import path (see :func:`get_model`).
       input_shape: per-example ``(H, W, C)``, e.g. ``(32, 32, 3)``.
       seed: integer seed for :func:`raysweep.models.init_variables`.
       activation: activation name (default ``"relu"``).
-      **kwargs: model options forwarded to :func:`get_model`.
+      **kwargs: forwarded to :func:`get_model` (model options, ``options=``, ``train_flag=``,
+        ``output_index=``).
 
     Returns:
       ``ModelBundle(module, variables, apply_fn)``.

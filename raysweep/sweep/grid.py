@@ -75,6 +75,14 @@ def _value_text(value: Any) -> str:
     return _UNSAFE.sub("_", str(value))
 
 
+def name_label(name: str) -> str:
+    """A model or data name as it appears in ids: ``npz:/data/x.npz`` → ``npz-x``, an import
+    path ``pkg.mod:Net`` → ``pkg.mod_Net``, a built-in name unchanged."""
+    if name.startswith("npz:"):
+        return "npz-" + _value_text(Path(name[4:]).stem)
+    return _value_text(name)
+
+
 def _suffix(values: dict[str, Any]) -> str:
     return "".join(f"-{k}={_value_text(v)}" for k, v in values.items() if k not in _NAMED)
 
@@ -98,7 +106,7 @@ def applies(key: str, point: dict[str, Any], config: Config) -> bool:
         return point.get("train.optimizer", config.train.optimizer) == "adam"
     if key == "model.activation":  # the built-in models take it; your own define theirs
         return not is_import_path(point.get("model.name", config.model.name))
-    if key in ("model.options", "model.train_flag", "model.output_index"):
+    if key in ("model.train_flag", "model.output_index"):
         return is_import_path(point.get("model.name", config.model.name))
     if key == "data.seed":
         num_train = point.get("data.num_train", config.data.num_train)
@@ -303,7 +311,6 @@ def _where(key: str) -> str:
         "train.adam_learning_rate": "train.optimizer=adam",
         "data.seed": "data.num_train or data.num_test subsamples",
         "model.activation": "model.name is a built-in model",
-        "model.options": "model.name is an import path to your own model",
         "model.train_flag": "model.name is an import path to your own model",
         "model.output_index": "model.name is an import path to your own model",
     }[key]
@@ -374,7 +381,7 @@ def expand_grid(config: Config) -> Grid:
     artifacts = []
     for values in art_points:
         cfg = _artifact_config(config, values)
-        name = f"{_value_text(cfg.model.name)}-{_value_text(cfg.data.name)}"
+        name = f"{name_label(cfg.model.name)}-{name_label(cfg.data.name)}"
         key = _fit(f"{name}{_suffix(values)}", values)
         artifacts.append(ArtifactPoint(key=key, values=tuple(values.items()), config=cfg))
     if len({a.key for a in artifacts}) != len(artifacts):
@@ -387,7 +394,7 @@ def expand_grid(config: Config) -> Grid:
     rate_axis = any(k in pack_axes for k in LEARNING_RATE_AXES)
     trials: list[TrialSpec] = []
     for art in artifacts:
-        model, dataset = _value_text(art.config.model.name), _value_text(art.config.data.name)
+        model, dataset = name_label(art.config.model.name), name_label(art.config.data.name)
         for program in programs:
             full = {"train.optimizer": config.train.optimizer, **program}
             train_fields = {k.split(".")[1]: v for k, v in full.items()}

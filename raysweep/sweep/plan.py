@@ -29,7 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from raysweep.config import Config, TrainConfig
-from raysweep.sweep.grid import ArtifactPoint, Grid, TargetSpec, TrialSpec, expand_grid
+from raysweep.sweep.grid import (
+    ArtifactPoint,
+    Grid,
+    TargetSpec,
+    TrialSpec,
+    expand_grid,
+    name_label,
+)
 
 PLAN_FILE = "sweep_plan.json"
 
@@ -251,7 +258,7 @@ def plan_sweep(
     if not has_artifact_axes:  # each artifact given is a point of its own
         (point,) = grid.artifacts
         for art in artifacts:
-            key = f"{art.config.model.name}-{art.config.data.name}"
+            key = f"{name_label(art.config.model.name)}-{name_label(art.config.data.name)}"
             specs.append(_artifact_spec(art, key, {}, out_dir))
         keys = [s.key for s in specs]
         doubles = sorted({k for k in keys if keys.count(k) > 1})
@@ -262,8 +269,7 @@ def plan_sweep(
                 "that differs a grid axis (grid.section.field=a,b)."
             )
         for spec in specs:
-            suffix = f"-{spec.model}-{spec.dataset}"
-            base = f"-{point.key}"
+            suffix, base = f"-{spec.key}", f"-{point.key}"
             for t in grid.trials:
                 tid = t.trial_id.replace(base, suffix, 1) if spec.key != point.key else t.trial_id
                 trials.append(dataclasses.replace(t, trial_id=tid, artifact=spec.key))

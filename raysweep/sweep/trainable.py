@@ -45,6 +45,7 @@ the attempt that replaced it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -56,7 +57,7 @@ import numpy as np
 import pyarrow as pa
 
 from raysweep.atomic import atomic_write_text
-from raysweep.config import TrainConfig
+from raysweep.config import ModelConfig, TrainConfig
 from raysweep.eigen import eigen_labels
 from raysweep.store import (
     METRIC_COLUMNS,
@@ -90,6 +91,7 @@ def build_payload(artifact, plan: SweepPlan, key: str | None = None) -> dict[str
         "variables": artifact.variables,
         "model": artifact.config.model.name,
         "activation": artifact.config.model.activation,
+        "model_config": dataclasses.asdict(artifact.config.model),
     }
 
 
@@ -287,7 +289,7 @@ def train_eigen_pack(
     from ray import tune
 
     from raysweep.distributed.cluster import apply_env
-    from raysweep.models import get_model
+    from raysweep.eigenfunctions import model_of
     from raysweep.training import checkpoint_epoch, train_pack_model
 
     apply_env(env_vars)  # before anything in this process uses a JAX device
@@ -314,7 +316,7 @@ def train_eigen_pack(
     enable_compile_cache(compile_cache)
     payload = ray.get(payloads[point["artifact"]["key"]])
     y_train, y_test = pack_labels(payload, indices)
-    module = get_model(payload["model"], activation=payload["activation"])
+    module = model_of(ModelConfig(**payload["model_config"]))
     identity = _identity(config, tid)
     per_target = [_target_identity(point, t) for t in targets]
     rows: list[dict[str, Any]] = []

@@ -61,6 +61,7 @@ import jax
 import jax.numpy as jnp
 
 from raysweep.config import TrainConfig
+from raysweep.models.user import UserModel
 from raysweep.training.checkpoint import checkpoint_key, load_checkpoint, save_checkpoint
 from raysweep.training.checks import (
     PackData,
@@ -446,10 +447,10 @@ def fit_pack_model(
     **options: Any,
 ) -> PackResult:
     """:func:`train_pack_model` returning the final state too (a :class:`PackResult`)."""
-    if not isinstance(module, nn.Module):
+    if not isinstance(module, nn.Module | UserModel):
         raise TypeError(
-            f"module must be a flax.linen.Module, got {type(module).__name__}; build one with "
-            "raysweep.models.get_model(name)."
+            f"module must be a flax.linen.Module or a model loaded from an import path, got "
+            f"{type(module).__name__}; build one with raysweep.models.get_model(name)."
         )
     if not isinstance(variables, Mapping) or "params" not in variables:
         got = sorted(variables) if isinstance(variables, Mapping) else type(variables).__name__
