@@ -8,6 +8,7 @@ P ≤ 500) so the whole file runs in well under a minute on two busy cores.
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -295,3 +296,30 @@ def test_nad_sweep_smoke_test(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert list((tmp_path / "nad" / "metrics").glob("*.parquet"))
     assert (tmp_path / "nad" / "figures" / "nads_lenet5.png").exists()
+
+
+@pytest.mark.slow
+def test_nad_sweep_tune_path_at_smoke_size(ray_cluster, tmp_path):
+    """The Tune backend (the default and --paper path) at smoke size: its progress callback is
+    pickled with the Tuner, whatever Ray did to ``print`` in this process."""
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster}
+    out = tmp_path / "nad"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "sweeps" / "nad_sweep.py"),
+            "--smoke-test",
+            "--backend",
+            "tune",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len(list((out / "metrics").glob("*.parquet"))) == 2 * 2  # 2 NAD indices x 2 kinds
+    assert list((out / "tune").iterdir())  # it ran through Tune
