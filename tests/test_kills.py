@@ -73,7 +73,7 @@ OVERRIDES = (
     "train.batch_size=16",
 )
 EXPECTED_KEYS = {
-    (trial_id("sgd", lin, j // 2, "mlp", "digits"), j, epoch)
+    (trial_id("sgd", lin, j // 2, "mlp", "digits"), f"j{j}-seed0", epoch)
     for j in INDICES
     for lin in (False, True)
     for epoch in range(1, EPOCHS + 1)
