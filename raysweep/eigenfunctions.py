@@ -42,7 +42,7 @@ import jax
 import numpy as np
 
 from raysweep.atomic import atomic_write_json, crc32_file, replace_dir, temp_name
-from raysweep.config import Config, ModelConfig, config_from_dict, is_import_path, save_config
+from raysweep.config import Config, ModelConfig, config_from_dict, save_config
 from raysweep.data import Dataset, load_dataset
 from raysweep.eigen import binarization_diagnostic, eigen_labels, top_eigenpairs
 from raysweep.models import get_model, init_variables, make_apply_fn
@@ -82,19 +82,15 @@ class DamagedArtifactError(ValueError):
 
 def model_of(model: ModelConfig):
     """The module of a model config: a built-in model (``model.options`` are its keyword
-    options, lists as tuples) or your own from its import path, options, train flag and
-    output index (:func:`raysweep.models.get_model`)."""
-    options = json.loads(model.options)
-    if is_import_path(model.name):
-        return get_model(
-            model.name,
-            activation=model.activation,
-            options=options,
-            train_flag=model.train_flag,
-            output_index=model.output_index,
-        )
-    options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
-    return get_model(model.name, activation=model.activation, **options)
+    options) or your own from its import path, options, train flag and output index
+    (:func:`raysweep.models.get_model`)."""
+    return get_model(
+        model.name,
+        activation=model.activation,
+        options=model.options,
+        train_flag=model.train_flag,
+        output_index=model.output_index,
+    )
 
 
 def _model_for(config: Config, input_shape):

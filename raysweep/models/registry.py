@@ -24,7 +24,7 @@ from raysweep.models.functional import ApplyFn, init_variables, make_apply_fn
 from raysweep.models.lenet import LeNet5
 from raysweep.models.mlp import MLP
 from raysweep.models.resnet import ResNet18
-from raysweep.models.user import UserModel, load_user_model
+from raysweep.models.user import UserModel, _canonical_options, load_user_model
 
 __all__ = ["MODEL_NAMES", "ModelBundle", "create_model", "get_model", "normalize_model_name"]
 
@@ -71,19 +71,7 @@ def _allowed_options(cls: type[nn.Module]) -> list[str]:
 
 def _options(options: Any) -> dict:
     """``options`` (None, dict or JSON object text, as ``model.options``) as a dict."""
-    if options is None:
-        return {}
-    if isinstance(options, str):
-        try:
-            options = json.loads(options)
-        except json.JSONDecodeError as err:
-            raise ValueError(
-                f"model options {options!r} are not valid JSON ({err}); write a JSON object, "
-                "e.g. '{\"features\": 16}'."
-            ) from None
-    if not isinstance(options, Mapping):
-        raise ValueError(f"model options must be a JSON object (dict), got {options!r}.")
-    return dict(options)
+    return json.loads(_canonical_options(options, "model options"))
 
 
 def _hashable(value: Any) -> Any:
