@@ -94,6 +94,10 @@ PRESETS = {
 }
 
 
+def _silent(*args, **kwargs) -> None:
+    """The progress log of ``--quiet``: drops every line."""
+
+
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(t) for t in text.split(",") if t.strip())
 
@@ -107,6 +111,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     group = ap.add_mutually_exclusive_group()
     group.add_argument("--paper", action="store_true", help="the paper's sizes (needs a GPU)")
     group.add_argument("--smoke-test", action="store_true", help="tiny run for CI (< 1 min)")
+    group.add_argument(
+        "--preset", choices=sorted(PRESETS), help="sizes: default, paper (= --paper), smoke"
+    )
+    ap.add_argument(
+        "--data-dir",
+        help="accepted like every script's; this experiment reads no files (it generates D(u))",
+    )
+    ap.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
     ap.add_argument("--out", help="results folder (default results/nad_sweep or .../smoke_test)")
     ap.add_argument("--models", help="comma-separated: lenet5, resnet18")
     ap.add_argument("--k", type=int, help="NADs to compute per model")
@@ -130,7 +142,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def resolve(args) -> dict:
-    name = "paper" if args.paper else "smoke" if args.smoke_test else "default"
+    name = args.preset or ("paper" if args.paper else "smoke" if args.smoke_test else "default")
     opts = dict(PRESETS[name], preset=name)
     for key in ("k", "indices", "size", "num_train", "num_test", "epochs", "backend"):
         if getattr(args, key) is not None:
@@ -263,6 +275,7 @@ def run(args, opts: dict, train: TrainConfig) -> int:
             cpus_per_trial=args.cpus_per_trial,
             gpus_per_trial=args.gpus_per_trial,
             sweep_id=f"nad_{opts['preset']}",
+            **({"log": _silent} if args.quiet else {}),
         )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

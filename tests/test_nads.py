@@ -323,3 +323,15 @@ def test_nad_sweep_tune_path_at_smoke_size(ray_cluster, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert len(list((out / "metrics").glob("*.parquet"))) == 2 * 2  # 2 NAD indices x 2 kinds
     assert list((out / "tune").iterdir())  # it ran through Tune
+
+
+def test_nad_sweep_takes_the_shared_flags():
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "sweeps" / "nad_sweep.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for flag in ("--preset", "--data-dir", "--quiet", "--out", "--address", "--smoke-test"):
+        assert flag in proc.stdout
