@@ -4,6 +4,8 @@ Subcommands (one function each; add more with :func:`add_command`)::
 
     raysweep status SWEEP_DIR        trials by state and their latest metrics, while a sweep runs
     raysweep report RESULTS_DIR      figures (PNG, PDF) and one self-contained HTML page
+    raysweep tensorboard RESULTS_DIR (re)write one TensorBoard run per target, print the command
+    raysweep plan [--preset P] [OVERRIDES]  trials, artifacts and a cost estimate, before launch
 
 ``status`` reads the metrics store (latest row of every target; a trial's state is ``error``
 if any target errored, else ``running`` if any still trains, else ``diverged`` if any
@@ -108,15 +110,104 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from raysweep.report import build_report
+    from raysweep.report import build_report, watch_report
 
     try:
-        page = build_report(args.results_dir, args.out)
+        if args.watch is not None:
+            page = watch_report(args.results_dir, args.watch, out_dir=args.out)
+        else:
+            page = build_report(args.results_dir, args.out)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(page)
     return 0
+
+
+def run_tensorboard(args: argparse.Namespace) -> int:
+    from raysweep.sweep.tensorboard import write_tensorboard
+
+    try:
+        log_dir = write_tensorboard(args.results_dir, log_dir=args.out)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(f"tensorboard --logdir {log_dir.resolve()}")
+    return 0
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    """The plan and cost estimate of a config, as the scripts' ``--dry-run`` prints it."""
+    import shlex
+
+    from raysweep.script import build_config
+    from raysweep.sweep.cost import describe_plan, local_resources
+
+    try:
+        config = build_config(args)
+        script = "nad_sweep" if config.is_nad else "eigen_sweep"
+        words = ["python", f"sweeps/{script}.py"]
+        if args.preset != ("nad" if config.is_nad else "smoke"):
+            words += ["--preset", args.preset]
+        for flag, value in (("--data-dir", args.data_dir), ("--out", args.out)):
+            words += [flag, value] if value else []
+        words += ["--smoke-test"] if args.smoke_test else []
+        if args.cpus is not None:
+            cpus, resources = args.cpus, f"{args.cpus:g} CPUs (--cpus)"
+        else:
+            cpus, resources = local_resources(None)
+        if args.gpus is not None:
+            resources += f" and {args.gpus:g} GPUs (--gpus)"
+        out = Path(args.out) if args.out else Path(config.sweep.storage_path) / config.sweep.name
+        text = describe_plan(
+            config,
+            cpus=cpus,
+            gpus=args.gpus,
+            resources=resources,
+            results=out,
+            launch=shlex.join([*words, *args.overrides]),
+            title=f"preset {config.preset}, sweep {config.sweep.name} (nothing written, Ray "
+            "not started)",
+        )
+    except (ValueError, TypeError, OSError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0
+
+
+def _add_plan_command(sub) -> None:
+    from raysweep.config import PRESETS
+
+    plan = add_command(
+        sub,
+        "plan",
+        run_plan,
+        help="the trials, targets, artifacts and a cost estimate, before launch",
+        description="Print what a sweep would run (trials with their pack sizes, targets, "
+        "the artifacts to compute with their N) and an estimate of its CPU/GPU-hours and "
+        "wall-clock time, scaled from the measurements in README.md (listed in the output). "
+        "Nothing is written and Ray is not started; the scripts' --dry-run prints the same.",
+        epilog="Overrides: section.field=value (e.g. train.epochs=3); grid.section.field=v1,v2 "
+        "makes a field a sweep axis (e.g. grid.train.seed=0,1,2).",
+    )
+    plan.add_argument(
+        "overrides", nargs="*", help="config overrides: section.field=value, grid.section.field=a,b"
+    )
+    plan.add_argument(
+        "--preset", default="smoke", choices=sorted(PRESETS), help="the starting config"
+    )
+    plan.add_argument("--data-dir", help="folder with the dataset archives (else $RAYSWEEP_DATA)")
+    plan.add_argument(
+        "--out",
+        help="results folder; when it holds finished trials their measured times calibrate "
+        "the training estimate (default: <sweep.storage_path>/<sweep.name>)",
+    )
+    plan.add_argument("--smoke-test", action="store_true", help="the --smoke-test config")
+    plan.add_argument(
+        "--cpus", type=float, help="CPUs of the cluster, for the wall-clock (default: this machine)"
+    )
+    plan.add_argument("--gpus", type=float, help="GPUs of the cluster, for the wall-clock")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,6 +243,30 @@ def build_parser() -> argparse.ArgumentParser:
         "results_dir", metavar="RESULTS_DIR", help="the results folder, e.g. results/eigen_sweep"
     )
     report.add_argument("--out", help="output folder (default: RESULTS_DIR/report)")
+    report.add_argument(
+        "--watch",
+        nargs="?",
+        const=30.0,
+        type=float,
+        metavar="SECONDS",
+        help="rebuild every SECONDS (default 30) while the sweep runs; stops when it is "
+        "complete or no driver holds the folder",
+    )
+    tensorboard = add_command(
+        sub,
+        "tensorboard",
+        run_tensorboard,
+        help="one TensorBoard run and HParams row per target",
+        description="(Re)write the TensorBoard runs of a sweep from its metrics store: one "
+        "run per target (per-epoch scalars, HParams: the target's axis values and final "
+        "metrics), grouped by trial; replaces earlier runs. Prints the tensorboard command "
+        "to run.",
+    )
+    tensorboard.add_argument(
+        "results_dir", metavar="RESULTS_DIR", help="the sweep folder, e.g. results/eigen_sweep"
+    )
+    tensorboard.add_argument("--out", help="log folder (default: RESULTS_DIR/tensorboard)")
+    _add_plan_command(sub)
     return parser
 
 

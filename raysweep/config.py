@@ -26,12 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from raysweep.argcheck import check_int
+
 DATASET_NAMES = ("digits", "digits2", "mnist", "mnist2", "cifar10", "cifar2")
 MODEL_NAMES = ("mlp", "lenet5", "resnet18")
 ACTIVATIONS = ("relu", "gelu", "tanh", "softplus", "sigmoid")
 OPTIMIZERS = ("sgd", "adam")
 NTK_METHODS = ("auto", "contraction", "structured", "ntvp")
 EIGEN_METHODS = ("auto", "dense", "block", "nystrom")
+NAD_METHODS = ("auto", "dense", "svds", "gram")
 DTYPES = ("float32", "float64")
 MIN_SPLIT_SIZE = 10
 """Fewest rows ``data.num_train`` / ``data.num_test`` may keep: every dataset has ten
@@ -48,9 +51,14 @@ def is_import_path(name: Any) -> bool:
     )
 
 
+NAD_DATA = "nad"
+"""``data.name`` of the NAD experiment: the linearly separable data D(u_j) built from each NAD
+(Appendix C.1 of the paper; ``data.num_train``/``num_test`` samples, ``data.seed``)."""
+
+
 def _check_dataset_name(name: Any) -> None:
-    """A built-in or registered dataset, ``npz:PATH`` or an import path to a loader."""
-    if isinstance(name, str) and (name in DATASET_NAMES or is_import_path(name)):
+    """A built-in or registered dataset, ``npz:PATH``, an import path to a loader, or ``nad``."""
+    if isinstance(name, str) and (name in (*DATASET_NAMES, NAD_DATA) or is_import_path(name)):
         return
     if isinstance(name, str) and name.startswith("npz:"):
         if len(name) == 4:
@@ -100,14 +108,11 @@ def _choice(section: str, name: str, value: Any, allowed: Sequence[str]) -> None
 def _positive(section: str, name: str, value: Any, *, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        hint = " or None" if allow_none else ""
-        raise ValueError(f"{section}.{name} must be a positive integer{hint}, got {value!r}.")
+    check_int(value, f"{section}.{name}", minimum=1, hint=" or None" if allow_none else "")
 
 
 def _non_negative_int(section: str, name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{section}.{name} must be a non-negative integer, got {value!r}.")
+    check_int(value, f"{section}.{name}", minimum=0)
 
 
 @dataclass(frozen=True)
@@ -262,6 +267,38 @@ class NTKConfig:
 
 
 @dataclass(frozen=True)
+class NADConfig:
+    """The NAD experiment (Appendix C): NADs of the model at the origin, then D(u_j).
+
+    Read only when ``data.name`` is ``"nad"``. ``k``: NADs computed per model (the eigen-indices
+    of the sweep are NAD indices, below ``k``); ``input_size`` × ``input_size`` ×
+    ``channels``: the input shape; ``epsilon``, ``sigma``: D(u) = ε·y·u + w with
+    w ~ N(0, σ(I − u uᵀ)); ``method``: the solver of :func:`raysweep.nads.nads`.
+    """
+
+    k: int = 10
+    input_size: int = 32
+    channels: int = 1
+    epsilon: float = 1.0
+    sigma: float = 1.0
+    method: str = "auto"
+
+    def __post_init__(self):
+        _positive("nad", "k", self.k)
+        _positive("nad", "input_size", self.input_size)
+        _positive("nad", "channels", self.channels)
+        for name in ("epsilon", "sigma"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"nad.{name} must be a positive number, got {value!r}.")
+        _choice("nad", "method", self.method, NAD_METHODS)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.input_size, self.input_size, self.channels)
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     """The grid of trials: eigen-indices × optimizers × {network, linearized}.
 
@@ -329,6 +366,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     ntk: NTKConfig = field(default_factory=NTKConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    nad: NADConfig = field(default_factory=NADConfig)
     grid: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
     def __post_init__(self):
@@ -340,6 +378,15 @@ class Config:
         object.__setattr__(self, "grid", check_grid(self.grid, self))
         axes = dict(self.grid)
         indices = axes.get("train.eigen_index", self.sweep.eigen_indices)
+        if self.is_nad:
+            num_k = min(axes.get("nad.k", (self.nad.k,)))
+            too_big = [j for j in indices if j >= num_k]
+            if too_big:
+                raise ValueError(
+                    f"NAD indices {too_big} are >= nad.k={num_k}, the NADs computed per model; "
+                    "indices are 0-based: raise nad.k or drop those indices."
+                )
+            return
         num_eigen = min(axes.get("ntk.num_eigen", (self.ntk.num_eigen,)))
         too_big = [j for j in indices if j >= num_eigen]
         if too_big:
@@ -350,6 +397,11 @@ class Config:
                 f"{name} {too_big} are >= ntk.num_eigen={num_eigen}; indices are 0-based into "
                 "the top-k eigenvectors: raise ntk.num_eigen or drop those indices."
             )
+
+    @property
+    def is_nad(self) -> bool:
+        """Whether this is the NAD experiment (``data.name == "nad"``)."""
+        return self.data.name == NAD_DATA
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serializable nested dict (tuples become lists; ``grid`` a dict of lists)."""
@@ -376,6 +428,7 @@ _SECTIONS = {
     "train": TrainConfig,
     "ntk": NTKConfig,
     "sweep": SweepConfig,
+    "nad": NADConfig,
 }
 
 
@@ -400,6 +453,12 @@ FIELD_CLASSES: dict[str, str] = {
     "ntk.eigen_method": ARTIFACT,
     "ntk.num_eigen": ARTIFACT,
     "ntk.dtype": ARTIFACT,
+    "nad.k": ARTIFACT,
+    "nad.input_size": ARTIFACT,
+    "nad.channels": ARTIFACT,
+    "nad.epsilon": ARTIFACT,
+    "nad.sigma": ARTIFACT,
+    "nad.method": ARTIFACT,
     # program-level: another compiled training program, so another Tune trial
     "train.optimizer": PROGRAM,
     "train.linearized": PROGRAM,
@@ -558,12 +617,80 @@ def cifar2() -> Config:
     )
 
 
+NAD_PAPER_INDICES = (0, 1, 2, 3, 5, 8, 13, 21, 31)
+
+
+def nad() -> Config:
+    """The NAD experiment, small (``sweeps/nad_sweep.py``'s default): GeLU LeNet5 on 32x32x1,
+    10 NADs, D(u_j) for j = 0, 1, 2, 4, 9 with 1,000/1,000 samples, 3 epochs of SGD, network
+    and linearized; minutes on a 2-core CPU."""
+    return Config(
+        preset="nad",
+        data=DataConfig(name=NAD_DATA, num_train=1000, num_test=1000),
+        model=ModelConfig(name="lenet5", activation="gelu"),
+        train=TrainConfig(epochs=3),
+        nad=NADConfig(k=10),
+        sweep=SweepConfig(eigen_indices=(0, 1, 2, 4, 9), optimizers=("sgd",), name="nad_sweep"),
+    )
+
+
+def nad_paper() -> Config:
+    """The NAD experiment at the paper's sizes (our reading of Appendix C): GeLU LeNet5 and
+    ResNet18 (width 64), 32 NADs, 10,000/10,000 samples, SGD with momentum 0.9, lr 0.05
+    decayed linearly, batch 128, 100 epochs. Wants a GPU (``--gpus-per-trial 0.25``)."""
+    return Config(
+        preset="nad_paper",
+        data=DataConfig(name=NAD_DATA, num_train=10_000, num_test=10_000),
+        model=ModelConfig(name="lenet5", activation="gelu"),
+        train=TrainConfig(epochs=100),
+        nad=NADConfig(k=32),
+        sweep=SweepConfig(eigen_indices=NAD_PAPER_INDICES, optimizers=("sgd",), name="nad_sweep"),
+        grid=(("model.name", ("lenet5", "resnet18")),),
+    )
+
+
 PRESETS: dict[str, Callable[[], Config]] = {
     "smoke": smoke,
     "cifar10": cifar10,
     "mnist": mnist,
     "cifar2": cifar2,
+    "nad": nad,
+    "nad_paper": nad_paper,
 }
+
+SMOKE_TRAIN, SMOKE_TEST = 200, 100
+"""Data sizes of ``--smoke-test`` (every script uses the same, so they share one artifact)."""
+
+
+def smoke_config(config: Config) -> Config:
+    """``config`` shrunk to what ``--smoke-test`` runs (CI): the one place that says how.
+
+    Every experiment keeps its shape (sections, axes, code paths) and gets tiny sizes: 200/100
+    samples, 16 eigenpairs, eigen-indices 0, 3, 15, 2 epochs, packs of 8, sweep name
+    ``smoke_test``; the NAD experiment 256/256 samples on 16x16 inputs, 3 NADs, indices 0, 2,
+    1 epoch (``smoke_test_nad``). Grid axes are kept (drop them with overrides if needed).
+    """
+    if config.is_nad:
+        return dataclasses.replace(
+            config,
+            data=dataclasses.replace(config.data, num_train=256, num_test=256),
+            train=dataclasses.replace(config.train, epochs=1),
+            nad=dataclasses.replace(config.nad, k=3, input_size=16),
+            sweep=dataclasses.replace(
+                config.sweep, eigen_indices=(0, 2), pack_size=8, name="smoke_test_nad"
+            ),
+            grid=tuple((k, v) for k, v in config.grid if k != "train.eigen_index"),
+        )
+    return dataclasses.replace(
+        config,
+        data=dataclasses.replace(config.data, num_train=SMOKE_TRAIN, num_test=SMOKE_TEST),
+        train=dataclasses.replace(config.train, epochs=2),
+        ntk=NTKConfig(num_eigen=16, tile_size=128),
+        sweep=dataclasses.replace(
+            config.sweep, eigen_indices=(0, 3, 15), pack_size=8, name="smoke_test"
+        ),
+        grid=tuple((k, v) for k, v in config.grid if k != "train.eigen_index"),
+    )
 
 
 def get_preset(name: str) -> Config:

@@ -92,6 +92,7 @@ __all__ = [
     "LeaseLost",
     "ResultsDirBusy",
     "ResultsDirLease",
+    "active_holder",
     "hold_results_dir",
 ]
 
@@ -269,6 +270,28 @@ def _stale_reason(path: Path, record: dict[str, Any], ttl_s: float) -> str | Non
     if age > ttl:
         return f"its last heartbeat is {age:.0f} s old (ttl {ttl:g} s)"
     return None
+
+
+def active_holder(folder: str | os.PathLike, *, ttl_s: float = 60.0) -> dict[str, Any] | None:
+    """The record of a live lease of ``folder`` held by *another* process, or None.
+
+    Read-only (nothing is taken or removed): what a viewer such as the report uses to tell a
+    sweep that is running from one that stopped (crashed, interrupted) before it finished.
+    """
+    folder = Path(folder)
+    try:
+        gens = _list_generations(folder)
+    except OSError:
+        return None
+    if not gens:
+        return None
+    path = _lease_path(folder, gens[-1])
+    record = _read_record(path)
+    if not record or _stale_reason(path, record, ttl_s) is not None:
+        return None
+    if record.get("host") == _HOST and record.get("pid") == os.getpid():
+        return None  # this process: its own report is built after its work
+    return record
 
 
 def _format_time(t: Any) -> str:

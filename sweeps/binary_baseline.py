@@ -16,15 +16,16 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from raysweep.evolution.script import base_parser, run_script
+from raysweep.script import run_script, script_parser
 
 PAPER_EPOCHS = 200
 
 
 def main(argv=None) -> int:
-    ap = base_parser(
+    ap = script_parser(
+        "python sweeps/binary_baseline.py",
         "Network vs linearization on the dataset's binary task (CIFAR2 in the paper).",
-        "python sweeps/binary_baseline.py --preset cifar10 model.name=lenet5",
+        examples="Example: python sweeps/binary_baseline.py --preset cifar10 model.name=lenet5",
     )
     args = ap.parse_args(argv)
     epochs_given = any(o.startswith("train.epochs=") for o in args.overrides)

@@ -34,7 +34,11 @@ Output goes to ``<storage_path>/<sweep name>/`` (default ``results/eigen_sweep``
 resolved ``config.json``, ``gram/`` (tile store), ``eigenfunctions/`` (artifact; with several
 artifact points, ``artifacts/<key>/{gram,eigenfunctions}`` each),
 ``sweep_plan.json``, ``metrics/`` (one Parquet part per trial), ``tune/<name>/`` (Tune's
-experiment, TensorBoard event files) and ``report/`` (figures and report.html).
+experiment), ``tensorboard/`` (one TensorBoard run per target: ``tensorboard --logdir``,
+HParams tab) and ``report/`` (figures and report.html).
+
+The script is thin: the shared parser and runner (:mod:`raysweep.script`) and the library's
+study (:func:`raysweep.studies.eigen_study`), which a notebook can call the same way.
 
 Runtime of the default (digits, MLP, 8 indices, 4 packed trials of 5 epochs): about 2 minutes
 on a 2-core CPU. ``--smoke-test`` (what CI runs): about a minute.
@@ -42,58 +46,22 @@ on a 2-core CPU. ``--smoke-test`` (what CI runs): about a minute.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import os
-import shlex
 import sys
-import time
 from pathlib import Path
 
-# The driver shares a GPU with a Gram worker or trials when everything runs on one machine: it
-# must not preallocate 75 % of the device for the little it computes itself (set before JAX).
-os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+from raysweep.script import resume_command, run_script, script_parser
 
-import numpy as np  # noqa: E402
-
-from raysweep.config import (  # noqa: E402
-    PRESETS,
-    NTKConfig,
-    apply_overrides,
-    get_preset,
-    resolve_paths,
-    save_config,
-)
-from raysweep.data.paths import data_dir_overrides  # noqa: E402
+PROG = "python sweeps/eigen_sweep.py"
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    from raysweep.cli import ArgumentParser  # one-line errors
-
-    ap = ArgumentParser(
-        prog="python sweeps/eigen_sweep.py",
-        description="NTK eigenfunctions at initialization, then the network-vs-linearization "
-        "sweep on their signs (Ray Tune).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Overrides: section.field=value, e.g. train.epochs=3 sweep.eigen_indices=0,4,9. "
-        "Progress while it runs: raysweep status <results folder>.",
+def parse_args(argv=None, *, prog: str = PROG, description: str | None = None):
+    ap = script_parser(
+        prog,
+        description
+        or "NTK eigenfunctions at initialization, then the network-vs-linearization sweep on "
+        "their signs (Ray Tune).",
     )
-    ap.add_argument("overrides", nargs="*", help="config overrides, section.field=value")
-    ap.add_argument("--preset", default="smoke", choices=sorted(PRESETS))
-    ap.add_argument("--data-dir", help="folder with the dataset archives (else $RAYSWEEP_DATA)")
-    ap.add_argument("--out", help="results folder (default: <storage_path>/<sweep name>)")
     ap.add_argument("--num-workers", type=int, help="Gram workers (default: one per GPU/CPU)")
-    ap.add_argument(
-        "--address",
-        help="Ray cluster to join: host:port, ray://host:10001, 'auto' (a running ray start "
-        "cluster) or 'local' (always a new local one). Default: $RAY_ADDRESS, else a cluster "
-        "started with ray start on this machine, else a new local cluster",
-    )
-    ap.add_argument(
-        "--smoke-test",
-        action="store_true",
-        help="tiny run for CI: 300 digits, 16 eigenpairs, 3 indices, 2 epochs",
-    )
     ap.add_argument(
         "--resume",
         action="store_true",
@@ -108,45 +76,25 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=float,
         help="GPUs per Tune trial, fractions allowed (sweep.gpus_per_trial)",
     )
-    ap.add_argument("--quiet", action="store_true", help="no progress bars or per-trial lines")
     return ap.parse_args(argv)
 
 
-def build_config(args):
-    config = get_preset(args.preset)
-    overrides = list(args.overrides)
-    overrides += data_dir_overrides(args.data_dir)
+def flag_overrides(args) -> list[str]:
+    """The script's own flags as config overrides."""
+    out = []
     if args.num_workers is not None:
-        overrides.append(f"ntk.num_workers={args.num_workers}")
+        out.append(f"ntk.num_workers={args.num_workers}")
     if args.cpus_per_trial is not None:
-        overrides.append(f"sweep.cpus_per_trial={args.cpus_per_trial}")
+        out.append(f"sweep.cpus_per_trial={args.cpus_per_trial}")
     if args.gpus_per_trial is not None:
-        overrides.append(f"sweep.gpus_per_trial={args.gpus_per_trial}")
-    if args.smoke_test:
-        config = dataclasses.replace(
-            config,
-            data=dataclasses.replace(config.data, num_train=200, num_test=100),
-            train=dataclasses.replace(config.train, epochs=2),
-            ntk=NTKConfig(num_eigen=16, tile_size=128),
-            sweep=dataclasses.replace(
-                config.sweep, eigen_indices=(0, 3, 15), pack_size=8, name="smoke_test"
-            ),
-        )
-    return resolve_paths(apply_overrides(config, overrides))
+        out.append(f"sweep.gpus_per_trial={args.gpus_per_trial}")
+    return out
 
 
-def summarize(artifact) -> str:
-    vals, res, binz = artifact.eigvals, artifact.residuals, artifact.binarization
-    k = len(vals)
-    show = sorted({0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, k - 1} & set(range(k)))
-    lines = [f"  {'index':>6}{'eigenvalue':>14}{'residual/λ0':>14}{'⟨sign φ/√N, φ⟩':>17}"]
-    for j in show:
-        lines.append(f"  {j:>6}{vals[j]:>14.5g}{res[j] / vals[0]:>14.2e}{binz[j]:>17.3f}")
-    lines.append(
-        f"  binarization diagnostic: mean {np.mean(binz):.3f} over {k} eigenvectors "
-        "(the paper reports ≈ 0.78 on CIFAR-10)"
-    )
-    return "\n".join(lines)
+def build_config(args):
+    from raysweep.script import build_config as shared
+
+    return shared(args, flag_overrides(args))
 
 
 def describe_grid(config) -> str:
@@ -172,121 +120,70 @@ def print_locations(out: Path, config, artifacts) -> None:
     for artifact in artifacts:
         print(f"  eigenfunctions:  {artifact.path}  (Gram tiles: {artifact.path.parent / 'gram'})")
     print(f"  metrics:         {out / 'metrics'}  (raysweep.store.read_metrics)")
-    print(f"  tune experiment: {tune_dir}  (tensorboard --logdir {tune_dir})")
+    print(f"  tune experiment: {tune_dir}")
+    print(
+        f"  tensorboard:     tensorboard --logdir {out / 'tensorboard'}  "
+        f"(HParams: one row per target; rewrite: raysweep tensorboard {out})"
+    )
     print(f"  figures:         {out / 'report'}  (PNG/PDF + report.html: raysweep report {out})")
     print(f"  status:          raysweep status {out}")
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        config = build_config(args)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    from raysweep.distributed.cluster import check_results_dir, gpu_memory_env
+    checked = {}
 
-    try:
-        if args.out is not None:
-            out = check_results_dir(args.out)
-        else:
-            out = check_results_dir(config.sweep.storage_path) / config.sweep.name
-        trial_env = gpu_memory_env(config.sweep.gpus_per_trial)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    from raysweep.eigenfunctions import load_checked_datasets
+    def check(config):
+        """The grid, data files and models, before Ray or any write (one line, nothing changed)."""
+        from raysweep.eigenfunctions import load_checked_datasets
 
-    try:  # the grid, data files and models, before Ray or any write: one line, nothing changed
-        dataset = load_checked_datasets(config)
-    except (ValueError, TypeError, OSError, ImportError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    from raysweep.lease import ResultsDirBusy, hold_results_dir
+        checked["datasets"] = load_checked_datasets(config)
 
-    try:  # one driver per results folder, from the first step to the report
-        with hold_results_dir(out, purpose="python sweeps/eigen_sweep.py"):
-            return run(args, config, out, trial_env, dataset)
-    except ResultsDirBusy as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # Ctrl-C: what was written is kept; --resume finishes the run
-        print(
-            f"\ninterrupted: the results so far are kept in {out}; finish them with: "
-            f"{resume_command(argv, out)}",
-            file=sys.stderr,
+    def study(config, out):
+        from raysweep.studies import eigen_study
+
+        if not args.eigen_only:
+            print(f"Sweep: {describe_grid(config)}")
+        result = eigen_study(
+            config,
+            out,
+            resume=args.resume,
+            eigen_only=args.eigen_only,
+            progress=not args.quiet,
+            datasets=checked.get("datasets"),
         )
-        return 130
+        if result.summary is not None and args.quiet:
+            print(result.summary)
+        if not args.eigen_only:
+            print(f"\nDone in {result.seconds:.1f} s.")
+        print_locations(out, config, [a for _, a in result.artifacts])
+        if result.report is not None:
+            print(f"  report:          {result.report}  (raysweep report {out})")
+        elif result.report_error is not None:
+            print(
+                f"warning: the report could not be built ({result.report_error}); retry with "
+                f"raysweep report {out}",
+                file=sys.stderr,
+            )
+        return 0 if result.ok else 1
+
+    def trial_env(config):
+        from raysweep.distributed.cluster import gpu_memory_env
+
+        return gpu_memory_env(config.sweep.gpus_per_trial)
+
+    return run_script(
+        args,
+        "eigen_sweep",
+        study,
+        extra_overrides=flag_overrides(args),
+        check=check,
+        env_vars=trial_env,
+        argv=argv,
+    )
 
 
-def resume_command(argv, out: Path) -> str:
-    """The command line that finishes this run: its own options, with ``--resume --out``."""
-    kept, args = [], iter(sys.argv[1:] if argv is None else argv)
-    for arg in args:
-        if arg == "--out":
-            next(args, None)
-        elif arg != "--resume" and not arg.startswith("--out="):
-            kept.append(arg)
-    return shlex.join(["python", "sweeps/eigen_sweep.py", "--resume", "--out", str(out), *kept])
-
-
-def run(args, config, out: Path, trial_env: dict, dataset=None) -> int:
-    """The main job in ``out``, whose lease this process holds (``dataset``: already read)."""
-    from raysweep.distributed.capacity import check_trial_resources
-    from raysweep.distributed.cluster import check_shared_dir, connect_or_start
-
-    print(f"raysweep eigen_sweep: preset {config.preset}, results in {out}")
-    try:
-        connect_or_start(args.address, env_vars=trial_env)
-        check_shared_dir(out)
-        if not args.eigen_only:  # before the Gram: a trial that can never run is refused now
-            check_trial_resources(config.sweep.cpus_per_trial, config.sweep.gpus_per_trial)
-    except (ValueError, ConnectionError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
-    from raysweep.eigenfunctions import compute_artifacts
-
-    start = time.perf_counter()
-    try:
-        artifacts = compute_artifacts(config, out, progress=not args.quiet, datasets=dataset)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for point, artifact in artifacts:
-        if len(artifacts) > 1:
-            print(f"artifact {point.key}:")
-        print(summarize(artifact))
-    print(f"eigen step done in {time.perf_counter() - start:.1f} s.")
-    if args.eigen_only:
-        if not (out / "config.json").exists():  # never overwrite the record of a sweep
-            save_config(config, out / "config.json")
-        print_locations(out, config, [a for _, a in artifacts])
-        return 0
-
-    from raysweep.sweep import run_sweep
-
-    print(f"\nSweep: {describe_grid(config)}")
-    try:
-        summary = run_sweep(config, out, resume=args.resume, progress=not args.quiet)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.quiet:
-        print(summary)
-    print(f"\nDone in {time.perf_counter() - start:.1f} s.")
-    print_locations(out, config, [a for _, a in artifacts])
-    from raysweep.report import build_report
-
-    try:  # the report is a view of the results: never fail the run because of it
-        print(f"  report:          {build_report(out)}  (raysweep report {out})")
-    except Exception as err:
-        print(
-            f"warning: the report could not be built ({err}); retry with raysweep report {out}",
-            file=sys.stderr,
-        )
-    return 0 if summary.ok else 1
-
+__all__ = ["build_config", "describe_grid", "main", "parse_args", "resume_command"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -18,17 +18,18 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from raysweep.evolution.script import base_parser, run_script
+from raysweep.script import run_script, script_parser
 
 PAPER_GRAM_SAMPLES = 12_000
 PAPER_EPOCHS = 200
 
 
 def main(argv=None) -> int:
-    ap = base_parser(
+    ap = script_parser(
+        "python sweeps/energy_concentration.py",
         "Energy of the binary task's labels on the top-K NTK eigenvectors, at initialization "
         "and after training (paper Table 1).",
-        "python sweeps/energy_concentration.py --preset cifar2 model.name=lenet5",
+        examples="Example: python sweeps/energy_concentration.py --preset cifar2 model.name=lenet5",
     )
     ap.add_argument("--k", type=int, default=50, help="top eigenvectors K (paper: 50)")
     ap.add_argument(

@@ -17,17 +17,18 @@ import sys
 
 import numpy as np
 
-from raysweep.evolution.script import base_parser, indices_or_default, parse_indices, run_script
+from raysweep.script import indices_or_default, parse_indices, run_script, script_parser
 
 DEFAULT_INDICES = {"smoke": (0, 4, 16, 64)}
 PAPER_INDICES = (0, 10, 50, 100, 500)
 
 
 def main(argv=None) -> int:
-    ap = base_parser(
+    ap = script_parser(
+        "python sweeps/kernel_alignment.py",
         "Alignment of the first K initial NTK eigenfunctions with the NTK after training on "
         "eigenfunction j (paper Figs 6-7).",
-        "python sweeps/kernel_alignment.py --indices 0,8,32",
+        examples="Example: " + "python sweeps/kernel_alignment.py --indices 0,8,32",
     )
     ap.add_argument(
         "--indices",

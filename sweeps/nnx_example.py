@@ -22,6 +22,7 @@ folder, and pass ``model.name=your_module:YourModel`` (NNX: built as
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -66,10 +67,18 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(HERE))
     import eigen_sweep
 
-    args = eigen_sweep.parse_args(argv)
+    args = eigen_sweep.parse_args(
+        argv,
+        prog="python sweeps/nnx_example.py",
+        description="The main job on your own Flax NNX model and .npz data (a small CNN on "
+        "digits): any model and dataset run the same way.",
+    )
     config = eigen_sweep.build_config(args)
     out = Path(args.out) if args.out else Path(config.sweep.storage_path) / "nnx_example"
-    data = write_digits_npz(out.resolve() / "data" / "digits.npz")
+    data = out.resolve() / "data" / "digits.npz"
+    if args.dry_run and not data.exists():  # a dry run writes nothing into the results folder
+        data = Path(tempfile.gettempdir()) / "raysweep_nnx_example" / "digits.npz"
+    write_digits_npz(data)
     defaults = [
         "model.name=nnx_example:SmallCNN",
         f"data.name=npz:{data}",

@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import sys
 
-from raysweep.evolution.script import base_parser, indices_or_default, parse_indices, run_script
+from raysweep.script import indices_or_default, parse_indices, run_script, script_parser
 
 DEFAULT_INDICES = {"smoke": (0, 8, 32)}
 PAPER_INDICES = (0, 10, 100, 500)
 
 
 def main(argv=None) -> int:
-    ap = base_parser(
+    ap = script_parser(
+        "python sweeps/pretrained_ntk.py",
         "Network vs linearization at init vs linearization around the trained network, on "
         "NTK eigenfunction targets.",
-        "python sweeps/pretrained_ntk.py --indices 0,8,32 train.optimizer=adam",
+        examples="Example: python sweeps/pretrained_ntk.py --indices 0,8,32 train.optimizer=adam",
     )
     ap.add_argument(
         "--indices",

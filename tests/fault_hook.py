@@ -2,7 +2,7 @@
 
 The test cluster of ``tests/test_sweep_safety.py`` starts with
 ``runtime_env={"worker_process_setup_hook": "fault_hook.install", "env_vars": {...}}``;
-:func:`install` wraps ``raysweep.training.train_pack_model`` so that every epoch a trial
+:func:`install` wraps ``raysweep.training.train_pack`` so that every epoch a trial
 reports is logged, and a trial named in the fault plan fails after a given epoch.
 
 ``$RAYSWEEP_TEST_FAULTS`` is a folder holding ``plan.json``::
@@ -32,11 +32,11 @@ def _folder() -> Path | None:
 def install() -> None:
     import raysweep.training as training
 
-    original = training.train_pack_model
+    original = training.train_pack
     if getattr(original, "_fault_hook", False):
         return
 
-    def train_pack_model(*args, on_epoch=None, **kwargs):
+    def train_pack(*args, on_epoch=None, **kwargs):
         folder = _folder()
         attempt = uuid.uuid4().hex[:8]
 
@@ -64,8 +64,8 @@ def install() -> None:
 
         return original(*args, on_epoch=wrapped, **kwargs)
 
-    train_pack_model._fault_hook = True
-    training.train_pack_model = train_pack_model
+    train_pack._fault_hook = True
+    training.train_pack = train_pack
 
 
 def _current_trial_id() -> str:

@@ -38,6 +38,7 @@ from raysweep.analysis import (
     save_energy_records,
     save_nads,
 )
+from raysweep.analysis.style import COLORS
 from raysweep.store import METRICS_SCHEMA, axes_json, empty_table, make_target_id, rows_to_table
 
 INDICES = (0, 1, 2, 4, 8, 16)
@@ -209,6 +210,138 @@ def test_diverged_rows_are_marked_not_averaged(diverged_table):
     header, rows = accuracy_rows(diverged_table)
     row = next(r for r in rows if r[0] == "mlp" and r[2] == "2")
     assert "(1 div)" in row[header.index("sgd network")]
+
+
+FACET_INDICES = (0, 1, 3, 7)
+MOMENTA = (0.0, 0.9)
+
+
+def facet_rows(cells=None):
+    """2 models x 2 datasets x network/linearized x 3 seeds x 4 indices x 2 momenta, 2 epochs.
+
+    ``train.momentum`` is an extra grid axis (a variant: separate lines); the accuracies are
+    random so that means and spreads differ everywhere. ``cells``: keep only these
+    (model, dataset) pairs.
+    """
+    rng = np.random.default_rng(7)
+    rows = []
+    for model in ("lenet5", "mlp"):  # not in column order: the figure orders them
+        for dataset in ("mnist", "digits"):
+            if cells is not None and (model, dataset) not in cells:
+                continue
+            for lin in (False, True):
+                for mom in MOMENTA:
+                    trial = f"sgd-{'lin' if lin else 'nn'}-pack000-{model}-{dataset}-m{mom}"
+                    for seed in (0, 1, 2):
+                        for j in FACET_INDICES:
+                            axes = {
+                                "model.name": model,
+                                "data.name": dataset,
+                                "train.eigen_index": j,
+                                "train.seed": seed,
+                                "train.momentum": mom,
+                            }
+                            for epoch in (1, 2):
+                                acc = float(rng.uniform(0.5, 1.0))
+                                rows.append(
+                                    {
+                                        "sweep_id": "facets",
+                                        "trial_id": trial,
+                                        "target_id": make_target_id(j, seed),
+                                        "model": model,
+                                        "dataset": dataset,
+                                        "optimizer": "sgd",
+                                        "linearized": lin,
+                                        "eigen_index": j,
+                                        "seed": seed,
+                                        "learning_rate": 0.05,
+                                        "axes": axes_json(axes),
+                                        "epoch": epoch,
+                                        "step": 10 * epoch,
+                                        "train_loss": 0.1,
+                                        "train_accuracy": 0.99,
+                                        "test_loss": 0.3,
+                                        "test_accuracy": acc,
+                                        "steps_to_threshold": 5,
+                                        "l2_distance": 1.0,
+                                        "cosine_distance": 0.01,
+                                        "weight_norm": 10.0,
+                                        "grad_norm": 0.1,
+                                        "status": "finished" if epoch == 2 else "running",
+                                        "wall_time": 1.0 * epoch,
+                                    }
+                                )
+    return rows
+
+
+def grid_position(ax) -> tuple[int, int]:
+    spec = ax.get_subplotspec()
+    return spec.rowspan.start, spec.colspan.start
+
+
+def test_accuracy_facets_models_in_columns_and_seed_bands_match_numpy():
+    rows = facet_rows()
+    fig = plot_accuracy_vs_index(rows_to_table(rows))
+    models, datasets = ["mlp", "lenet5"], ["digits", "mnist"]  # paper order; datasets sorted
+    assert len(fig.axes) == 4
+    by_cell = {}
+    for ax in fig.axes:
+        model, dataset, optimizer = ax.get_title().split(" · ")
+        assert optimizer == "sgd"
+        assert grid_position(ax) == (datasets.index(dataset), models.index(model))
+        by_cell[model, dataset] = ax
+    assert set(by_cell) == {(m, d) for m in models for d in datasets}
+    assert "shaded: mean ± std over train.seed (batch order), n=3" in fig.get_suptitle()
+
+    # numpy over the final epoch: (model, dataset, linearized, momentum) -> (seed, index)
+    acc = {}
+    for r in rows:
+        if r["epoch"] == 2:
+            key = (
+                r["model"],
+                r["dataset"],
+                r["linearized"],
+                json.loads(r["axes"])["train.momentum"],
+            )
+            acc.setdefault(key, np.full((3, len(FACET_INDICES)), np.nan))[
+                r["seed"], FACET_INDICES.index(r["eigen_index"])
+            ] = r["test_accuracy"]
+    x = np.array(FACET_INDICES, dtype=float)
+    over = "mean ± std over train.seed (batch order), n=3"
+    for (model, dataset), ax in by_cell.items():
+        lines = {line.get_label(): line for line in ax.lines}
+        polys = {c.get_label(): c for c in bands(ax)}
+        assert len(polys) == 2 * len(MOMENTA)  # one band per line: momenta never averaged
+        for lin, kind in ((False, "network"), (True, "linearized")):
+            for mom in MOMENTA:
+                values = acc[model, dataset, lin, mom]
+                mean, std = values.mean(axis=0), np.std(values, axis=0, ddof=1)
+                label = f"{kind} · train.momentum={mom!r}"
+                np.testing.assert_allclose(lines[label].get_xdata(), x)
+                np.testing.assert_allclose(lines[label].get_ydata(), mean, rtol=1e-12)
+                (path,) = polys[f"{label} band: {over}"].get_paths()
+                for xi, m, s in zip(x, mean, std, strict=True):
+                    ys = np.unique(path.vertices[path.vertices[:, 0] == xi, 1])
+                    np.testing.assert_allclose(ys, [m - s, m + s], rtol=1e-12)
+        mine = [line for line in ax.lines if line.get_label().split(" · ")[0] in COLORS]
+        assert len({line.get_linestyle() for line in mine}) == len(MOMENTA)
+    legend = {t.get_text() for t in fig.legends[0].get_texts()}
+    assert {f"network · train.momentum={m!r}" for m in MOMENTA} <= legend
+
+
+def test_a_model_missing_on_a_dataset_leaves_an_empty_panel():
+    rows = facet_rows(cells={("mlp", "digits"), ("mlp", "mnist"), ("lenet5", "digits")})
+    for plot in (plot_accuracy_vs_index, plot_training_metrics):
+        fig = plot(rows_to_table(rows))
+        empty = [ax for ax in fig.axes if not ax.lines]
+        assert {ax.get_title() for ax in empty} == {"lenet5 · mnist · sgd"}
+        assert all(ax.texts[0].get_text() == "no results" for ax in empty)
+        assert {grid_position(ax)[1] for ax in empty} == {1}  # lenet5's column
+    fig = plot_training_metrics(rows_to_table(rows), metrics=["l2_distance", "steps_to_threshold"])
+    assert len(fig.axes) == 2 * 2 * 2  # (2 datasets x 2 metrics) rows x 2 models
+    titles = [[ax.get_title() for ax in fig.axes if grid_position(ax)[0] == r] for r in range(4)]
+    assert titles[1] == ["mlp · digits · sgd", "lenet5 · digits · sgd"]
+    assert titles[2] == ["mlp · mnist · sgd", "lenet5 · mnist · sgd"]
 
 
 def test_index_series_mean_band_and_ci(table):

@@ -193,7 +193,7 @@ def test_worker_and_trial_code_leaves_jax_devices_alone_at_import():
     # created its device client yet, so importing that code must not touch a device.
     code = (
         "import raysweep.distributed.worker, raysweep.sweep.trainable, raysweep.training, "
-        "raysweep.nads.sweep\n"
+        "raysweep.studies\n"
         "from jax._src import xla_bridge\n"
         "print(xla_bridge.backends_are_initialized())"
     )

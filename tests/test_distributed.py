@@ -36,7 +36,7 @@ from raysweep.distributed import (
     params_fingerprint,
     worker_layout,
 )
-from raysweep.distributed.store import DamagedTileError
+from raysweep.distributed.tile_store import DamagedTileError
 from raysweep.models import get_model, init_variables, make_apply_fn
 from raysweep.ntk import ntk_gram
 
@@ -406,13 +406,17 @@ def test_worker_killed_before_matmat_is_recovered(computed):
 @pytest.mark.parametrize(
     ("change", "error", "match"),
     [
-        ({"tile_size": 0}, ValueError, "tile_size must be >= 1"),
-        ({"tile_size": -4}, ValueError, "tile_size must be >= 1"),
-        ({"tile_size": 2.5}, TypeError, "tile_size must be an int"),
-        ({"num_workers": 0}, ValueError, "num_workers must be >= 1"),
+        ({"tile_size": 0}, ValueError, "tile_size must be a positive integer"),
+        ({"tile_size": -4}, ValueError, "tile_size must be a positive integer"),
+        ({"tile_size": 2.5}, TypeError, "tile_size must be a positive integer"),
+        ({"num_workers": 0}, ValueError, "num_workers must be a positive integer"),
         ({"num_workers": 5}, ValueError, "only 4 CPU slot"),
         ({"method": "fast"}, ValueError, "method='fast' is not supported"),
-        ({"max_worker_restarts": -1}, ValueError, "max_worker_restarts must be >= 0"),
+        (
+            {"max_worker_restarts": -1},
+            ValueError,
+            "max_worker_restarts must be a non-negative integer",
+        ),
     ],
 )
 def test_bad_arguments_fail_before_workers_start(

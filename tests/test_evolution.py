@@ -214,8 +214,8 @@ def test_alignment_study_reproduces_explicit_grams_at_init_and_after_training(re
 
 
 def _key(artifact):
-    from raysweep.evolution.alignment import artifact_key
     from raysweep.evolution.common import train_key
+    from raysweep.evolution.trained_alignment import artifact_key
 
     return train_key(CONFIG, artifact=artifact_key(artifact), indices=[0, 2])
 

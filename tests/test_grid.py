@@ -85,7 +85,7 @@ def test_bad_axes_are_refused_with_their_message(override, message):
 
 def test_every_field_has_a_class_and_the_documented_ones_are_right():
     config = Config()
-    for section in ("data", "model", "train", "ntk", "sweep"):
+    for section in ("data", "model", "train", "ntk", "sweep", "nad"):
         for f in dataclasses.fields(getattr(config, section)):
             assert field_class(f"{section}.{f.name}") in (ARTIFACT, PROGRAM, IN_PACK, RUN)
     expected = {
@@ -107,7 +107,7 @@ def test_every_field_has_a_class_and_the_documented_ones_are_right():
     assert {k: field_class(k) for k in expected} == expected
     assert set(FIELD_CLASSES) | {f"sweep.{f.name}" for f in dataclasses.fields(config.sweep)} == {
         f"{s}.{f.name}"
-        for s in ("data", "model", "train", "ntk", "sweep")
+        for s in ("data", "model", "train", "ntk", "sweep", "nad")
         for f in dataclasses.fields(getattr(config, s))
     }
 

@@ -279,59 +279,38 @@ def test_wrong_input_shape_and_points_raise(mlp):
 
 
 @pytest.mark.slow
-def test_nad_sweep_smoke_test(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "sweeps" / "nad_sweep.py"),
-            "--smoke-test",
-            "--out",
-            str(tmp_path / "nad"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert list((tmp_path / "nad" / "metrics").glob("*.parquet"))
-    assert (tmp_path / "nad" / "figures" / "nads_lenet5.png").exists()
+def test_nad_sweep_smoke_test(ray_cluster, tmp_path):
+    """``sweeps/nad_sweep.py --smoke-test`` end to end, joined to the module's cluster through
+    ``$RAY_ADDRESS``: NADs, the Tune sweep on D(u_j), figures and the accuracy table."""
+    from raysweep.store import read_metrics
 
-
-@pytest.mark.slow
-def test_nad_sweep_tune_path_at_smoke_size(ray_cluster, tmp_path):
-    """The Tune backend (the default and --paper path) at smoke size: its progress callback is
-    pickled with the Tuner, whatever Ray did to ``print`` in this process."""
-    env = {**os.environ, "RAY_ADDRESS": ray_cluster}
     out = tmp_path / "nad"
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "sweeps" / "nad_sweep.py"),
-            "--smoke-test",
-            "--backend",
-            "tune",
-            "--out",
-            str(out),
-        ],
+        [sys.executable, str(REPO / "sweeps" / "nad_sweep.py"), "--smoke-test", "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         cwd=REPO,
-        env=env,
+        env={**os.environ, "RAY_ADDRESS": ray_cluster},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert len(list((out / "metrics").glob("*.parquet"))) == 2 * 2  # 2 NAD indices x 2 kinds
-    assert list((out / "tune").iterdir())  # it ran through Tune
+    assert f"joined the Ray cluster at {ray_cluster}" in proc.stdout
+    parts = sorted(p.name for p in (out / "metrics").glob("*.parquet"))
+    assert parts == [  # 2 NAD indices (0, 2) x network/linearized, one pack each
+        f"sgd-{mode}-pack{p:03d}-lenet5-nad.parquet" for mode in ("lin", "nn") for p in (0, 1)
+    ]
+    assert (out / "nads" / "lenet5-nad" / "nads.npz").exists()
+    assert (out / "figures" / "nads_lenet5-nad.png").exists()
+    assert (out / "figures" / "accuracy_vs_nad_index.png").exists()
 
-
-def test_nad_sweep_takes_the_shared_flags():
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "sweeps" / "nad_sweep.py"), "--help"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    for flag in ("--preset", "--data-dir", "--quiet", "--out", "--address", "--smoke-test"):
-        assert flag in proc.stdout
+    table = read_metrics(out)
+    last = [r for r in table.to_pylist() if r["epoch"] == 1]  # --smoke-test: 1 epoch
+    assert len(last) == 4 and {r["status"] for r in last} == {"finished"}
+    assert {r["dataset"] for r in last} == {"nad"}
+    # the printed table: one row per NAD index, network and linearized final test accuracy
+    lines = proc.stdout.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("final test accuracy"))
+    assert lines[head + 1].split() == ["index", "sgd", "nn", "sgd", "lin"]
+    for offset, j in enumerate((0, 2), start=2):
+        acc = {r["linearized"]: r["test_accuracy"] for r in last if r["eigen_index"] == j}
+        assert lines[head + offset].split() == [str(j), f"{acc[False]:.3f}", f"{acc[True]:.3f}"]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import html
+import importlib
+import json
 import re
 import shutil
 import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -19,12 +23,14 @@ from raysweep.analysis import (
     save_nads,
     save_pretrained,
 )
-from raysweep.analysis.alignment import AlignmentData
+from raysweep.analysis.alignment_figures import AlignmentData
 from raysweep.cli import main as cli_main
 from raysweep.config import get_preset
-from raysweep.report import build_report
+from raysweep.report import SweepState, build_report, sweep_state, watch_report
+from raysweep.report import build as report_build
 from raysweep.store import axes_json, make_target_id, save_sweep_config, write_trial_rows
 
+report_collect = importlib.import_module("raysweep.report.collect")  # the module, not the function
 CHROMIUM = Path("/usr/bin/chromium")
 FIGURES = (
     "accuracy_vs_index",
@@ -39,23 +45,33 @@ FIGURES = (
 
 
 def write_metrics(
-    results: Path, *, seeds=(0, 1), indices=(0, 1, 4, 9), learning_rates=(None,)
-) -> None:
+    results: Path,
+    *,
+    seeds=(0, 1),
+    indices=(0, 1, 4, 9),
+    learning_rates=(None,),
+    epochs=(1, 2),
+    pack=0,
+    linearized=(False, True),
+) -> list[str]:
     """One model, one optimizer, network and linearized, a diverged target, 2 epochs.
 
     The seeds share a trial (packed targets); ``learning_rates`` other than ``(None,)`` are a
-    grid axis (one trial each, ``train.learning_rate`` in ``axes``).
+    grid axis (one trial each, ``train.learning_rate`` in ``axes``). ``epochs=(1,)``: the
+    first epoch only, a sweep still running (status ``finished`` comes with epoch 2). Returns
+    the trial ids written.
     """
-    for lin in (False, True):
+    trials = []
+    for lin in linearized:
         for lr in learning_rates:
-            trial = f"sgd-{'lin' if lin else 'nn'}-pack000-mlp-digits"
+            trial = f"sgd-{'lin' if lin else 'nn'}-pack{pack:03d}-mlp-digits"
             trial += f"-train.learning_rate={lr:g}" if lr is not None else ""
             rows = []
             for seed, j in ((seed, j) for seed in seeds for j in indices):
                 axes = {"model.name": "mlp", "train.eigen_index": j, "train.seed": seed}
                 if lr is not None:
                     axes["train.learning_rate"] = lr
-                for epoch in (1, 2):
+                for epoch in epochs:
                     bad = (lin, j, seed) == (False, 4, 1)
                     rows.append(
                         {
@@ -92,6 +108,8 @@ def write_metrics(
                         }
                     )
             write_trial_rows(results, trial, rows)
+            trials.append(trial)
+    return trials
 
 
 def write_artifact(results: Path, config) -> None:
@@ -199,11 +217,38 @@ def test_full_report_files_and_self_contained_page(full_report):
     assert 'class="note' not in text  # nothing missing, nothing broken
 
 
-@pytest.mark.skipif(
+needs_chromium = pytest.mark.skipif(
     not CHROMIUM.exists(),
     reason="/usr/bin/chromium is absent: apt-get install -y chromium "
     "(.ci/run does) to render the report in a real browser",
 )
+
+
+def chromium_body(page: Path, profile: Path, *flags: str) -> re.Match:
+    """Open ``page`` in headless Chromium, dump its DOM; the ``<body ...>`` tag (probes write
+    their findings into its data- attributes)."""
+    cmd = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        *flags,
+        "--dump-dom",
+        page.as_uri(),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    body = re.search(r"<body[^>]*>", done.stdout)
+    assert body, f"no DOM from Chromium (rc {done.returncode}): {done.stderr[-2000:]}"
+    return body
+
+
+@needs_chromium
 def test_page_renders_in_headless_chromium(full_report, tmp_path):
     """Open the page from disk as a user would: every image decodes, the page is not blank."""
     _, page = full_report
@@ -215,26 +260,13 @@ def test_page_renders_in_headless_chromium(full_report, tmp_path):
     )
     probe.write_text(page.read_text().replace("</body>", script))
     shot = tmp_path / "shot.png"
-    cmd = [
-        str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
+    body = chromium_body(
+        probe,
+        tmp_path / "profile",
         "--hide-scrollbars",
         f"--screenshot={shot}",
-        "--dump-dom",
         "--window-size=1200,3000",
-        probe.as_uri(),
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
-    body = re.search(r"<body[^>]*>", done.stdout)
-    assert body, f"no DOM from Chromium (rc {done.returncode}): {done.stderr[-2000:]}"
+    )
     images = re.search(r'data-images="(\d+)"', body.group(0))
     decoded = re.search(r'data-decoded="(\d+)"', body.group(0))
     assert images and decoded, f"the load probe did not run: {body.group(0)}"
@@ -295,7 +327,7 @@ def test_stale_figures_are_removed(full_report, tmp_path):
 def test_missing_results_dir_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="results directory .*nope does not exist"):
         build_report(tmp_path / "nope")
-    with pytest.raises(ValueError, match="dpi: expected a positive integer"):
+    with pytest.raises(ValueError, match="dpi must be a positive integer"):
         build_report(tmp_path, dpi=0)
 
 
@@ -332,3 +364,185 @@ def test_report_of_a_folder_above_sweeps_names_the_sweep(tmp_path):
         f"Pass one sweep folder (the folder that holds metrics/): {tmp_path / 'sweeps' / 'demo'}"
         in text
     )
+
+
+# ------------------------------------------------------------------ a sweep still running
+
+REFRESH = re.compile(r'<meta http-equiv="refresh" content="(\d+)">')
+
+
+def write_plan(results: Path, trials: dict[str, list[str]]) -> None:
+    """A sweep_plan.json with these trials and their target ids (the fields the report reads)."""
+    plan = {"sweep_id": "demo", "trials": list(trials), "targets": trials, "num_targets": 0}
+    (results / "sweep_plan.json").write_text(json.dumps(plan))
+
+
+@pytest.fixture
+def driver_running(monkeypatch):
+    """A driver holds the results folder (its lease is live): an incomplete sweep is running."""
+    monkeypatch.setattr(report_collect, "active_holder", lambda folder: {"pid": 1})
+
+
+def running_line(results: Path, complete: int, total: int, every: int = 30, out=None) -> str:
+    command = f"raysweep report {results}" + (f" --out {out}" if out else "")
+    return (
+        f"sweep running: {complete} of {total} trials complete; this page reloads every "
+        f"{every} s (rebuild it with {command}, or run {command} --watch)"
+    )
+
+
+@pytest.mark.usefixtures("driver_running")
+def test_running_sweep_page_reloads_itself_until_complete(tmp_path):
+    results = tmp_path / "sweep"
+    targets = [make_target_id(j, s) for s in (0, 1) for j in (0, 1, 4, 9)]
+    trials = {t: targets for t in write_metrics(results, epochs=(1,))}  # epoch 1 of 2
+    trials["sgd-nn-pack001-mlp-digits"] = [make_target_id(16, 0)]  # planned, not started
+    write_plan(results, trials)
+    text = build_report(results, dpi=40).read_text()
+    assert REFRESH.findall(text) == ["30"]
+    assert running_line(results, 0, 3) in text and 'id="running"' in text
+
+    write_metrics(results)  # both trials of pack000 complete (one target diverged)
+    text = build_report(results, dpi=40, refresh_s=4.5).read_text()
+    assert REFRESH.findall(text) == ["5"]  # whole seconds, rounded up
+    assert running_line(results, 2, 3, every=5) in text
+
+    write_metrics(results, indices=(16,), seeds=(0,), pack=1, linearized=(False,))
+    text = build_report(results, dpi=40).read_text()
+    assert not REFRESH.findall(text) and "http-equiv" not in text
+    assert "sweep running" not in text and 'id="running"' not in text
+
+
+@pytest.mark.usefixtures("driver_running")
+def test_running_state_without_a_plan_comes_from_the_store(tmp_path):
+    results, out = tmp_path / "sweep", tmp_path / "out dir"
+    write_metrics(results, epochs=(1,))  # no sweep_plan.json: the stored trials count
+    text = build_report(results, out, dpi=40).read_text()
+    assert REFRESH.findall(text) == ["30"]
+    quoted = f"'{out}'"  # a path with a space, quoted for the shell
+    assert running_line(results, 0, 2, out=quoted) in html.unescape(text)
+    write_metrics(results)
+    assert "http-equiv" not in build_report(results, out, dpi=40).read_text()
+    # a plan written before grids (no target lists): the store's targets decide
+    (results / "sweep_plan.json").write_text(json.dumps({"trials": ["sgd-nn-pack000-mlp-digits"]}))
+    assert "http-equiv" not in build_report(results, out, dpi=40).read_text()
+    assert sweep_state({"trials": ["x"]}, None) == SweepState(0, 1, planned=True)
+    with pytest.raises(ValueError, match="refresh_s must be a positive number"):
+        build_report(results, refresh_s=0)
+
+
+@pytest.mark.usefixtures("driver_running")
+def test_watch_report_rebuilds_until_the_sweep_is_complete(tmp_path, monkeypatch):
+    results = tmp_path / "sweep"
+    write_metrics(results, epochs=(1,))
+    naps, lines = [], []
+
+    def nap(seconds):  # the sweep advances while watch_report sleeps
+        naps.append(seconds)
+        text = (results / "report" / "report.html").read_text()
+        assert REFRESH.findall(text) == ["7"]
+        if len(naps) == 2:
+            write_metrics(results)
+
+    monkeypatch.setattr(report_build.time, "sleep", nap)
+    page = watch_report(results, 7, dpi=40, log=lines.append)
+    assert page == results / "report" / "report.html"
+    assert naps == [7, 7] and len(lines) == 3
+    assert lines[0] == f"{page}: sweep running: 0 of 2 trials complete"
+    assert lines[-1] == f"{page}: sweep complete: 2 of 2 trials complete"
+    assert "http-equiv" not in page.read_text()
+
+    def interrupt(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report_build.time, "sleep", interrupt)  # Ctrl-C: the last page
+    assert watch_report(results, stop_when_done=False, dpi=40, log=None) == page
+    with pytest.raises(ValueError, match="every_s must be a positive number"):
+        watch_report(results, 0)
+
+
+def test_stopped_sweep_says_how_to_finish_it_and_does_not_reload(tmp_path):
+    """Incomplete and no driver holds the folder (crashed, interrupted): no refresh, a line
+    that says the sweep stopped and how to resume it; watch_report returns at once."""
+    results = tmp_path / "sweep"
+    write_metrics(results, epochs=(1,))
+    text = html.unescape(build_report(results, dpi=40).read_text())
+    assert "http-equiv" not in text and "sweep running" not in text
+    assert (
+        "sweep stopped before it finished: 0 of 2 trials complete; no driver holds this folder. "
+        f"Finish it with the same command plus --resume --out {results}." in text
+    )
+    lines = []
+    assert watch_report(results, 5, dpi=40, log=lines.append) == results / "report" / "report.html"
+    assert lines == [
+        f"{results / 'report' / 'report.html'}: sweep stopped (no driver): 0 of 2 trials complete"
+    ]
+
+
+def test_active_holder_sees_another_process_lease_only(tmp_path):
+    from raysweep.lease import active_holder, hold_results_dir
+
+    folder = tmp_path / "sweep"
+    assert active_holder(folder) is None  # no folder, no lease
+    with hold_results_dir(folder, purpose="this test"):
+        assert active_holder(folder) is None  # this process's own lease does not count
+    code = (
+        "import sys, time\n"
+        "from raysweep.lease import hold_results_dir\n"
+        f"with hold_results_dir({str(folder)!r}, purpose='other driver'):\n"
+        "    print('held', flush=True)\n"
+        "    sys.stdin.readline()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        record = active_holder(folder)
+        assert record is not None and record["purpose"] == "other driver"
+        assert record["pid"] == proc.pid
+    finally:
+        proc.communicate("\n", timeout=60)
+    assert proc.returncode == 0 and active_holder(folder) is None  # released at exit
+
+
+@needs_chromium
+@pytest.mark.usefixtures("driver_running")
+def test_chromium_follows_the_refresh_of_a_running_sweep(tmp_path):
+    """A running sweep's page, opened in a frame: Chromium reloads it (virtual time); a complete
+    sweep's page loads once."""
+    results = tmp_path / "sweep"
+    write_metrics(results, epochs=(1,), seeds=(0,), indices=(0,))
+    running = build_report(results, tmp_path / "running", dpi=30, refresh_s=1)
+    write_metrics(results, seeds=(0,), indices=(0,))
+    complete = build_report(results, tmp_path / "complete", dpi=30, refresh_s=1)
+    found = {}
+    for name, page in (("running", running), ("complete", complete)):
+        probe = tmp_path / f"probe_{name}.html"  # counts the loads of the page in its frame
+        probe.write_text(
+            '<!DOCTYPE html><html><body data-loads="0">'
+            f'<iframe id="f" src="{page.as_uri()}"></iframe><script>'
+            "const f=document.getElementById('f');f.addEventListener('load',()=>{"
+            "const b=document.body.dataset,d=f.contentDocument;b.loads=Number(b.loads)+1;"
+            "const m=d.querySelector('meta[http-equiv=\"refresh\"]');"
+            "b.refresh=m?m.content:'none';const r=d.getElementById('running');"
+            "b.running=r?r.textContent.split(';')[0]:'none';"
+            "b.figures=d.images.length;});</script></body></html>"
+        )
+        body = chromium_body(
+            probe,
+            tmp_path / f"profile_{name}",
+            "--allow-file-access-from-files",  # the probe reads the frame's DOM
+            "--virtual-time-budget=3500",  # 3.5 s of page time, run as fast as it goes
+        ).group(0)
+        found[name] = {k: v for k, v in re.findall(r'data-(\w+)="([^"]*)"', body)}
+    assert found["running"]["refresh"] == "1"
+    assert found["running"]["running"] == "sweep running: 0 of 2 trials complete"
+    assert int(found["running"]["loads"]) >= 2, f"the page did not reload: {found}"
+    assert found["running"]["figures"] == "2"
+    assert found["complete"] == {
+        "loads": "1",
+        "refresh": "none",
+        "running": "none",
+        "figures": "2",
+    }

@@ -23,11 +23,8 @@ from raysweep.ntk import linearize, ntk_gram
 from raysweep.training import (
     METRIC_NAMES,
     checkpoint_epoch,
-    fit_pack,
-    fit_pack_model,
     make_schedule,
     train_pack,
-    train_pack_model,
 )
 from raysweep.training.program import epoch_orders, pack_orders
 
@@ -51,6 +48,8 @@ def problem():
     module = get_model("mlp", hidden_sizes=(16,))
     variables = init_variables(module, SHAPE, seed=0)
     return {
+        "module": module,
+        "variables": variables,
         "apply_fn": make_apply_fn(module, variables),
         "params0": variables["params"],
         "x": x,
@@ -61,10 +60,10 @@ def problem():
 
 
 def _run(problem, *, T=3, fit=False, **kwargs):
+    """The apply_fn form on the first ``T`` targets: the rows, or the PackResult (``fit``)."""
     kwargs.setdefault("train", CFG)
     kwargs.setdefault("linearized", False)
-    fn = fit_pack if fit else train_pack
-    return fn(
+    result = train_pack(
         problem["apply_fn"],
         problem["params0"],
         problem["x"],
@@ -73,6 +72,7 @@ def _run(problem, *, T=3, fit=False, **kwargs):
         problem["yt"][:T],
         **kwargs,
     )
+    return result if fit else result.rows
 
 
 def _assert_rows_close(a, b, rtol=1e-5, atol=1e-6):
@@ -119,7 +119,7 @@ def test_packed_equals_separate_runs(problem, optimizer):
             linearized=False,
             seed=3,
         )
-        separate.append(single[0])
+        separate.append(single.rows[0])
     _assert_rows_close(packed, separate)
 
 
@@ -249,8 +249,8 @@ class _TinyBN(nn.Module):
 def _bn_checks(module, problem, T, train):
     variables = init_variables(module, SHAPE, seed=1)
     x, y, xt, yt = problem["x"], problem["y"][:T], problem["xt"], problem["yt"][:T]
-    net = fit_pack_model(module, variables, x, y, xt, yt, train=train, linearized=False)
-    lin = fit_pack_model(module, variables, x, y, xt, yt, train=train, linearized=True)
+    net = train_pack(module, variables, x, y, xt, yt, train=train, linearized=False)
+    lin = train_pack(module, variables, x, y, xt, yt, train=train, linearized=True)
     assert lin.batch_stats == {}
     apply_lin = linearize(make_apply_fn(module, variables), variables["params"])
 
@@ -386,7 +386,7 @@ def test_apply_fn_with_wrong_output_shape_is_rejected(problem):
             linearized=False,
         )
     with pytest.raises(TypeError, match="flax.linen.Module"):
-        train_pack_model(
+        train_pack(
             "mlp",
             {},
             problem["x"],
@@ -418,7 +418,7 @@ def test_centered_linearization_trains_like_the_explicit_centered_model(problem)
         problem["yt"][:1],
         train=CFG,
         linearized=False,
-    )
+    ).rows
     _assert_rows_close(packed, explicit)
     # Centering changes the model: the uncentered linearization starts from f(θ₀) ≠ 0.
     plain = _run(problem, T=1, linearized=True)
@@ -492,7 +492,7 @@ def test_resumed_run_equals_uninterrupted_run(problem, tmp_path, mode, every, st
 
         def fit(**kw):
             x, y, xt, yt = problem["x"], problem["y"][:2], problem["xt"], problem["yt"][:2]
-            return fit_pack_model(
+            return train_pack(
                 module, variables, x, y, xt, yt, train=CFG, linearized=False, seed=2, **kw
             )
 
@@ -536,10 +536,10 @@ def test_checkpoint_of_other_work_is_ignored(problem, tmp_path):
         seed = change.get("seed", 4)
         kwargs = {"train": CFG, "linearized": False, "seed": seed}
         args = (problem["apply_fn"], problem["params0"], problem["x"], y, problem["xt"], yt)
-        fresh = fit_pack(*args, **kwargs)
+        fresh = train_pack(*args, **kwargs)
         starts = []
         with pytest.warns(UserWarning, match=f"ignoring checkpoint {path}.*other work"):
-            result = fit_pack(
+            result = train_pack(
                 *args, **kwargs, checkpoint=path, checkpoint_every=1, on_resume=starts.append
             )
         assert starts == [0] and result.resumed_epoch == 0
@@ -607,7 +607,7 @@ def _single(problem, t, **kwargs):
     """The rows of target ``t`` trained alone (a pack of 1)."""
     kwargs.setdefault("train", CFG)
     kwargs.setdefault("linearized", False)
-    rows = train_pack(
+    result = train_pack(
         problem["apply_fn"],
         problem["params0"],
         problem["x"],
@@ -616,7 +616,7 @@ def _single(problem, t, **kwargs):
         problem["yt"][t : t + 1],
         **kwargs,
     )
-    return rows[0]
+    return result.rows[0]
 
 
 def test_pack_orders_per_target_are_the_orders_of_each_seed():
@@ -682,9 +682,9 @@ def test_bad_seed_list_raises_for_the_model_entry_point(problem):
     variables = init_variables(module, SHAPE, seed=0)
     args = (module, variables, problem["x"], problem["y"], problem["xt"], problem["yt"])
     with pytest.raises(ValueError, match="seed has 4 entries but the pack has 3 targets"):
-        train_pack_model(*args, train=CFG, linearized=False, seed=[0, 1, 2, 3])
+        train_pack(*args, train=CFG, linearized=False, seed=[0, 1, 2, 3])
     with pytest.raises(ValueError, match=r"seed\[0\] is the bool False"):
-        fit_pack_model(*args, train=CFG, linearized=True, seed=[False, 1, 2])
+        train_pack(*args, train=CFG, linearized=True, seed=[False, 1, 2])
 
 
 def test_checkpoint_of_other_seeds_is_ignored(problem, tmp_path):
@@ -708,3 +708,88 @@ def test_checkpoint_of_other_seeds_is_ignored(problem, tmp_path):
     assert starts == [0] and other.resumed_epoch == 0
     _assert_rows_equal(other.rows, fresh.rows)
     _assert_trees_equal(other.params, fresh.params)
+
+
+# ----------------------------------------------------------------------------- the two forms
+
+
+@pytest.mark.parametrize("linearized", [False, True])
+def test_module_form_equals_apply_fn_form(problem, linearized):
+    """train_pack(module, variables) == train_pack(apply_fn, params0) without batch norm."""
+    assert "batch_stats" not in problem["variables"]
+    kwargs = {"train": CFG, "linearized": linearized, "seed": 3}
+    by_function = _run(problem, fit=True, **kwargs)
+    by_module = train_pack(
+        problem["module"],
+        problem["variables"],
+        problem["x"],
+        problem["y"],
+        problem["xt"],
+        problem["yt"],
+        **kwargs,
+    )
+    assert by_module.resumed_epoch == by_function.resumed_epoch == 0
+    assert by_module.batch_stats == by_function.batch_stats == {}
+    # Float32 metrics within 1e-5 of the largest value of each metric; integers exactly.
+    _assert_rows_match(by_module.rows, by_function.rows, rtol=1e-5)
+    assert jax.tree_util.tree_structure(by_module.params) == jax.tree_util.tree_structure(
+        by_function.params
+    )
+    for a, b in zip(
+        jax.tree_util.tree_leaves(by_module.params),
+        jax.tree_util.tree_leaves(by_function.params),
+        strict=True,
+    ):
+        assert a.shape[0] == 3
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * float(np.max(np.abs(b))))
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"train_apply_fn": lambda p, s, x: (x, s)},
+        {"batch_stats": {"bn": {"mean": np.zeros(2)}}},
+        {"eval_apply_fn": lambda p, s, x: x},
+    ],
+)
+def test_module_form_rejects_apply_fn_options(problem, option):
+    (name,) = option
+    with pytest.raises(TypeError, match=rf"{name} given with a MLP model.*apply_fn form"):
+        train_pack(
+            problem["module"],
+            problem["variables"],
+            problem["x"],
+            problem["y"],
+            problem["xt"],
+            problem["yt"],
+            train=CFG,
+            linearized=False,
+            **option,
+        )
+
+
+@pytest.mark.parametrize("model", ["mlp", 42, None, {"params": {}}])
+def test_first_argument_must_be_a_module_or_a_callable(problem, model):
+    with pytest.raises(TypeError, match=r"flax.linen.Module .* or a callable apply_fn"):
+        train_pack(
+            model,
+            problem["params0"],
+            problem["x"],
+            problem["y"],
+            problem["xt"],
+            problem["yt"],
+            train=CFG,
+            linearized=False,
+        )
+
+
+def test_module_form_checks_variables_and_option_names(problem):
+    args = (problem["x"], problem["y"], problem["xt"], problem["yt"])
+    with pytest.raises(ValueError, match="variables must be the dict .* got \\['batch_stats'\\]"):
+        train_pack(problem["module"], {"batch_stats": {}}, *args, train=CFG, linearized=False)
+    with pytest.raises(ValueError, match="variables must be the dict .* got list"):
+        train_pack(problem["module"], [problem["variables"]], *args, train=CFG, linearized=False)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'sed'"):
+        train_pack(
+            problem["module"], problem["variables"], *args, train=CFG, linearized=False, sed=1
+        )

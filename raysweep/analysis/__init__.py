@@ -24,17 +24,16 @@ Modules, one idea each:
 - ``training``: steps to the loss threshold, ℓ2 and cosine distance from θ₀ (Figs 4-5).
 - ``spectrum``: eigenvalue spectrum and binarization diagnostic of the artifact.
 - ``energy``: energy concentration records → Table 1 and a bar chart.
-- ``alignment``: alignment of initial eigenfunctions with the final NTK (Figs 6-7).
+- ``alignment_figures``: alignment of initial eigenfunctions with the final NTK (Figs 6-7).
 - ``nads``: neural anisotropy directions, spatial and Fourier (Fig 1).
 - ``pretrained``: network vs linearization at θ₀ vs linearization at the trained θ_T.
 - ``tables``: (header, rows) → text / Markdown / HTML.
 - ``inputs``: the optional inputs' files under ``<results>/analysis/``.
-- ``checks``: argument checks and :class:`MissingInputError`.
+- ``figure_checks``: argument checks and :class:`MissingInputError`.
 """
 
 from raysweep.analysis.accuracy import accuracy_rows, plot_accuracy_vs_index
-from raysweep.analysis.alignment import SPLITS, AlignmentData, plot_alignment
-from raysweep.analysis.checks import MissingInputError
+from raysweep.analysis.alignment_figures import SPLITS, AlignmentData, plot_alignment
 from raysweep.analysis.energy import (
     ENERGY_FIELDS,
     energy_concentration_table,
@@ -42,6 +41,7 @@ from raysweep.analysis.energy import (
     energy_rows,
     plot_energy_concentration,
 )
+from raysweep.analysis.figure_checks import MissingInputError
 from raysweep.analysis.inputs import (
     ANALYSIS_DIR,
     analysis_dir,

@@ -1,13 +1,16 @@
 """Final test accuracy against the eigenfunction index, network vs linearized (paper Figs 2-3).
 
-:func:`plot_accuracy_vs_index` draws one panel per (optimizer, (model, dataset)): rows are
-optimizers (one row when ``optimizer`` is given), columns are the (model, dataset) pairs of the
-table. In each panel the network and its linearization are two curves of the test accuracy at
-the final epoch of every target (the latest epoch of a target still running), against the
-eigen-index j of the labels sign(φ_j). Grid points that differ in other axes (variants, e.g.
-two learning rates) are separate curves (line styles) named in the legend. See
-:mod:`raysweep.analysis.series` for how replicates (the seeds, ``train.seed``) are aggregated
-and :mod:`raysweep.analysis.style` for the markers.
+:func:`plot_accuracy_vs_index` draws one panel per (model, dataset, optimizer), laid out as the
+paper's Fig 2: one column per model (MLP, LeNet, ResNet18, then others), one row per (dataset,
+optimizer) pair (datasets outermost; one optimizer when ``optimizer`` is given); a model without
+rows for some dataset leaves that panel empty ("no results"). In each panel the network and
+its linearization are two curves of the test accuracy at the final epoch of every target (the
+latest epoch of a target still running), against the eigen-index j of the labels sign(φ_j),
+as lines at the mean over the seeds (``train.seed``, the batch order) with a shaded band of ±
+one standard deviation (``np.std(ddof=1)``). Grid points that differ in other axes (variants,
+e.g. two learning rates or ``model.options`` values) are separate curves (line styles) named in
+the legend, never averaged together. See :mod:`raysweep.analysis.series` for how replicates
+(the seeds, ``train.seed``) are aggregated and :mod:`raysweep.analysis.style` for the markers.
 
 :func:`accuracy_rows` gives the same numbers as a table (used by the report).
 """
@@ -20,12 +23,13 @@ import numpy as np
 import pyarrow as pa
 from matplotlib.figure import Figure
 
-from raysweep.analysis.checks import check_probability_map, check_table, check_window
-from raysweep.analysis.series import band_caption, index_series, panels, select
+from raysweep.analysis.figure_checks import check_probability_map, check_table, check_window
+from raysweep.analysis.series import band_caption, facets, index_series, select
 from raysweep.analysis.style import (
     REFERENCE_COLOR,
     common_variant,
     draw_curve,
+    empty_panel,
     figure_legend,
     new_figure,
     panel_title,
@@ -56,18 +60,19 @@ def plot_accuracy_vs_index(
         several seeds have a final row. The title says what the band is over and n.
 
     Returns:
-      A Figure with ``len(optimizers) x len((model, dataset) pairs)`` axes. A dotted line marks
-      chance (0.5). Diverged targets are ``x`` markers at the bottom, not averaged in.
+      A Figure with ``len((dataset, optimizer) pairs) x len(models)`` axes (models in columns,
+      :func:`raysweep.analysis.series.facets`). A dotted line marks chance (0.5). Diverged
+      targets are ``x`` markers at the bottom, not averaged in.
 
     Raises:
       TypeError / ValueError: a wrong argument, an optimizer not in the table, an empty table.
     """
     table = check_table(table, "plot_accuracy_vs_index")
     smooth = check_window(smooth)
-    optimizers, pairs = panels(table, optimizer)
+    grid = facets(table, optimizer)
     if baseline is not None:
         baseline = check_probability_map(baseline, "baseline")
-        models = {m for m, _ in pairs}
+        models = set(grid.models)
         if not models & set(baseline):
             raise ValueError(
                 f"baseline: expected accuracies keyed by model name among {sorted(models)}, "
@@ -75,40 +80,42 @@ def plot_accuracy_vs_index(
             )
     curves = index_series(table, "test_accuracy", band=band)
     styles, shared = variant_styles(curves), common_variant(curves)
-    fig, axes = new_figure(len(optimizers), len(pairs))
-    for r, opt in enumerate(optimizers):
-        for c, pair in enumerate(pairs):
-            ax = axes[r, c]
-            lows = [0.45]
-            for curve in select(curves, opt, pair):
-                draw_curve(
-                    ax,
-                    curve,
-                    smooth=smooth,
-                    linestyle=styles[curve.variant],
-                    show_variant=shared is None,
-                )
-                if np.any(np.isfinite(curve.low)):
-                    lows.append(float(np.nanmin(curve.low)) - 0.03)
-            ax.axhline(0.5, color=REFERENCE_COLOR, linestyle=":", linewidth=1, label="chance")
-            if baseline is not None and pair[0] in baseline:
-                acc = baseline[pair[0]]
-                ax.axhline(
-                    acc,
-                    color="#2a9d3a",
-                    linestyle="--",
-                    linewidth=1.4,
-                    label=f"baseline {pair[0]}: {acc:.3f}",
-                )
-                lows.append(acc - 0.03)
-            ax.set_ylim(max(min(lows), -0.02), 1.02)
-            style_axes(
+    fig, axes = new_figure(*grid.shape)
+    for r, c, model, dataset, opt in grid.cells():
+        ax = axes[r, c]
+        if (model, dataset, opt) not in grid.present:
+            empty_panel(ax, panel_title(model, dataset, opt))
+            continue
+        lows = [0.45]
+        for curve in select(curves, model, dataset, opt):
+            draw_curve(
                 ax,
-                xlabel="eigenfunction index j",
-                ylabel="test accuracy",
-                title=panel_title(*pair, opt),
-                index_axis=True,
+                curve,
+                smooth=smooth,
+                linestyle=styles[curve.variant],
+                show_variant=shared is None,
             )
+            if np.any(np.isfinite(curve.low)):
+                lows.append(float(np.nanmin(curve.low)) - 0.03)
+        ax.axhline(0.5, color=REFERENCE_COLOR, linestyle=":", linewidth=1, label="chance")
+        if baseline is not None and model in baseline:
+            acc = baseline[model]
+            ax.axhline(
+                acc,
+                color="#2a9d3a",
+                linestyle="--",
+                linewidth=1.4,
+                label=f"baseline {model}: {acc:.3f}",
+            )
+            lows.append(acc - 0.03)
+        ax.set_ylim(max(min(lows), -0.02), 1.02)
+        style_axes(
+            ax,
+            xlabel="eigenfunction index j",
+            ylabel="test accuracy",
+            title=panel_title(model, dataset, opt),
+            index_axis=True,
+        )
     title = r"Final test accuracy on labels sign($\phi_j$)"
     if shared:
         title += f" ({shared})"

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from raysweep.analysis.checks import require_present
+from raysweep.analysis.figure_checks import require_present
 from raysweep.analysis.style import COLORS, finish_legend, new_figure, style_axes
 from raysweep.analysis.tables import format_table
 

@@ -11,7 +11,7 @@ file                           content
 energy_concentration.json      ``{"format": "raysweep.energy/v1", "records": [...]}``,
                                records as in :mod:`raysweep.analysis.energy`
 alignment.npz                  ``trained_indices``, ``alpha_<split>``, ``init_<split>``,
-                               as in :mod:`raysweep.analysis.alignment`
+                               as in :mod:`raysweep.analysis.alignment_figures`
 nads.npz                       ``eigvals``, ``directions``, ``input_shape``
                                (:mod:`raysweep.analysis.nads`)
 baseline.json                  ``{"format": "raysweep.baseline/v1", "dataset": "cifar2",
@@ -40,9 +40,9 @@ from typing import Any
 
 import numpy as np
 
-from raysweep.analysis.alignment import AlignmentData
-from raysweep.analysis.checks import check_probability_map
+from raysweep.analysis.alignment_figures import AlignmentData
 from raysweep.analysis.energy import energy_records
+from raysweep.analysis.figure_checks import check_probability_map
 from raysweep.analysis.nads import check_nads
 from raysweep.analysis.pretrained import pretrained_records
 from raysweep.atomic import atomic_write

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from raysweep.analysis.checks import as_vector, require_present
+from raysweep.analysis.figure_checks import as_vector, require_present
 from raysweep.analysis.style import new_figure
 
 NADS_HOW = (

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from raysweep.analysis.checks import require_present
+from raysweep.analysis.figure_checks import require_present
 from raysweep.analysis.style import COLORS, figure_legend, new_figure, style_axes
 
 VARIANTS = ("network", "linearized_init", "linearized_pretrained")

@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 from scipy.special import stdtrit
 
-from raysweep.analysis.checks import check_choice
+from raysweep.analysis.figure_checks import check_choice
 from raysweep.store import describe_replicates, latest_rows, variant_of
 
 BANDS = ("std", "ci95")
@@ -225,23 +225,64 @@ def moving_average(values: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def panels(table: pa.Table, optimizer: str | None) -> tuple[list[str], list[tuple[str, str]]]:
-    """The panel grid of a sweep: optimizers (rows) and (model, dataset) pairs (columns).
+MODEL_ORDER = ("mlp", "lenet5", "resnet18")
+"""Column order of the models (the paper's Fig 2: MLP, LeNet, ResNet18); others follow, sorted."""
+
+
+def _model_key(model: str) -> tuple[int, str]:
+    return (MODEL_ORDER.index(model) if model in MODEL_ORDER else len(MODEL_ORDER), model)
+
+
+@dataclass(frozen=True)
+class Facets:
+    """The panel grid of a figure, as in the paper's Fig 2.
+
+    ``rows``: (dataset, optimizer) pairs, datasets outermost (sorted); ``models``: one column
+    each, in :data:`MODEL_ORDER`. ``present``: the (model, dataset, optimizer) cells that have
+    rows in the table (a model not run on some dataset leaves its cell empty).
+    """
+
+    rows: list[tuple[str, str]]
+    models: list[str]
+    present: frozenset[tuple[str, str, str]]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(number of rows, number of columns)."""
+        return len(self.rows), len(self.models)
+
+    def cells(self):
+        """``(r, c, model, dataset, optimizer)`` for every panel, row by row."""
+        for r, (dataset, optimizer) in enumerate(self.rows):
+            for c, model in enumerate(self.models):
+                yield r, c, model, dataset, optimizer
+
+
+def facets(table: pa.Table, optimizer: str | None = None) -> Facets:
+    """The panel grid of a sweep: models in columns, (dataset, optimizer) pairs in rows.
 
     ``optimizer`` keeps only that optimizer (it must be in the table).
     """
     optimizers = sorted(set(table.column("optimizer").to_pylist()))
     if optimizer is not None:
         check_choice(optimizer, "optimizer", optimizers)
-        optimizers = [optimizer]
-    pairs = sorted(
-        set(
-            zip(table.column("model").to_pylist(), table.column("dataset").to_pylist(), strict=True)
+    present = frozenset(
+        zip(
+            table.column("model").to_pylist(),
+            table.column("dataset").to_pylist(),
+            table.column("optimizer").to_pylist(),
+            strict=True,
         )
     )
-    return optimizers, pairs
+    if optimizer is not None:
+        present = frozenset(p for p in present if p[2] == optimizer)
+    rows = sorted({(d, o) for _, d, o in present})
+    models = sorted({m for m, _, _ in present}, key=_model_key)
+    return Facets(rows=rows, models=models, present=present)
 
 
-def select(curves: list[IndexSeries], optimizer: str, pair: tuple[str, str]) -> list[IndexSeries]:
+def select(
+    curves: list[IndexSeries], model: str, dataset: str, optimizer: str
+) -> list[IndexSeries]:
     """The curves of one panel (network first)."""
-    return [c for c in curves if c.optimizer == optimizer and (c.model, c.dataset) == pair]
+    return [c for c in curves if (c.model, c.dataset, c.optimizer) == (model, dataset, optimizer)]

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import numpy as np
 from matplotlib.figure import Figure
 
-from raysweep.analysis.checks import as_series_mapping
+from raysweep.analysis.figure_checks import as_series_mapping
 from raysweep.analysis.style import COLORS, REFERENCE_COLOR, finish_legend, new_figure, style_axes
 
 GAUSSIAN_BINARIZATION = math.sqrt(2.0 / math.pi)

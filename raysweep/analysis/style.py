@@ -199,6 +199,23 @@ def style_axes(
     ax.grid(True, alpha=0.3, linewidth=0.6)
 
 
+def empty_panel(ax, title: str) -> None:
+    """A panel of the grid with no rows (e.g. a model not run on that dataset): title, a note."""
+    ax.set_title(title, fontsize=10)
+    ax.text(
+        0.5,
+        0.5,
+        "no results",
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        color=REFERENCE_COLOR,
+        fontsize=9,
+    )
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def panel_title(model: str, dataset: str, optimizer: str | None = None) -> str:
     """``"mlp · digits · sgd"``."""
     return " · ".join(p for p in (model, dataset, optimizer) if p)

@@ -11,12 +11,14 @@ target:
 - ``l2_distance``: ‖θ_T − θ₀‖₂, how far the parameters moved.
 - ``cosine_distance``: 1 − cos(θ_T, θ₀).
 
-Layout: one row per metric; one column per (optimizer, (model, dataset)) pair, optimizers
-outermost (only that optimizer's columns when ``optimizer`` is given). With a single such
-pair the grid is transposed: one row, one column per metric. Diverged targets (NaN losses)
-are ``x`` markers at the bottom and never averaged in. Variants (e.g. two learning rates) are
-separate curves, as in :func:`raysweep.analysis.plot_accuracy_vs_index`; the title says what
-the bands are over (seeds, ``train.seed``) and n.
+Layout, as :func:`raysweep.analysis.plot_accuracy_vs_index` (the paper's figures): one column
+per model; one row per (dataset, optimizer, metric), datasets outermost, then optimizers (only
+that optimizer's rows when ``optimizer`` is given), the metrics of one (dataset, optimizer)
+stacked. With a single model and (dataset, optimizer) the grid is transposed: one row, one
+column per metric. A model without rows for some dataset leaves its panels empty. Diverged
+targets (NaN losses) are ``x`` markers at the bottom and never averaged in. Variants (e.g. two
+learning rates) are separate curves, as in :func:`raysweep.analysis.plot_accuracy_vs_index`;
+the title says what the bands are over (seeds, ``train.seed``) and n.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from collections.abc import Sequence
 import pyarrow as pa
 from matplotlib.figure import Figure
 
-from raysweep.analysis.checks import check_choice, check_table, check_window
-from raysweep.analysis.series import band_caption, index_series, panels, select
+from raysweep.analysis.figure_checks import check_choice, check_table, check_window
+from raysweep.analysis.series import band_caption, facets, index_series, select
 from raysweep.analysis.style import (
     common_variant,
     draw_curve,
+    empty_panel,
     figure_legend,
     new_figure,
     panel_title,
@@ -68,15 +71,15 @@ def plot_training_metrics(
 
     Args:
       table: metrics table (:func:`raysweep.store.read_metrics`).
-      optimizer: only this optimizer's columns; ``None``: every optimizer of the table.
-      metrics: a non-empty subset of :data:`TRAINING_METRICS`, in column order.
+      optimizer: only this optimizer's rows; ``None``: every optimizer of the table.
+      metrics: a non-empty subset of :data:`TRAINING_METRICS`, in row order.
       threshold: the loss threshold, for the label only (the store records the step, not the
         threshold; the report passes ``train.loss_threshold``).
       smooth, band: as in :func:`raysweep.analysis.plot_accuracy_vs_index`.
 
     Returns:
-      A Figure with ``len(metrics) x (len(optimizers) * len(pairs))`` axes (``1 x
-      len(metrics)`` for a single optimizer and pair).
+      A Figure with ``(len((dataset, optimizer) pairs) * len(metrics)) x len(models)`` axes
+      (``1 x len(metrics)`` for a single model and (dataset, optimizer) pair).
     """
     table = check_table(table, "plot_training_metrics")
     smooth = check_window(smooth)
@@ -87,20 +90,24 @@ def plot_training_metrics(
         )
     for m in metrics:
         check_choice(m, "metrics[...]", TRAINING_METRICS)
-    optimizers, pairs = panels(table, optimizer)
+    grid = facets(table, optimizer)
     curves = {m: index_series(table, m, band=band) for m in metrics}
     every = [c for curves_m in curves.values() for c in curves_m]
     styles, shared = variant_styles(every), common_variant(every)
-    columns = [(opt, pair) for opt in optimizers for pair in pairs]
-    if len(columns) == 1:
+    rows, ncols = grid.shape
+    if rows * ncols == 1:
         fig, axes = new_figure(1, len(metrics), panel_size=(3.4, 2.7))
-        axes = axes.T  # axes[metric, column]
+        axes = axes.T  # axes[metric, model]
     else:
-        fig, axes = new_figure(len(metrics), len(columns), panel_size=(3.4, 2.7))
-    for r, metric in enumerate(metrics):
-        for c, (opt, pair) in enumerate(columns):
-            ax = axes[r, c]
-            shown = select(curves[metric], opt, pair)
+        fig, axes = new_figure(rows * len(metrics), ncols, panel_size=(3.4, 2.7))
+    for r, c, model, dataset, opt in grid.cells():
+        for k, metric in enumerate(metrics):
+            ax = axes[r * len(metrics) + k, c]
+            title = panel_title(model, dataset, opt)
+            if (model, dataset, opt) not in grid.present:
+                empty_panel(ax, title)
+                continue
+            shown = select(curves[metric], model, dataset, opt)
             for curve in shown:
                 draw_curve(
                     ax,
@@ -118,7 +125,7 @@ def plot_training_metrics(
                 ax,
                 xlabel="eigenfunction index j",
                 ylabel=metric_label(metric, threshold),
-                title=panel_title(*pair, opt),
+                title=title,
                 index_axis=True,
             )
     title = r"Training on sign($\phi_j$): steps to the loss threshold and distance from $\theta_0$"

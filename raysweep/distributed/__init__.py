@@ -17,8 +17,8 @@ Modules, one idea each:
   (:func:`worker_layout`); :func:`gpu_memory_env` (JAX memory settings for a GPU share);
   :func:`check_results_dir` / :func:`check_shared_dir` (the results folder on a cluster).
 - ``fingerprint``: sha256 of the dataset and of the parameters.
-- ``store``: the on-disk tile store (``tiles/tile_{i:05d}_{j:05d}.npy``, each with its CRC-32 in
-  ``tile_….npy.crc32``, + ``manifest.json``); damaged tiles are named and recomputed.
+- ``tile_store``: the on-disk tile store (``tiles/tile_{i:05d}_{j:05d}.npy``, each with its
+  CRC-32 in ``tile_….npy.crc32``, + ``manifest.json``); damaged tiles are named and recomputed.
 - ``worker``: the ``GramWorker`` actor (engine, resident panels, partial matmat).
 - ``pool``: actor slots and replacement of dead actors.
 - ``schedule``: dynamic largest-panel-first assignment, progress bar, recovery.
@@ -42,7 +42,7 @@ from raysweep.distributed.fingerprint import (
 )
 from raysweep.distributed.handle import DistributedGram
 from raysweep.distributed.schedule import PanelEvent, TileCounts
-from raysweep.distributed.store import DamagedTileError, TileStore
+from raysweep.distributed.tile_store import DamagedTileError, TileStore
 
 __all__ = [
     "DamagedTileError",

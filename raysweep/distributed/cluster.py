@@ -195,6 +195,10 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, **init_k
     return True
 
 
+DASHBOARD_TOKEN_COMMAND = "ray get-auth-token"
+"""Prints the token the Ray dashboard asks for (Ray >= 2.60; ``--generate`` makes one)."""
+
+
 @dataclass(frozen=True)
 class RayConnection:
     """What :func:`connect_or_start` did; ``str()`` is the line it prints.
@@ -204,7 +208,10 @@ class RayConnection:
         ``"connected"`` (this process was already connected; nothing changed).
       address: the cluster's GCS address (``host:port``). source: where the address came from.
       num_nodes: live nodes. resources: the cluster's total CPU and GPU.
-      dashboard_url: the Ray dashboard, when known.
+      dashboard_url: the Ray dashboard, when known. Ray 2.60 turns token authentication on
+        for the clusters ``ray.init()`` starts (and for ``ray start`` where a token exists):
+        the dashboard then opens on "Authentication Token Required"; the token is printed by
+        :data:`DASHBOARD_TOKEN_COMMAND` (``~/.ray/auth_token`` of the head node).
     """
 
     action: str
@@ -226,7 +233,13 @@ class RayConnection:
             "started": f"started a local Ray cluster at {self.address} ({self.source})",
             "connected": f"using the Ray cluster this process is connected to, {self.address}",
         }[self.action]
-        dash = f"; dashboard {self.dashboard_url}" if self.dashboard_url else ""
+        where = "" if self.action == "started" else " on the head node"
+        dash = (
+            f"; dashboard {self.dashboard_url} (if it asks for an authentication token: "
+            f"{DASHBOARD_TOKEN_COMMAND}{where})"
+            if self.dashboard_url
+            else ""
+        )
         return f"[ray] {head}: {size}{dash}"
 
 
@@ -447,7 +460,7 @@ def check_shared_dir(path, *, timeout_s: float = 120.0) -> list[str]:
     task pinned to each live node. On a single-node cluster nothing is checked. Nodes that do
     not answer within ``timeout_s`` (e.g. still starting) are logged and skipped, and nodes
     the autoscaler adds later are not seen here: a Gram worker there stops at start-up when the
-    tile store is not visible (:meth:`raysweep.distributed.store.TileStore.open`), and the
+    tile store is not visible (:meth:`raysweep.distributed.tile_store.TileStore.open`), and the
     sweep checks again, with the nodes then alive, before its first trial.
 
     Raises:

@@ -35,23 +35,15 @@ import numpy as np
 import ray
 from tqdm.auto import tqdm
 
+from raysweep.argcheck import check_int
 from raysweep.distributed.cluster import ensure_ray, worker_layout
 from raysweep.distributed.fingerprint import dataset_fingerprint, params_fingerprint
 from raysweep.distributed.handle import DistributedGram
 from raysweep.distributed.pool import WorkerPool
 from raysweep.distributed.schedule import PanelEvent, run_panels
-from raysweep.distributed.store import TileStore
+from raysweep.distributed.tile_store import TileStore
 from raysweep.ntk import NTKEngine
-from raysweep.ntk.checks import check_inputs, check_method, check_params, check_single_output
-
-
-def _check_int(name: str, value, minimum: int, *, allow_none: bool = False, hint: str = ""):
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int; got {value!r} of type {type(value).__name__}.")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {value}.{hint}")
+from raysweep.ntk.ntk_checks import check_inputs, check_method, check_params, check_single_output
 
 
 def _check_arguments(x, store_dir, tile_size, num_workers, memory_budget_mb, model_id, restarts):
@@ -59,11 +51,10 @@ def _check_arguments(x, store_dir, tile_size, num_workers, memory_budget_mb, mod
         raise TypeError(
             f"store_dir must be a path (str or os.PathLike); got {type(store_dir).__name__}."
         )
-    _check_int("tile_size", tile_size, 1, hint=" Use e.g. 1024 (examples per tile side).")
-    _check_int(
-        "num_workers", num_workers, 1, allow_none=True, hint=" Use None for one per GPU/CPU."
-    )
-    _check_int("max_worker_restarts", restarts, 0)
+    check_int(tile_size, "tile_size", minimum=1, hint=" (examples per tile side, e.g. 1024)")
+    if num_workers is not None:
+        check_int(num_workers, "num_workers", minimum=1, hint=" or None (one per GPU/CPU)")
+    check_int(restarts, "max_worker_restarts", minimum=0)
     if not isinstance(memory_budget_mb, numbers.Real) or not memory_budget_mb > 0:
         raise ValueError(f"memory_budget_mb must be a positive number; got {memory_budget_mb!r}.")
     if not isinstance(model_id, str):

@@ -1,6 +1,6 @@
 """Content fingerprints that tie a tile store to the exact inputs that produced it.
 
-A tile store (:mod:`raysweep.distributed.store`) may only be resumed by a call computing the
+A tile store (:mod:`raysweep.distributed.tile_store`) may only be resumed by a call computing the
 *same* Gram matrix: same examples in the same order, same parameter values, same model
 function. Two fingerprints make that checkable without keeping the inputs around:
 

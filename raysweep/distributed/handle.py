@@ -23,7 +23,7 @@ a damaged one is recomputed by that worker and named through ``log``.
 Tiles read from the store are verified once per read (checksum, shape, dtype), never on each
 product of resident tiles. Where a damaged tile cannot be recomputed (:meth:`tile`,
 :meth:`to_numpy`, and ``matmat`` with ``keep_resident=False``, which streams tiles from the
-store) the read raises :class:`~raysweep.distributed.store.DamagedTileError`, a ``ValueError``
+store) the read raises :class:`~raysweep.distributed.tile_store.DamagedTileError`, a ``ValueError``
 naming the file and the reason and saying to run ``compute_gram`` again (which recomputes it).
 
 The handle owns the actors: :meth:`close` (or leaving a ``with`` block) kills them. After
@@ -42,7 +42,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from raysweep.atomic import available_memory_bytes
 from raysweep.distributed.pool import WorkerPool
 from raysweep.distributed.schedule import log_damaged
-from raysweep.distributed.store import DamagedTileError, TileStore
+from raysweep.distributed.tile_store import DamagedTileError, TileStore
 
 _MEMORY_MARGIN = 0.9
 

@@ -41,7 +41,7 @@ from ray.exceptions import RayActorError
 from tqdm.auto import tqdm
 
 from raysweep.distributed.pool import WorkerPool
-from raysweep.distributed.store import TileStore
+from raysweep.distributed.tile_store import TileStore
 
 _WAIT_S = 1.0
 _MAX_TILE_LINES = 20  # damaged tiles named one per line; beyond that, one summary line

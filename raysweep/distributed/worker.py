@@ -8,7 +8,7 @@ same compiled program, and bit-identical to :func:`raysweep.ntk.ntk_gram` with
 ``compute_panel(i)``
     Row panel ``i`` = tiles ``(i, j)`` for ``j = i .. num_blocks-1``. Tiles already in the
     tile store are read once and verified against their checksum
-    (:meth:`~raysweep.distributed.store.TileStore.load`) and kept (when ``keep_resident``);
+    (:meth:`~raysweep.distributed.tile_store.TileStore.load`) and kept (when ``keep_resident``);
     missing and damaged ones are computed through ``engine.panel`` (row features once for the
     whole panel), symmetrized on the diagonal (``0.5 (T + Tᵀ)``, as ``ntk_gram`` does),
     written to the store atomically with their checksum and kept in host memory. It is a
@@ -26,7 +26,7 @@ same compiled program, and bit-identical to :func:`raysweep.ntk.ntk_gram` with
     ``v``: tiles upcast, all float64. Returns float64 ``(N, b)``. Resident tiles are used as
     they are (verified when they were loaded); non-resident panels are streamed from the store
     and verified at each read, a damaged one raising
-    :class:`~raysweep.distributed.store.DamagedTileError`.
+    :class:`~raysweep.distributed.tile_store.DamagedTileError`.
 
 Device pinning: a GPU worker asks Ray for one GPU, so Ray sets ``CUDA_VISIBLE_DEVICES`` to that
 device before the constructor runs; nothing in this module touches a JAX device at import, so
@@ -49,7 +49,7 @@ import time
 import numpy as np
 import ray
 
-from raysweep.distributed.store import DamagedTileError, TileStore
+from raysweep.distributed.tile_store import DamagedTileError, TileStore
 
 _REPORTED_ENV = (
     "CUDA_VISIBLE_DEVICES",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from raysweep.eigen.checks import check_array, check_handle
+from raysweep.eigen.eigen_checks import check_array, check_handle
 
 __all__ = ["KernelOperator", "is_handle"]
 
@@ -37,7 +37,7 @@ class KernelOperator:
 
     Args:
       source: a numpy array (or array-like) ``(N, N)`` or a handle (module docstring). Arrays
-        are validated in full (:func:`raysweep.eigen.checks.check_array`); handles by their
+        are validated in full (:func:`raysweep.eigen.eigen_checks.check_array`); handles by their
         attributes only (the block solver checks the first products).
 
     Attributes:

@@ -40,14 +40,14 @@ from raysweep.eigen.block import (
     default_max_basis,
     suggested_max_iter,
 )
-from raysweep.eigen.checks import (
+from raysweep.eigen.dense import DENSE_DRIVERS, dense_eigenpairs
+from raysweep.eigen.eigen_checks import (
     check_int,
     check_k,
     check_method,
     check_num_landmarks,
     check_tol,
 )
-from raysweep.eigen.dense import DENSE_DRIVERS, dense_eigenpairs
 from raysweep.eigen.nystrom import default_num_landmarks, nystrom_eigenpairs
 from raysweep.eigen.operator import KernelOperator
 from raysweep.eigen.pairs import EigenPairs, finalize_pairs, warn_unconverged

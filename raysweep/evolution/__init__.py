@@ -18,11 +18,11 @@ Scripts: ``sweeps/energy_concentration.py``, ``sweeps/kernel_alignment.py``,
 ``sweeps/pretrained_ntk.py``, ``sweeps/binary_baseline.py``.
 """
 
-from raysweep.evolution.alignment import alignment_study, normalized_alignment
 from raysweep.evolution.baseline import baseline_study
 from raysweep.evolution.common import BINARY_TASKS, binary_task_name, target_variables
 from raysweep.evolution.energy import energy_study, kernel_energy
 from raysweep.evolution.pretrained import VARIANTS, centered_linearization, pretrained_study
+from raysweep.evolution.trained_alignment import alignment_study, normalized_alignment
 
 __all__ = [
     "BINARY_TASKS",

@@ -26,7 +26,7 @@ from raysweep.config import Config
 from raysweep.eigenfunctions import model_of
 from raysweep.evolution.common import epoch_logger, load_binary_task, pm_one, write_json_atomic
 from raysweep.models import init_variables
-from raysweep.training import fit_pack_model
+from raysweep.training import train_pack
 
 __all__ = ["baseline_study"]
 
@@ -56,7 +56,7 @@ def baseline_study(
     results = {}
     for name, linearized in (("network", False), ("linearized", True)):
         start = time.perf_counter()
-        res = fit_pack_model(
+        res = train_pack(
             module,
             variables0,
             ds.x_train,

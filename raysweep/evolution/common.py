@@ -3,7 +3,7 @@
 - :func:`binary_task_name`: the binary task of a dataset (``cifar10`` → ``cifar2``, …).
 - :func:`load_binary_task`: that dataset with ``±1`` float32 labels.
 - :func:`trained_networks`: the network trained on a pack of label vectors (one compiled
-  program, :func:`raysweep.training.fit_pack_model`), or the saved result of an earlier run.
+  program, :func:`raysweep.training.train_pack`), or the saved result of an earlier run.
 - :func:`artifact_labels`: the ±1 labels sign(φ_j) of an eigenfunction artifact, split.
 - :func:`target_variables`: the final Flax variables of one target of a pack (final
   parameters and, for batch-norm models, the final running statistics).
@@ -27,7 +27,7 @@ import numpy as np
 from raysweep.atomic import atomic_write_json, replace_dir, temp_name
 from raysweep.config import Config, TrainConfig
 from raysweep.data import Dataset, load_dataset
-from raysweep.training import PackResult, fit_pack_model
+from raysweep.training import PackResult, train_pack
 
 BINARY_TASKS = {
     "digits": "digits2",
@@ -100,7 +100,7 @@ def trained_networks(
 
     ``data = (x_train, y_train, x_test, y_test)`` with ``y_train`` ``(T, n_tr)`` and
     ``y_test`` ``(T, n_te)`` in ``±1``; one packed run of
-    :func:`raysweep.training.fit_pack_model`. Returns ``(final variables per target, metric
+    :func:`raysweep.training.train_pack`. Returns ``(final variables per target, metric
     rows per target)``. Both are kept in ``folder`` (:class:`TrainedCache`) under ``key`` and
     reused, without training, by a later call with the same key.
     """
@@ -112,7 +112,7 @@ def trained_networks(
     x_train, y_train, x_test, y_test = data
     y_train, y_test = np.atleast_2d(y_train), np.atleast_2d(y_test)
     start = time.perf_counter()
-    result = fit_pack_model(
+    result = train_pack(
         module,
         variables0,
         x_train,

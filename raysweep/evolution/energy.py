@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from raysweep.analysis.inputs import load_energy_records, save_energy_records
+from raysweep.argcheck import check_positive_int
 from raysweep.config import Config
-from raysweep.distributed.fingerprint import model_fingerprint
 from raysweep.eigenfunctions import model_of
 from raysweep.evolution.common import (
     load_binary_task,
@@ -113,8 +113,7 @@ def energy_study(
         the number of Gram samples, or bad ``gram_samples``.
     """
     out_dir = Path(out_dir)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer (the paper uses 50), got {k!r}.")
+    check_positive_int(k, "k", hint=" (the paper uses 50)")
     ds = load_binary_task(config)
     subset = gram_subset(ds.num_train, gram_samples, config.data.seed)
     if k >= subset.size:
@@ -164,7 +163,7 @@ def energy_study(
             store_dir=folder / f"gram_{tag}",
             config=config,
             model_id=f"{model_name}/{config.model.activation}/seed={config.model.seed}/{tag}/"
-            f"jaxpr={model_fingerprint(apply_fn, variables['params'], ds.input_shape)}",
+            f"jaxpr={_fingerprint(apply_fn, variables['params'], ds.input_shape)}",
             progress=progress,
         )
         log(
@@ -203,3 +202,10 @@ def merge_energy_record(out_dir: str | os.PathLike, record: dict[str, Any]) -> P
         if tuple(r[f] for f in same) != tuple(record[f] for f in same)
     ]
     return save_energy_records(out_dir, [*records, record])
+
+
+def _fingerprint(apply_fn, params, input_shape) -> str:
+    """The model's jaxpr hash (imported here: :mod:`raysweep.distributed` brings in Ray)."""
+    from raysweep.distributed.fingerprint import model_fingerprint
+
+    return model_fingerprint(apply_fn, params, input_shape)

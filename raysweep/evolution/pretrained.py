@@ -33,15 +33,15 @@ import jax
 from raysweep.analysis.inputs import save_pretrained
 from raysweep.analysis.pretrained import FINAL_FIELDS, VARIANTS
 from raysweep.config import Config
-from raysweep.evolution.alignment import artifact_key, check_indices
 from raysweep.evolution.common import (
     artifact_labels,
     epoch_logger,
     train_key,
     trained_networks,
 )
-from raysweep.ntk.checks import check_params
-from raysweep.training import fit_pack_model
+from raysweep.evolution.trained_alignment import artifact_key, check_indices
+from raysweep.ntk.ntk_checks import check_params
+from raysweep.training import train_pack
 
 __all__ = ["VARIANTS", "centered_linearization", "pretrained_study"]
 
@@ -51,7 +51,7 @@ def centered_linearization(apply_fn, params_base):
 
     Zero at ``params = θ_b``; its parameter gradient is ``J(θ_b, x)`` everywhere. Same
     signature as ``apply_fn`` (``(params, x) -> (n, 1)``). The training program computes the
-    same thing with ``fit_pack(..., linearized=True, centered=True)``.
+    same thing with ``train_pack(..., linearized=True, centered=True)``.
     """
     check_params(params_base)
 
@@ -119,7 +119,7 @@ def pretrained_study(
     )
 
     start = time.perf_counter()
-    lin_init = fit_pack_model(
+    lin_init = train_pack(
         module,
         variables0,
         *data,
@@ -138,7 +138,7 @@ def pretrained_study(
         base = {"params": finals[t]["params"]}
         if stats0:
             base["batch_stats"] = stats0  # statistics reset to initialization
-        res = fit_pack_model(
+        res = train_pack(
             module,
             base,
             ds.x_train,

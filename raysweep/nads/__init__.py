@@ -15,14 +15,15 @@ Modules, one idea each:
 - ``solve``: :func:`nads`, the top right singular vectors of M (Theorem 1), and :class:`NADs`.
 - ``dataset``: :func:`nad_dataset` (D(u), equation (1) of Appendix C.1) and
   :func:`gaussian_samples` (x ~ N(0, σ²I) for the data average of Theorem 1).
-- ``sweep``: network vs linearization on D(u_j) over NAD indices j — Ray Tune trials (or a
-  local loop) writing the metrics store. Import it explicitly (``from raysweep.nads.sweep
-  import run_nad_sweep``): it pulls in Ray, which ``import raysweep.nads`` does not.
-- ``checks``: input validation.
+- ``nad_checks``: input validation.
+
+Only numerics live here (no Ray, no sweep layer). The experiment, NADs per model and then
+network vs linearization on D(u_j) through the eigen sweep's machinery, is the study
+:func:`raysweep.studies.nad_study` (``sweeps/nad_sweep.py``).
 
 Figures: :func:`raysweep.analysis.plot_nads` (space and Fourier magnitude) and
 :func:`raysweep.analysis.plot_accuracy_vs_index` (the NAD index is the store's
-``eigen_index``); ``sweeps/nad_sweep.py`` runs the whole experiment.
+``eigen_index``).
 """
 
 from raysweep.nads.dataset import gaussian_samples, nad_dataset, unit_direction

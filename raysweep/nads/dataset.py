@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from raysweep.nads.checks import check_input_shape, check_positive_int
+from raysweep.nads.nad_checks import check_input_shape, check_positive_int
 
 __all__ = ["gaussian_samples", "nad_dataset", "unit_direction"]
 

@@ -33,7 +33,7 @@ import warnings
 import numpy as np
 
 from raysweep.eigen import fix_signs
-from raysweep.nads.checks import (
+from raysweep.nads.nad_checks import (
     METHODS,
     check_activation_hint,
     check_input_shape,

@@ -14,10 +14,10 @@ Conventions: kernels are float32 (the parameters' dtype); row i, column j pairs 
 x2[j]; traced output axes are averaged (divided by their size); ``x2=None`` means x1.
 """
 
-from raysweep.ntk.alignment import alignment, energy_concentration
 from raysweep.ntk.call_conventions import NtkImplementation
 from raysweep.ntk.empirical import empirical_kernel_fn, empirical_nngp_fn, empirical_ntk_fn
 from raysweep.ntk.gram import NTKEngine
+from raysweep.ntk.kernel_alignment import alignment, energy_concentration
 from raysweep.ntk.linearize import linearize, taylor_expand
 from raysweep.ntk.tiled import block_slices, gram_with_engine, ntk_gram
 

@@ -19,7 +19,7 @@ import enum
 import jax
 import jax.numpy as jnp
 
-from raysweep.ntk.checks import METHODS
+from raysweep.ntk.ntk_checks import METHODS
 
 
 class NtkImplementation(enum.IntEnum):

@@ -33,10 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from raysweep.argcheck import check_positive_int
 from raysweep.ntk.call_conventions import canonical_vmap_axes, resolve_implementation, split_kwargs
-from raysweep.ntk.checks import check_inputs, check_params
 from raysweep.ntk.kernel_axes import canonical_axes, check_kernel_axes
 from raysweep.ntk.multi_output import prepare_out
+from raysweep.ntk.ntk_checks import check_inputs, check_params
 from raysweep.ntk.tiled import engine_gram
 from raysweep.ntk.traceable import (
     KernelCall,
@@ -106,10 +107,8 @@ def _check_factory(trace_axes, diagonal_axes, batch_size, precision) -> None:
     """Argument types, checked when the kernel function is built (ranges need f's output)."""
     for name, axes in (("trace_axes", trace_axes), ("diagonal_axes", diagonal_axes)):
         canonical_axes(axes, 64, name)
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0
-    ):
-        raise ValueError(f"batch_size must be a positive int or None; got {batch_size!r}.")
+    if batch_size is not None:
+        check_positive_int(batch_size, "batch_size", hint=" or None")
     if precision not in ("highest", "default"):
         raise ValueError(f"precision={precision!r}; choose 'highest' or 'default'.")
 

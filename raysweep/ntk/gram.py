@@ -55,7 +55,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from raysweep.ntk.checks import check_method
 from raysweep.ntk.multi_output import (
     OutputSpec,
     block_for_tiles,
@@ -63,6 +62,7 @@ from raysweep.ntk.multi_output import (
     jacobian_features,
     ntvp_tile,
 )
+from raysweep.ntk.ntk_checks import check_method
 from raysweep.ntk.structured import (
     ConvSite,
     DenseSite,

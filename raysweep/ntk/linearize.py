@@ -19,7 +19,7 @@ import math
 
 import jax
 
-from raysweep.ntk.checks import check_params
+from raysweep.ntk.ntk_checks import check_params
 from raysweep.ntk.traceable import check_param_dtypes, has_tracers
 
 _tree = jax.tree_util

@@ -16,9 +16,9 @@ from collections import OrderedDict
 import jax
 import numpy as np
 
-from raysweep.ntk.checks import check_inputs, check_method, check_params, check_single_output
 from raysweep.ntk.gram import NTKEngine, leaf_spec
 from raysweep.ntk.multi_output import prepare_out
+from raysweep.ntk.ntk_checks import check_inputs, check_method, check_params, check_single_output
 
 
 def block_slices(n: int, block_size: int) -> list[slice]:

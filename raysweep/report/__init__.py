@@ -7,7 +7,9 @@ Typical use::
     page = build_report("results/eigen_sweep")      # -> results/eigen_sweep/report/report.html
 
 or from a shell: ``raysweep report results/eigen_sweep``. The page embeds its images (base64
-PNG), has no script and no external file, and opens from disk. It works on a sweep at any
+PNG), has no script and no external file, and opens from disk. While the sweep runs the page
+reloads itself (``<meta http-equiv="refresh">``) and says so; :func:`watch_report` rebuilds it
+until the sweep is complete. It works on a sweep at any
 stage: what is not there yet (metrics, artifact, optional inputs) is named on the page with
 the command that produces it.
 
@@ -19,15 +21,26 @@ Modules, one idea each:
 - ``build``: :func:`build_report`: draw, save the files, write the page.
 """
 
-from raysweep.report.build import FIGURES_DIR, PAGE_NAME, REPORT_DIR, build_report
-from raysweep.report.collect import ArtifactSummary, ReportInputs, collect
+from raysweep.report.build import (
+    FIGURES_DIR,
+    PAGE_NAME,
+    REFRESH_S,
+    REPORT_DIR,
+    build_report,
+    watch_report,
+)
+from raysweep.report.collect import ArtifactSummary, ReportInputs, SweepState, collect, sweep_state
 
 __all__ = [
     "FIGURES_DIR",
     "PAGE_NAME",
+    "REFRESH_S",
     "REPORT_DIR",
     "ArtifactSummary",
     "ReportInputs",
+    "SweepState",
     "build_report",
     "collect",
+    "sweep_state",
+    "watch_report",
 ]

@@ -15,6 +15,9 @@ one leaves its field ``None`` (the page says what to run), a broken one adds a l
 Only the artifact's small files are read (eigenvalues, residuals, binarization,
 ``meta.json``, ``dataset.json``, ``config.json``), so neither JAX nor the model is loaded.
 Artifacts are looked up at ``<results>/eigenfunctions`` and at the paths of the plan.
+
+:func:`sweep_state` says whether the sweep is still running (planned trials without the final
+row of every target), for the page's auto-refresh.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from raysweep.analysis import (
     load_nads,
     load_pretrained,
 )
-from raysweep.store import CONFIG_FILE, scan_metrics
+from raysweep.lease import active_holder
+from raysweep.store import CONFIG_FILE, latest_rows, scan_metrics
 
 PLAN_FILE = "sweep_plan.json"  # raysweep.sweep.plan.PLAN_FILE (not imported: it imports Ray)
 ARTIFACT_DIR = "eigenfunctions"
@@ -56,6 +60,78 @@ class ArtifactSummary:
     dataset: dict[str, Any]  # name, sizes, input shape (no index lists)
 
 
+FINAL_STATUSES = ("finished", "diverged")
+"""A target whose latest row has one of these is done (``finished`` is only written at its last
+epoch; a diverged target stops)."""
+
+
+@dataclass(frozen=True)
+class SweepState:
+    """How far a sweep is: ``complete`` of ``total`` trials have the final row of every target.
+
+    ``planned``: ``total`` comes from ``sweep_plan.json`` (else: the trials in the store, so a
+    folder without a plan is running only while some stored trial is unfinished).
+    ``errored``: trials with a target in status ``error`` (they run again on ``--resume``).
+    """
+
+    complete: int
+    total: int
+    planned: bool
+    errored: int = 0
+    active: bool = True
+
+    @property
+    def incomplete(self) -> bool:
+        """Some trial (planned or stored) is not complete yet."""
+        return self.complete < self.total
+
+    @property
+    def running(self) -> bool:
+        """Incomplete, and a driver holds the results folder (``active``: its lease is live,
+        :func:`raysweep.lease.active_holder`); an incomplete sweep without one has stopped
+        (crashed or interrupted) and waits for ``--resume``."""
+        return self.incomplete and self.active
+
+    def line(self) -> str:
+        """``"3 of 8 trials complete"`` (``", 1 errored"`` when some trial errored)."""
+        text = f"{self.complete} of {self.total} trials complete"
+        return text + (f", {self.errored} errored" if self.errored else "")
+
+
+def sweep_state(
+    plan: dict[str, Any] | None, metrics: pa.Table | None, *, active: bool = True
+) -> SweepState:
+    """Complete and total trials of a sweep (see :class:`SweepState`); ``active``: whether a
+    driver holds the results folder.
+
+    A trial is complete when every target of it (the plan's ``targets``; without them, the
+    targets the store has) has its latest row ``finished`` or ``diverged``.
+    """
+    latest: dict[str, dict[str, str]] = {}
+    if metrics is not None:
+        last = latest_rows(metrics).select(["trial_id", "target_id", "status"])
+        for row in last.to_pylist():
+            latest.setdefault(row["trial_id"], {})[row["target_id"]] = row["status"]
+    trials = (plan or {}).get("trials")
+    planned = isinstance(trials, list)
+    if planned:
+        ids = [str(t.get("trial_id")) if isinstance(t, dict) else str(t) for t in trials]
+    else:
+        ids = sorted(latest)
+    targets = (plan or {}).get("targets")
+    targets = targets if isinstance(targets, dict) else {}
+    complete = errored = 0
+    for trial in ids:
+        rows = latest.get(trial, {})
+        wanted = targets.get(trial) or list(rows)
+        if wanted and all(rows.get(t) in FINAL_STATUSES for t in wanted):
+            complete += 1
+        errored += "error" in rows.values()
+    return SweepState(
+        complete=complete, total=len(ids), planned=planned, errored=errored, active=active
+    )
+
+
 @dataclass
 class ReportInputs:
     """What :func:`collect` found; ``None`` fields are absent."""
@@ -71,6 +147,7 @@ class ReportInputs:
     baseline: tuple[str, dict[str, float]] | None = None
     pretrained: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
+    sweep: SweepState = field(default_factory=lambda: SweepState(0, 0, planned=False))
 
     @property
     def sweep_name(self) -> str:
@@ -170,6 +247,9 @@ def collect(results_dir: str | os.PathLike) -> ReportInputs:
             "Resume the sweep (--resume) to quarantine it and run its trial again."
         )
     found.metrics = table if table is not None and table.num_rows else None
+    found.sweep = sweep_state(
+        found.plan, found.metrics, active=active_holder(results_dir) is not None
+    )
     for path, key in _artifact_paths(results_dir, found.plan):
         if not path.exists():
             problems.append(f"the plan names the artifact {path}, which does not exist.")

@@ -2,7 +2,9 @@
 
 The page opens from disk (``file://``) in any browser and can be mailed as one file. Building
 blocks return HTML fragments (every text is escaped); :func:`render_page` assembles sections
-with a table of contents. Nothing here reads or writes files.
+with a table of contents and, for a sweep still running, a ``<meta http-equiv="refresh">`` (the
+browser reloads the page from disk; no script) and a visible line that says so. Nothing here
+reads or writes files.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ pre { background: #f3f5f9; padding: 10px; overflow-x: auto; font-size: 12.5px; }
 .row { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
 .row figure { flex: 1 1 420px; max-width: 640px; }
 .scroll { max-height: 520px; overflow: auto; display: inline-block; max-width: 100%; }
+.running { background: #e8f1fb; border-bottom: 1px solid #b9d3f0; color: var(--ink);
+           padding: 8px 32px; font-size: 14px; }
 """
 
 
@@ -147,8 +151,24 @@ def heading(text: str) -> str:
     return f"<h3>{esc(text)}</h3>"
 
 
-def render_page(title: str, subtitle: str, sections: Sequence[Section]) -> str:
-    """The whole page: header, table of contents, sections."""
+def refresh_tag(seconds: int) -> str:
+    """``<meta http-equiv="refresh" content="N">``: the browser reloads the page every N s."""
+    return f'<meta http-equiv="refresh" content="{int(seconds)}">'
+
+
+def render_page(
+    title: str,
+    subtitle: str,
+    sections: Sequence[Section],
+    *,
+    refresh_s: int | None = None,
+    banner: str | None = None,
+) -> str:
+    """The whole page: header, table of contents, sections.
+
+    ``refresh_s``: reload every that many seconds (a running sweep; ``None``: never).
+    ``banner``: a line shown under the header (e.g. "sweep running: …").
+    """
     nav = "\n".join(f'<a href="#{esc(s.anchor)}">{esc(s.title)}</a>' for s in sections)
     body = "\n".join(
         f'<section id="{esc(s.anchor)}"><h2>{esc(s.title)}</h2>\n'
@@ -156,10 +176,13 @@ def render_page(title: str, subtitle: str, sections: Sequence[Section]) -> str:
         + "</section>"
         for s in sections
     )
+    refresh = f"{refresh_tag(refresh_s)}\n" if refresh_s is not None else ""
+    running = f'<p class="running" id="running">{esc(banner)}</p>\n' if banner else ""
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"{refresh}"
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-        f"<header><h1>{esc(title)}</h1><p>{esc(subtitle)}</p></header>\n"
+        f"<header><h1>{esc(title)}</h1><p>{esc(subtitle)}</p></header>\n{running}"
         f"<nav>{nav}</nav>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
     )

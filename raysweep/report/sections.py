@@ -279,14 +279,17 @@ def accuracy_section(inputs: ReportInputs, draw: Draw) -> Section:
         baseline = inputs.baseline[1] if models & set(inputs.baseline[1]) else None
     caption = (
         "Final-epoch test accuracy of the network and its linearization trained on "
-        "sign(φ_j); rows: optimizers, columns: model · dataset. × marks diverged "
-        "targets (left out of the mean)."
+        "sign(φ_j); columns: models, rows: dataset · optimizer. Lines: the mean over seeds. "
+        "× marks diverged targets (left out of the mean)."
     )
     spread = _spread(inputs, ["test_accuracy"])
     if spread:
         caption += f" Shaded: {spread}."
     if _variants(inputs):
-        caption += " Line styles: grid points that differ in other axes (named in the legend)."
+        caption += (
+            " Line styles: grid points that differ in other axes (separate lines, never "
+            "averaged together; named in the legend)."
+        )
     if baseline is not None:
         caption += f" Dashed green: accuracy on {inputs.baseline[0]} (the dataset's own task)."
     elif inputs.baseline is not None:
@@ -328,7 +331,8 @@ def training_section(inputs: ReportInputs, draw: Draw) -> Section:
     threshold = inputs.config_value("train", "loss_threshold")
     caption = (
         "At the final epoch: steps until the training loss fell below the threshold "
-        "(△ at the top: not reached), ℓ2 and cosine distance between θ_T and θ₀."
+        "(△ at the top: not reached), ℓ2 and cosine distance between θ_T and θ₀; columns: "
+        "models, rows: dataset · optimizer · metric."
     )
     spread = _spread(inputs, TRAINING_METRICS)
     if spread:

@@ -18,6 +18,8 @@ Modules, one idea each (Ray is imported only here and in ``raysweep.distributed`
 - ``experiment``: the sweep directory across runs (plan file, completed trials, Tune state).
 - ``progress``: one console line per trial (a Tune callback).
 - ``tuner``: :func:`run_sweep` (Tuner set-up, resume, summary).
+- ``tensorboard``: :func:`write_tensorboard` (one TensorBoard run and HParams row per target,
+  from the metrics store; ``<out_dir>/tensorboard``).
 """
 
 from raysweep.sweep.experiment import (
@@ -45,6 +47,7 @@ from raysweep.sweep.plan import (
     plan_sweep,
     trial_id,
 )
+from raysweep.sweep.tensorboard import TENSORBOARD_DIR, tensorboard_dir, write_tensorboard
 from raysweep.sweep.trainable import train_eigen_pack
 from raysweep.sweep.tuner import SweepSummary, param_space, run_sweep, summarize
 
@@ -56,6 +59,7 @@ __all__ = [
     "artifact_dir",
     "expand_grid",
     "gram_dir",
+    "TENSORBOARD_DIR",
     "TUNE_DIR",
     "ArtifactSpec",
     "SweepPlan",
@@ -70,7 +74,9 @@ __all__ = [
     "read_plan",
     "run_sweep",
     "summarize",
+    "tensorboard_dir",
     "train_eigen_pack",
     "trial_id",
     "tune_trial_states",
+    "write_tensorboard",
 ]

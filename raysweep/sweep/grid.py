@@ -50,7 +50,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raysweep.config import ARTIFACT, IN_PACK, PROGRAM, Config, field_class, is_import_path
+from raysweep.config import (
+    ARTIFACT,
+    IN_PACK,
+    NAD_DATA,
+    PROGRAM,
+    Config,
+    field_class,
+    is_import_path,
+)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 _MAX_ID = 180
@@ -108,7 +116,14 @@ def applies(key: str, point: dict[str, Any], config: Config) -> bool:
         return not is_import_path(point.get("model.name", config.model.name))
     if key in ("model.train_flag", "model.output_index"):
         return is_import_path(point.get("model.name", config.model.name))
+    is_nad = point.get("data.name", config.data.name) == NAD_DATA
+    if key.startswith("nad."):
+        return is_nad
+    if key.startswith("ntk."):  # the NAD experiment computes no Gram
+        return not is_nad
     if key == "data.seed":
+        if is_nad:  # the seed of the D(u_j) samples
+            return True
         num_train = point.get("data.num_train", config.data.num_train)
         num_test = point.get("data.num_test", config.data.num_test)
         return num_train is not None or num_test is not None
@@ -313,7 +328,7 @@ def _where(key: str) -> str:
         "model.activation": "model.name is a built-in model",
         "model.train_flag": "model.name is an import path to your own model",
         "model.output_index": "model.name is an import path to your own model",
-    }[key]
+    }.get(key, "data.name is nad" if key.startswith("nad.") else "data.name is not nad")
 
 
 def _no_effect(key: str, config: Config, axes: dict) -> str:
@@ -340,6 +355,12 @@ def _no_effect(key: str, config: Config, axes: dict) -> str:
             "models only, and every model.name is your own (give it as a constructor option in "
             "grid.model.options instead)."
         )
+    if key.startswith(("nad.", "ntk.")):
+        where = "the NAD experiment (data.name=nad)" if key.startswith("nad.") else "Gram matrices"
+        return (
+            f"grid.{key} has no effect on this sweep: it applies to {where} only. Drop the axis"
+            f"{' or use python sweeps/nad_sweep.py' if key.startswith('nad.') else ''}."
+        )
     if key.startswith("model."):
         return (
             f"grid.{key} has no effect on this sweep: it applies to your own models "
@@ -353,6 +374,17 @@ def _no_effect(key: str, config: Config, axes: dict) -> str:
 
 def _chunks(seq: list, size: int) -> list[list]:
     return [seq[i : i + size] for i in range(0, len(seq), size)]
+
+
+def _packs(targets: list, size: int, one_index: bool) -> list[list]:
+    """Targets cut into packs of ``size``; with ``one_index`` (the NAD experiment, whose
+    inputs D(u_j) depend on the index j) each pack holds targets of a single index."""
+    if not one_index:
+        return _chunks(targets, size)
+    by_index: dict[int, list] = {}
+    for t in targets:
+        by_index.setdefault(t.eigen_index, []).append(t)
+    return [pack for group in by_index.values() for pack in _chunks(group, size)]
 
 
 def expand_grid(config: Config) -> Grid:
@@ -425,7 +457,8 @@ def expand_grid(config: Config) -> Grid:
                 )
             mode = "lin" if full["train.linearized"] else "nn"
             suffix = _suffix({**dict(art.values), **program})
-            for p, pack in enumerate(_chunks(targets, config.sweep.pack_size)):
+            packs = _packs(targets, config.sweep.pack_size, art.config.is_nad)
+            for p, pack in enumerate(packs):
                 name = f"{full['train.optimizer']}-{mode}-pack{p:03d}-{model}-{dataset}{suffix}"
                 trials.append(
                     TrialSpec(

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from raysweep.argcheck import check_positive_int
 from raysweep.config import Config, TrainConfig
 from raysweep.sweep.grid import (
     ArtifactPoint,
@@ -64,8 +65,7 @@ def trial_id_from_config(config: dict[str, Any]) -> str:
 
 def chunk_indices(indices: Sequence[int], pack_size: int) -> tuple[tuple[int, ...], ...]:
     """``indices`` in consecutive packs of ``pack_size`` (the last one may be smaller)."""
-    if isinstance(pack_size, bool) or not isinstance(pack_size, int) or pack_size < 1:
-        raise ValueError(f"sweep.pack_size must be a positive integer, got {pack_size!r}.")
+    check_positive_int(pack_size, "sweep.pack_size")
     indices = tuple(int(j) for j in indices)
     return tuple(indices[i : i + pack_size] for i in range(0, len(indices), pack_size))
 

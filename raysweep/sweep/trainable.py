@@ -14,7 +14,7 @@ What a trial receives:
   ``compile_cache`` (absolute folder or None) and ``checkpoint_every``.
 
 What it does (:func:`train_eigen_pack`): labels ``sign(φ_j)`` for its targets, one
-:func:`raysweep.training.train_pack_model` call (per-target batch-order seeds; per-target
+:func:`raysweep.training.train_pack` call (per-target batch-order seeds; per-target
 learning rates as ``lr_scale`` relative to the first target's), and after every epoch (a)
 rewrites its part file ``<store_dir>/metrics/<trial_id>.parquet`` with all rows so far
 (atomic; a crash keeps the completed epochs) and (b) ``ray.tune.report``\\ s the pack means
@@ -57,7 +57,7 @@ import numpy as np
 import pyarrow as pa
 
 from raysweep.atomic import atomic_write_text
-from raysweep.config import ModelConfig, TrainConfig
+from raysweep.config import NAD_DATA, ModelConfig, TrainConfig
 from raysweep.eigen import eigen_labels
 from raysweep.store import (
     METRIC_COLUMNS,
@@ -78,10 +78,12 @@ def build_payload(artifact, plan: SweepPlan, key: str | None = None) -> dict[str
     ``eigvecs``, in ``eigen_indices`` order), not all k of them. ``key``: the artifact's key
     in ``plan`` (default: the only one).
     """
-    dataset = artifact.dataset()  # raises ValueError if the data differ from the manifest
     if key is None:
         (key,) = [a.key for a in plan.artifacts]
     indices = sorted({j for t in plan.trials if t.artifact == key for j in t.eigen_indices})
+    if hasattr(artifact, "trial_payload"):  # an artifact that builds its own trials' data (NADs)
+        return artifact.trial_payload(indices)
+    dataset = artifact.dataset()  # raises ValueError if the data differ from the manifest
     return {
         "x_train": np.ascontiguousarray(dataset.x_train, dtype=np.float32),
         "x_test": np.ascontiguousarray(dataset.x_test, dtype=np.float32),
@@ -93,6 +95,39 @@ def build_payload(artifact, plan: SweepPlan, key: str | None = None) -> dict[str
         "activation": artifact.config.model.activation,
         "model_config": dataclasses.asdict(artifact.config.model),
     }
+
+
+def pack_data(payload: dict[str, Any], indices: list[int]) -> tuple[np.ndarray, ...]:
+    """A pack's ``(x_train, y_train, x_test, y_test)``, labels ``(T, n)`` in ±1.
+
+    Eigenfunction payloads (:func:`build_payload`): the artifact's images and the labels
+    ``sign(φ_j)`` of each target. NAD payloads (``kind == "nad"``): the pack's one NAD index j
+    and the data D(u_j) of :func:`raysweep.nads.nad_dataset`, its labels for every target.
+    """
+    if payload.get("kind") == NAD_DATA:
+        return _nad_pack_data(payload, indices)
+    y_train, y_test = pack_labels(payload, indices)
+    return payload["x_train"], y_train, payload["x_test"], y_test
+
+
+def _nad_pack_data(payload: dict[str, Any], indices: list[int]) -> tuple[np.ndarray, ...]:
+    from raysweep.nads import nad_dataset
+
+    if len(set(indices)) != 1:
+        raise ValueError(
+            f"a NAD pack trains on one NAD index (its inputs D(u_j) depend on j), got {indices}; "
+            "the trial config does not come from raysweep.sweep.grid.expand_grid."
+        )
+    rows = [int(j) for j in payload["eigen_indices"]]
+    if indices[0] not in rows:
+        raise ValueError(
+            f"NAD index {indices[0]} is not in this sweep's payload ({rows}); the trial config "
+            "and the payload come from different plans."
+        )
+    u = payload["directions"][rows.index(indices[0])]
+    x_tr, y_tr, x_te, y_te = nad_dataset(u, payload["input_shape"], **payload["data"])
+    t = len(indices)
+    return x_tr, np.repeat(y_tr[None], t, 0), x_te, np.repeat(y_te[None], t, 0)
 
 
 def pack_labels(payload: dict[str, Any], indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -290,7 +325,7 @@ def train_eigen_pack(
 
     from raysweep.distributed.cluster import apply_env
     from raysweep.eigenfunctions import model_of
-    from raysweep.training import checkpoint_epoch, train_pack_model
+    from raysweep.training import checkpoint_epoch, train_pack
 
     apply_env(env_vars)  # before anything in this process uses a JAX device
     start = time.perf_counter()
@@ -315,7 +350,7 @@ def train_eigen_pack(
         ckpt.unlink(missing_ok=True)  # its rows are gone (e.g. a quarantined part): start over
     enable_compile_cache(compile_cache)
     payload = ray.get(payloads[point["artifact"]["key"]])
-    y_train, y_test = pack_labels(payload, indices)
+    x_train, y_train, x_test, y_test = pack_data(payload, indices)
     module = model_of(ModelConfig(**payload["model_config"]))
     identity = _identity(config, tid)
     per_target = [_target_identity(point, t) for t in targets]
@@ -349,12 +384,12 @@ def train_eigen_pack(
         tune.report({**epoch_report(latest, ids), "skipped": 0, **where})
 
     try:
-        train_pack_model(
+        train_pack(
             module,
             payload["variables"],
-            payload["x_train"],
+            x_train,
             y_train,
-            payload["x_test"],
+            x_test,
             y_test,
             train=train,
             linearized=train.linearized,

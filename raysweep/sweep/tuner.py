@@ -28,9 +28,16 @@ the Ray 2.60 behaviour they account for:
   the compiled training program is reused by the next pack of the same shape;
 - JAX's persistent compilation cache (``<out_dir>/jax_cache`` unless told otherwise), shared
   by the trial processes;
-- ``verbose=0`` plus :class:`~raysweep.sweep.progress.SweepProgress` (one line per trial);
-- TensorBoard: Tune's TBXLogger callback writes event files into every trial folder
-  (tensorboardX is installed with ray[tune]): ``tensorboard --logdir <out_dir>/tune/<name>``.
+- ``verbose=0`` plus :class:`~raysweep.sweep.progress.SweepProgress` (one line per trial),
+  with ``RAY_AIR_NEW_OUTPUT=0`` while the Tuner is built and runs (:func:`tune_console_env`):
+  Ray 2.60's default output engine prints, even at ``verbose=0``, an experiment table and
+  "To visualize your results with TensorBoard, run: tensorboard --logdir
+  /tmp/ray/session_.../driver_artifacts" (a temporary folder); its legacy engine prints
+  nothing at ``verbose=0``, and callbacks such as ``SweepProgress`` are unaffected;
+- TensorBoard: after the sweep, :func:`raysweep.sweep.tensorboard.write_tensorboard` writes
+  one run per target from the metrics store (``tensorboard --logdir <out_dir>/tensorboard``;
+  HParams: one row per target); it never fails a sweep (a one-line warning instead). Tune's
+  TBXLogger still writes one run per trial under ``<out_dir>/tune/<name>``.
 
 Resume (``resume=True``): the metrics store is the truth. Damaged parts are moved to
 ``metrics/quarantine/`` (and named), then every planned trial without a complete part runs in
@@ -43,9 +50,11 @@ split the sweep into several (e.g. one per artifact or per index range).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,9 +76,56 @@ from raysweep.sweep.experiment import (
 from raysweep.sweep.grid import TrialSpec, artifact_dir, expand_grid
 from raysweep.sweep.plan import SweepPlan, plan_sweep, trial_id_from_config
 from raysweep.sweep.progress import SweepProgress
+from raysweep.sweep.tensorboard import tensorboard_dir
 from raysweep.sweep.trainable import build_payload, train_eigen_pack
 
 COMPILE_CACHE_DIR = "jax_cache"
+
+TUNE_CONSOLE_ENV = {"RAY_AIR_NEW_OUTPUT": "0"}
+"""Set while the Tuner is built and runs (:func:`tune_console_env`): Ray's legacy output
+engine, which prints nothing at ``verbose=0`` (no experiment table, no "View detailed results
+here" / "tensorboard --logdir /tmp/ray/session_.../driver_artifacts" banner)."""
+
+
+@contextlib.contextmanager
+def tune_console_env() -> Iterator[None]:
+    """Set :data:`TUNE_CONSOLE_ENV` in this process for the block; restore it after.
+
+    Ray 2.60 reads ``RAY_AIR_NEW_OUTPUT`` in ``Tuner.fit`` (``ray.tune.experimental.output.
+    get_air_verbosity``): ``"0"`` selects the legacy console engine, silent at ``verbose=0``;
+    the default engine prints the experiment table and a TensorBoard banner pointing at a
+    temporary folder whatever the verbosity. Callbacks (:class:`SweepProgress`) still run.
+    """
+    saved = {name: os.environ.get(name) for name in TUNE_CONSOLE_ENV}
+    os.environ.update(TUNE_CONSOLE_ENV)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def write_sweep_tensorboard(out_dir: Path, log=None) -> Path | None:
+    """:func:`~raysweep.sweep.tensorboard.write_tensorboard`, never raising: on failure one
+    warning line (on ``log``, else the ``raysweep.sweep`` logger) and None."""
+    from raysweep.sweep.tensorboard import write_tensorboard
+
+    try:
+        return write_tensorboard(out_dir)
+    except Exception as err:  # TensorBoard is a view: it must never fail a sweep
+        line = (
+            f"[sweep] warning: TensorBoard runs not written ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else 'no message'}); the sweep's results "
+            f"are intact; retry with: raysweep tensorboard {out_dir}"
+        )
+        if log is not None:
+            log(line)
+        else:
+            logging.getLogger("raysweep.sweep").warning(line)
+        return None
 
 
 @dataclass(frozen=True)
@@ -123,6 +179,9 @@ def _load_artifacts(paths: Sequence[str | os.PathLike]):
 
     loaded = []
     for path in paths:
+        if not isinstance(path, str | os.PathLike):  # already loaded (e.g. a NADArtifact)
+            loaded.append(path)
+            continue
         try:
             loaded.append(load_artifact(Path(path).resolve()))
         except FileNotFoundError as err:
@@ -243,7 +302,9 @@ def run_sweep(
         (its ``optimizer`` is set per trial).
       out_dir: the sweep directory (``metrics/``, ``tune/``, ``config.json``,
         ``sweep_plan.json``; see :mod:`raysweep.sweep.experiment`).
-      artifacts: eigenfunction artifact folders; default: those of the grid's artifact points
+      artifacts: eigenfunction artifact folders, or artifacts already loaded (an
+        :class:`~raysweep.eigenfunctions.EigenArtifact` or the NAD study's
+        :class:`~raysweep.studies.nad.NADArtifact`); default: those of the grid's artifact points
         in ``out_dir`` (:func:`~raysweep.sweep.grid.artifact_dir`: ``<out_dir>/eigenfunctions``
         for a single one, else ``<out_dir>/artifacts/<key>/eigenfunctions``), what the main job
         writes. Without artifact-level axes, each folder given is a point of its own.
@@ -325,6 +386,8 @@ def _run_sweep(
                 "(nothing to run; another grid needs another --out or sweep.name).\n"
             )
             log(str(summary))
+        if not tensorboard_dir(out_dir).exists():
+            _tensorboard(out_dir, log if progress else None)
         return summary
 
     import ray
@@ -358,28 +421,37 @@ def _run_sweep(
         ),
         {"cpu": config.sweep.cpus_per_trial, "gpu": config.sweep.gpus_per_trial},
     )
-    exp = experiment_dir(out_dir, plan.sweep_id)
     todo = [t for t in plan.trials if t.trial_id not in previous.done]
     if progress:
         log(
             f"[sweep] {len(plan.trials)} trials ({plan.num_targets} targets, "
             f"{_epochs_text(plan)} epochs): {len(todo)} to run; metrics in "
-            f"{metrics_dir(out_dir)}; tensorboard --logdir {exp}"
+            f"{metrics_dir(out_dir)}; after the sweep: tensorboard --logdir "
+            f"{tensorboard_dir(out_dir)} (HParams: one row per target)"
         )
-    tuner = _new_tuner(
-        trainable,
-        plan,
-        todo,
-        config,
-        log if progress else _quiet,
-        out_dir=out_dir,
-        reuse_actors=bool(reuse_actors),
-    )
-    results = tuner.fit()
+    with tune_console_env():  # no Tune banner pointing at a temporary TensorBoard folder
+        tuner = _new_tuner(
+            trainable,
+            plan,
+            todo,
+            config,
+            log if progress else _quiet,
+            out_dir=out_dir,
+            reuse_actors=bool(reuse_actors),
+        )
+        results = tuner.fit()
     summary = summarize(plan, out_dir, results)
     if progress:
         log(str(summary))
+    _tensorboard(out_dir, log if progress else None)
     return summary
+
+
+def _tensorboard(out_dir: Path, log) -> None:
+    """Write the TensorBoard runs of the sweep and say where (``log``: None for silence)."""
+    written = write_sweep_tensorboard(out_dir, log)
+    if written is not None and log is not None:
+        log(f"[sweep] TensorBoard: tensorboard --logdir {written} (HParams: one row per target)")
 
 
 def _new_tuner(

@@ -138,7 +138,7 @@ def _read_meta(npz: Any) -> dict[str, Any]:
 def checkpoint_epoch(path: str | os.PathLike) -> int | None:
     """The last epoch (1-based) stored in the checkpoint at ``path``; ``None`` if there is no
     readable checkpoint there. Reads only the metadata and does not check the key, so the
-    epoch may belong to other work; ``fit_pack(..., checkpoint=path)`` checks it."""
+    epoch may belong to other work; ``train_pack(..., checkpoint=path)`` checks it."""
     try:
         with np.load(path, allow_pickle=False) as npz:
             return int(_read_meta(npz)["epoch"])

@@ -2,15 +2,16 @@
 
 :func:`train_pack` is the function the sweep calls for one trial: ``T`` targets (label
 vectors ``y_t = sign(φ_j)``) trained from the same θ₀ in one compiled program (see
-:mod:`raysweep.training.program`), returning ``rows[t][e]``, the metric dict of target ``t``
-after epoch ``e + 1`` (keys :data:`~raysweep.training.metrics.METRIC_NAMES`). Pack size 1 is
-an ordinary trial. :func:`fit_pack` is the same and also returns the final state.
+:mod:`raysweep.training.program`), returning a :class:`PackResult` whose ``rows[t][e]`` is the
+metric dict of target ``t`` after epoch ``e + 1`` (keys
+:data:`~raysweep.training.metrics.METRIC_NAMES`), with the final state. Pack size 1 is an
+ordinary trial.
 Targets may also differ in their data order (``seed``: one seed per target) and learning rate
 (``lr_scale``: one factor per target), so one pack can hold several trials of a sweep that
 differ in ``train.seed``, the learning rate and the labels; target ``t`` gives the rows of the
 separate run with its own seed, rate and labels.
-:func:`train_pack_model` / :func:`fit_pack_model` take a Flax ``module`` and its
-``variables`` instead of functions and handle batch norm themselves.
+:func:`train_pack` takes either a Flax ``module`` (or an import-path model) and its
+``variables``, handling batch norm itself, or an ``apply_fn`` and ``params0``.
 
 Reporting: after every epoch the host pulls the ``(T,)`` metrics once and appends one row per
 still-active target. A target whose loss became NaN/inf (any minibatch, or the evaluation)
@@ -63,7 +64,16 @@ import jax.numpy as jnp
 from raysweep.config import TrainConfig
 from raysweep.models.user import UserModel
 from raysweep.training.checkpoint import checkpoint_key, load_checkpoint, save_checkpoint
-from raysweep.training.checks import (
+from raysweep.training.metrics import make_row
+from raysweep.training.optim import base_learning_rate
+from raysweep.training.program import (
+    Forward,
+    PackConsts,
+    ProgramSpec,
+    get_program,
+    pack_orders,
+)
+from raysweep.training.train_checks import (
     PackData,
     check_checkpoint,
     check_data,
@@ -74,23 +84,14 @@ from raysweep.training.checks import (
     check_seed,
     check_train_config,
 )
-from raysweep.training.metrics import make_row
-from raysweep.training.optim import base_learning_rate
-from raysweep.training.program import (
-    Forward,
-    PackConsts,
-    ProgramSpec,
-    get_program,
-    pack_orders,
-)
 
-__all__ = ["PackResult", "fit_pack", "fit_pack_model", "train_pack", "train_pack_model"]
+__all__ = ["PackResult", "train_pack"]
 
 Rows = list[list[dict[str, Any]]]
 
 
 class PackResult(NamedTuple):
-    """What :func:`fit_pack` returns.
+    """What :func:`train_pack` returns.
 
     ``rows``: ``rows[t][e]`` metric dicts. ``params``: final θ, every leaf with the leading
     pack axis ``T`` (float32). ``batch_stats``: final running statistics per target in network
@@ -109,12 +110,7 @@ class PackResult(NamedTuple):
 def _forward_for_functions(
     apply_fn, train_apply_fn, eval_apply_fn, batch_stats, linearized: bool
 ) -> tuple[Forward, Any]:
-    """The :class:`Forward` of the function entry point and the initial statistics."""
-    if not callable(apply_fn):
-        raise TypeError(
-            f"apply_fn must be callable (params, x) -> (n, 1), got {type(apply_fn).__name__}; "
-            "build it with raysweep.models.make_apply_fn(module, variables)."
-        )
+    """The :class:`Forward` of the function form and the initial statistics."""
     if linearized:
         # The linearization uses apply_fn's own (frozen, initial) statistics.
         return Forward(apply_fn=apply_fn), {}
@@ -128,13 +124,13 @@ def _forward_for_functions(
         raise ValueError(
             "batch_stats was given but train_apply_fn is None; pass "
             "train_apply_fn=raysweep.models.make_train_apply_fn(module) too, or use "
-            "train_pack_model(module, variables, ...)."
+            "train_pack(module, variables, ...)."
         )
     if stats and eval_apply_fn is None:
         raise ValueError(
             "a network with batch norm (non-empty batch_stats) is evaluated with its running "
             "statistics, which apply_fn cannot take; pass eval_apply_fn=(params, batch_stats, "
-            "x) -> (n, 1), or use train_pack_model(module, variables, ...) which builds it."
+            "x) -> (n, 1), or use train_pack(module, variables, ...) which builds it."
         )
     return Forward(apply_fn, train_apply_fn, eval_apply_fn if stats else None), stats
 
@@ -254,70 +250,31 @@ def _fit(
     return PackResult(rows, state.params, state.batch_stats, state.opt_state, start)
 
 
-def fit_pack(
-    apply_fn: Callable,
-    params0: Any,
-    x_train: Any,
-    y_train: Any,
-    x_test: Any,
-    y_test: Any,
-    *,
-    train: TrainConfig,
-    linearized: bool,
-    train_apply_fn: Callable | None = None,
-    batch_stats: Any = None,
-    eval_apply_fn: Callable | None = None,
-    seed: int | Sequence[int] = 0,
-    on_epoch: Callable[[list[dict]], Any] | None = None,
-    eval_batch_size: int = 1024,
-    loss: str = "bce",
-    schedule: str = "linear",
-    lr_scale: Any = None,
-    centered: bool = False,
-    checkpoint: str | os.PathLike | None = None,
-    checkpoint_every: int = 5,
-    on_resume: Callable[[int], Any] | None = None,
-) -> PackResult:
-    """:func:`train_pack` returning the final state too (a :class:`PackResult`)."""
-    train = check_train_config(train)
-    check_options(
-        linearized=linearized,
-        seed=seed,
-        eval_batch_size=eval_batch_size,
-        loss=loss,
-        schedule=schedule,
-        on_epoch=on_epoch,
-        centered=centered,
-    )
-    path = check_checkpoint(checkpoint, checkpoint_every, on_resume)
-    data = check_data(x_train, y_train, x_test, y_test)
-    check_params0(params0)
-    forward, stats0 = _forward_for_functions(
-        apply_fn, train_apply_fn, eval_apply_fn, batch_stats, bool(linearized)
-    )
-    return _fit(
-        forward,
-        params0,
-        stats0,
-        data,
-        train=train,
-        linearized=bool(linearized),
-        seed=seed,
-        on_epoch=on_epoch,
-        eval_batch_size=eval_batch_size,
-        loss=loss,
-        schedule=schedule,
-        lr_scale=lr_scale,
-        centered=bool(centered),
-        checkpoint=path,
-        checkpoint_every=checkpoint_every,
-        on_resume=on_resume,
-    )
+_APPLY_FN_ONLY = ("train_apply_fn", "batch_stats", "eval_apply_fn")
+
+
+def _module_inputs(model: Any, variables: Any, apply_fn_options: dict[str, Any]) -> None:
+    """Raise for what the module form cannot take: apply-fn options, a bad ``variables``."""
+    given = [name for name, value in apply_fn_options.items() if value is not None]
+    if given:
+        raise TypeError(
+            f"{', '.join(given)} given with a {type(model).__name__} model: "
+            f"{', '.join(_APPLY_FN_ONLY)} belong to the apply_fn form train_pack(apply_fn, "
+            "params0, ...) only. With a module, train_pack builds the training and evaluation "
+            "functions itself and takes the initial running statistics from "
+            "variables['batch_stats']; drop these options."
+        )
+    if not isinstance(variables, Mapping) or "params" not in variables:
+        got = sorted(variables) if isinstance(variables, Mapping) else type(variables).__name__
+        raise ValueError(
+            f"variables must be the dict from raysweep.models.init_variables (a 'params' entry "
+            f"and optionally 'batch_stats'), got {got}."
+        )
 
 
 def train_pack(
-    apply_fn: Callable,
-    params0: Any,
+    model: nn.Module | UserModel | Callable,
+    params_or_variables: Any,
     x_train: Any,
     y_train: Any,
     x_test: Any,
@@ -325,9 +282,6 @@ def train_pack(
     *,
     train: TrainConfig,
     linearized: bool,
-    train_apply_fn: Callable | None = None,
-    batch_stats: Any = None,
-    eval_apply_fn: Callable | None = None,
     seed: int | Sequence[int] = 0,
     on_epoch: Callable[[list[dict]], Any] | None = None,
     eval_batch_size: int = 1024,
@@ -338,14 +292,35 @@ def train_pack(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 5,
     on_resume: Callable[[int], Any] | None = None,
-) -> Rows:
-    """Train a pack of T targets (network or linearization) and return their metric rows.
+    train_apply_fn: Callable | None = None,
+    batch_stats: Any = None,
+    eval_apply_fn: Callable | None = None,
+) -> PackResult:
+    """Train a pack of T targets (network or linearization); rows and final state.
+
+    Two forms, chosen by ``model``:
+
+    - **Module form** ``train_pack(module, variables, ...)``: ``module`` is a
+      ``flax.linen.Module`` or a model loaded from an import path
+      (:class:`raysweep.models.user.UserModel`, e.g. from :func:`raysweep.models.get_model`)
+      and ``variables`` its variables (``{"params": θ₀, ["batch_stats": ...]}``, as
+      :func:`raysweep.models.init_variables` returns them). Batch norm is handled: the network
+      trains with batch statistics and per-target running averages (from
+      ``variables["batch_stats"]``) and is evaluated with those running averages; the
+      linearization uses the initial statistics throughout.
+    - **Function form** ``train_pack(apply_fn, params0, ...)``: ``apply_fn(params, x) ->
+      (n, 1)`` float32 logits (closes over frozen batch-norm statistics, as
+      :func:`raysweep.models.make_apply_fn` builds it) and ``params0`` = θ₀. A network with
+      batch norm also needs ``train_apply_fn``, ``batch_stats`` and ``eval_apply_fn``
+      (accepted in this form only).
 
     Args:
-      apply_fn: inference ``apply_fn(params, x) -> (n, 1)`` float32 logits (closes over frozen
-        batch-norm statistics, as :func:`raysweep.models.make_apply_fn` builds it).
-      params0: θ₀, the parameter pytree shared by the network and its linearization.
-      x_train: ``(n_tr, H, W, C)`` float inputs (any ``(n_tr, ...)`` ``apply_fn`` accepts).
+      model: a Flax module / :class:`~raysweep.models.user.UserModel` (module form), or the
+        inference ``apply_fn`` (function form). Anything else raises ``TypeError``.
+      params_or_variables: module form: the variables mapping (a ``'params'`` entry, optional
+        ``'batch_stats'``). Function form: ``params0``, θ₀, the parameter pytree shared by
+        the network and its linearization.
+      x_train: ``(n_tr, H, W, C)`` float inputs (any ``(n_tr, ...)`` the model accepts).
       y_train: ``(T, n_tr)`` labels in ``{-1, +1}``, one row per target.
       x_test: ``(n_te, ...)`` with the per-example shape of ``x_train``.
       y_test: ``(T, n_te)`` labels in ``{-1, +1}``, rows in the order of ``y_train``.
@@ -357,14 +332,7 @@ def train_pack(
         target).
       linearized: ``False`` trains the network; ``True`` trains
         ``f(θ₀, x) + J(θ₀, x)(θ − θ₀)`` (``raysweep.ntk.linearize(apply_fn, params0)``) with
-        the same code and apply_fn's statistics frozen.
-      train_apply_fn: network with batch norm: training-mode ``(params, batch_stats, x) ->
-        (logits, new_batch_stats)`` (:func:`raysweep.models.make_train_apply_fn`). Ignored
-        when ``linearized``.
-      batch_stats: initial running statistics for ``train_apply_fn`` (``None``/``{}``: none).
-      eval_apply_fn: required with non-empty ``batch_stats`` in network mode: inference
-        ``(params, batch_stats, x) -> (n, 1)`` with the given running statistics, used for
-        evaluation. :func:`train_pack_model` builds all three from a module.
+        the same code and the initial statistics frozen.
       seed: data-order seed(s). A non-negative int: epoch ``e`` (0-based) visits
         ``permutation(fold_in(key(seed), e), n_tr)[:S·B]`` in blocks of ``B``, the same order
         for all targets (one minibatch per step, shared). A sequence of ``T`` non-negative ints,
@@ -391,135 +359,92 @@ def train_pack(
       centered: with ``linearized``, train ``J(θ₀, x)(θ − θ₀)`` (the linearization minus
         ``f(θ₀, x)``, zero output at θ₀) instead; ``True`` without ``linearized`` raises.
       checkpoint: file path for checkpoints, or ``None`` (none). An existing checkpoint of the
-        same work is resumed; see "Checkpoints" in the module docstring for the contract.
+        same work is resumed (the per-target running statistics too); see "Checkpoints" in
+        the module docstring for the contract.
       checkpoint_every: write the checkpoint after every ``checkpoint_every``-th epoch (not
         after the last one). Each write copies the state of all T targets to the host.
       on_resume: called once before training with the last epoch restored from the
         checkpoint (``0``: starting from θ₀); keep rows of epochs ``≤`` it, drop later ones.
+      train_apply_fn: function form only. Network with batch norm: training-mode ``(params,
+        batch_stats, x) -> (logits, new_batch_stats)``
+        (:func:`raysweep.models.make_train_apply_fn`). Ignored when ``linearized``.
+      batch_stats: function form only. Initial running statistics for ``train_apply_fn``
+        (``None``/``{}``: none).
+      eval_apply_fn: function form only; required with non-empty ``batch_stats`` in network
+        mode: inference ``(params, batch_stats, x) -> (n, 1)`` with the given running
+        statistics, used for evaluation. The module form builds all three from the module.
 
     Returns:
-      ``rows[t][e]``: dicts with keys :data:`~raysweep.training.metrics.METRIC_NAMES` after
-      epoch ``e + 1``; ``len(rows[t]) == train.epochs`` unless target ``t`` diverged. After a
-      resume the rows of the restored epochs are included.
+      A :class:`PackResult`. ``train_pack(...).rows[t][e]``: dicts with keys
+      :data:`~raysweep.training.metrics.METRIC_NAMES` after epoch ``e + 1``;
+      ``len(rows[t]) == train.epochs`` unless target ``t`` diverged. After a resume the rows
+      of the restored epochs are included. Also the final ``params``, ``batch_stats`` and
+      ``opt_state`` per target (leading pack axis ``T``) and ``resumed_epoch``.
 
     Raises:
-      TypeError / ValueError: before anything is compiled, for a bad config, data shapes,
-      labels other than ±1, non-finite inputs or parameters, options (e.g. a ``seed`` list
-      whose length is not ``T`` or with an entry that is not a non-negative int, a bool
-      included), or an ``apply_fn`` that
-      does not return ``(n, 1)``. Non-finite losses never raise (status ``"diverged"``).
+      TypeError / ValueError: before anything is compiled, for a ``model`` that is neither a
+      module nor a callable, the apply-fn-only options given with a module, a ``variables``
+      without ``'params'``, a bad config, data shapes, labels other than ±1, non-finite inputs
+      or parameters, options (e.g. a ``seed`` list whose length is not ``T`` or with an entry
+      that is not a non-negative int, a bool included), or a model that does not return
+      ``(n, 1)``. Non-finite losses never raise (status ``"diverged"``).
     """
-    return fit_pack(
-        apply_fn,
-        params0,
-        x_train,
-        y_train,
-        x_test,
-        y_test,
-        train=train,
+    is_module = isinstance(model, nn.Module | UserModel)
+    if is_module:
+        _module_inputs(
+            model,
+            params_or_variables,
+            {
+                "train_apply_fn": train_apply_fn,
+                "batch_stats": batch_stats,
+                "eval_apply_fn": eval_apply_fn,
+            },
+        )
+    elif not callable(model):
+        raise TypeError(
+            "train_pack's first argument must be a flax.linen.Module or a model loaded from an "
+            "import path (raysweep.models.get_model(name)), with the variables mapping second; "
+            "or a callable apply_fn(params, x) -> (n, 1) (raysweep.models.make_apply_fn(module, "
+            f"variables)), with params0 second. Got {type(model).__name__}."
+        )
+    train = check_train_config(train)
+    check_options(
         linearized=linearized,
-        train_apply_fn=train_apply_fn,
-        batch_stats=batch_stats,
-        eval_apply_fn=eval_apply_fn,
+        seed=seed,
+        eval_batch_size=eval_batch_size,
+        loss=loss,
+        schedule=schedule,
+        on_epoch=on_epoch,
+        centered=centered,
+    )
+    path = check_checkpoint(checkpoint, checkpoint_every, on_resume)
+    data = check_data(x_train, y_train, x_test, y_test)
+    if is_module:
+        params0 = params_or_variables["params"]
+        check_params0(params0, "variables['params']")
+        stats0 = dict(params_or_variables.get("batch_stats") or {})
+        forward = Forward(module=model)
+    else:
+        params0 = params_or_variables
+        check_params0(params0)
+        forward, stats0 = _forward_for_functions(
+            model, train_apply_fn, eval_apply_fn, batch_stats, bool(linearized)
+        )
+    return _fit(
+        forward,
+        params0,
+        stats0,
+        data,
+        train=train,
+        linearized=bool(linearized),
         seed=seed,
         on_epoch=on_epoch,
         eval_batch_size=eval_batch_size,
         loss=loss,
         schedule=schedule,
         lr_scale=lr_scale,
-        centered=centered,
-        checkpoint=checkpoint,
+        centered=bool(centered),
+        checkpoint=path,
         checkpoint_every=checkpoint_every,
         on_resume=on_resume,
-    ).rows
-
-
-def fit_pack_model(
-    module: nn.Module,
-    variables: Mapping[str, Any],
-    x_train: Any,
-    y_train: Any,
-    x_test: Any,
-    y_test: Any,
-    *,
-    train: TrainConfig,
-    linearized: bool,
-    **options: Any,
-) -> PackResult:
-    """:func:`train_pack_model` returning the final state too (a :class:`PackResult`)."""
-    if not isinstance(module, nn.Module | UserModel):
-        raise TypeError(
-            f"module must be a flax.linen.Module or a model loaded from an import path, got "
-            f"{type(module).__name__}; build one with raysweep.models.get_model(name)."
-        )
-    if not isinstance(variables, Mapping) or "params" not in variables:
-        got = sorted(variables) if isinstance(variables, Mapping) else type(variables).__name__
-        raise ValueError(
-            f"variables must be the dict from raysweep.models.init_variables (a 'params' entry "
-            f"and optionally 'batch_stats'), got {got}."
-        )
-    opts = {"seed": 0, "on_epoch": None, "eval_batch_size": 1024, "loss": "bce"}
-    opts |= {"schedule": "linear", "lr_scale": None, "centered": False}
-    opts |= {"checkpoint": None, "checkpoint_every": 5, "on_resume": None}
-    unknown = sorted(set(options) - set(opts))
-    if unknown:
-        raise TypeError(f"unknown option(s) {unknown}; allowed are {sorted(opts)}.")
-    train = check_train_config(train)
-    opts |= options
-    check_options(
-        linearized=linearized,
-        **{
-            k: opts[k]
-            for k in ("seed", "eval_batch_size", "loss", "schedule", "on_epoch", "centered")
-        },
     )
-    opts["checkpoint"] = check_checkpoint(
-        opts["checkpoint"], opts["checkpoint_every"], opts["on_resume"]
-    )
-    data = check_data(x_train, y_train, x_test, y_test)
-    params0 = variables["params"]
-    check_params0(params0, "variables['params']")
-    stats0 = dict(variables.get("batch_stats") or {})
-    return _fit(
-        Forward(module=module),
-        params0,
-        stats0,
-        data,
-        train=train,
-        linearized=bool(linearized),
-        **opts,
-    )
-
-
-def train_pack_model(
-    module: nn.Module,
-    variables: Mapping[str, Any],
-    x_train: Any,
-    y_train: Any,
-    x_test: Any,
-    y_test: Any,
-    *,
-    train: TrainConfig,
-    linearized: bool,
-    **options: Any,
-) -> Rows:
-    """:func:`train_pack` for a Flax ``module`` and its ``variables`` (batch norm handled).
-
-    The network trains with batch statistics and per-target running averages (from
-    ``variables["batch_stats"]``) and is evaluated with those running averages; the
-    linearization uses the initial statistics throughout. ``options``: ``seed``,
-    ``on_epoch``, ``eval_batch_size``, ``loss``, ``schedule``, ``lr_scale``, ``centered``,
-    ``checkpoint``, ``checkpoint_every``, ``on_resume`` as in :func:`train_pack` (resuming
-    restores the per-target running statistics too).
-    """
-    return fit_pack_model(
-        module,
-        variables,
-        x_train,
-        y_train,
-        x_test,
-        y_test,
-        train=train,
-        linearized=linearized,
-        **options,
-    ).rows

@@ -210,7 +210,7 @@ def pack_orders(
     of ``T`` ints: ``[:, :, t]`` is :func:`epoch_orders` of ``seed[t]``, so target ``t`` visits
     the order of a separate run with ``seed[t]``. Each distinct seed is drawn once, by the same
     small program (its value is an argument, so new seeds do not recompile). Callers pass an
-    int when all seeds are equal (:func:`~raysweep.training.checks.check_seed` does), which
+    int when all seeds are equal (:func:`~raysweep.training.train_checks.check_seed` does), which
     keeps the shared-order program.
     """
     if isinstance(seed, numbers.Integral):

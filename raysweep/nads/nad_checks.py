@@ -13,7 +13,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from raysweep.ntk.checks import check_params
+from raysweep.argcheck import check_positive_int
+from raysweep.config import NAD_METHODS
+from raysweep.ntk.ntk_checks import check_params
 
 __all__ = [
     "METHODS",
@@ -25,17 +27,8 @@ __all__ = [
     "check_positive_int",
 ]
 
-METHODS = ("auto", "dense", "svds", "gram")
+METHODS = NAD_METHODS
 """Solvers accepted by :func:`raysweep.nads.nads` (see its docstring)."""
-
-
-def check_positive_int(value: Any, name: str) -> int:
-    """``value`` as a Python int ≥ 1 (bools rejected)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive int, got {value!r} ({type(value).__name__}).")
-    if int(value) < 1:
-        raise ValueError(f"{name} must be a positive int, got {int(value)}.")
-    return int(value)
 
 
 def check_input_shape(input_shape: Any) -> tuple[int, ...]:

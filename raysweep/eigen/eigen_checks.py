@@ -12,6 +12,8 @@ import numbers
 
 import numpy as np
 
+from raysweep.argcheck import check_int
+
 METHODS = ("auto", "dense", "block", "nystrom")
 SYMMETRY_RTOL = 1e-5
 _FULL_SYMMETRY_MAX_N = 1024
@@ -21,17 +23,6 @@ _SYMMETRY_SAMPLE_ROWS = 256
 def check_method(method) -> None:
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not supported; choose one of {', '.join(METHODS)}.")
-
-
-def check_int(value, name: str, *, minimum: int, maximum: int | None = None, hint: str = ""):
-    """``value`` is an integer (not bool) in ``[minimum, maximum]``; returns it as ``int``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}.")
-    value = int(value)
-    if value < minimum or (maximum is not None and value > maximum):
-        upper = "" if maximum is None else f" and <= {maximum}"
-        raise ValueError(f"{name} must be >= {minimum}{upper}, got {value}.{hint}")
-    return value
 
 
 def check_k(k, n: int) -> int:

@@ -2,7 +2,7 @@
 
 After a network is trained on the labels sign(φ_j) of one eigen-index j (the *trained
 index*), its NTK Θ_T has changed. The alignment of the *initial* eigenfunctions φ_i,
-i = 0 … K-1, with Θ_T, ``α_T(φ_i) = φ_iᵀ Θ_T φ_i / n²`` (:func:`raysweep.ntk.alignment`),
+i = 0 … K-1, with Θ_T, ``α_T(φ_i) = φ_iᵀ Θ_T φ_i / n²`` (:func:`raysweep.ntk.kernel_alignment`),
 computed on the train samples, the test samples and all of them, shows which directions the
 kernel has grown towards: in the paper, mostly towards φ_j itself. The study
 (:func:`raysweep.evolution.alignment_study`) stores it normalized by the energy of φ_i on the
@@ -29,7 +29,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from raysweep.analysis.checks import require_present
+from raysweep.analysis.figure_checks import require_present
 from raysweep.analysis.style import REFERENCE_COLOR, figure_legend, new_figure, style_axes
 
 SPLITS = ("train", "test", "all")

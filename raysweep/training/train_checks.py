@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from raysweep.argcheck import check_positive_int
 from raysweep.config import TrainConfig
 from raysweep.training.metrics import LOSSES
 from raysweep.training.optim import SCHEDULES
@@ -219,8 +220,7 @@ def check_options(
             f"{linearized!r}."
         )
     _seed_entries(seed)
-    if not _is_int(eval_batch_size) or eval_batch_size <= 0:
-        raise ValueError(f"eval_batch_size must be a positive int, got {eval_batch_size!r}.")
+    check_positive_int(eval_batch_size, "eval_batch_size")
     if loss not in LOSSES:
         raise ValueError(f"loss={loss!r} is not supported; choose one of {', '.join(LOSSES)}.")
     if schedule not in SCHEDULES:
@@ -285,11 +285,7 @@ def check_checkpoint(
         )
     if checkpoint is not None and not os.fspath(checkpoint):
         raise ValueError("checkpoint is an empty path; pass a file path or None.")
-    if not _is_int(checkpoint_every) or checkpoint_every <= 0:
-        raise ValueError(
-            f"checkpoint_every must be a positive int (epochs between checkpoints), got "
-            f"{checkpoint_every!r}."
-        )
+    check_positive_int(checkpoint_every, "checkpoint_every", hint=" (epochs between checkpoints)")
     if on_resume is not None and not callable(on_resume):
         raise TypeError(
             f"on_resume must be None or a callable taking the resumed epoch (int), got "

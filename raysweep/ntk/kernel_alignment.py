@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from raysweep.ntk.checks import check_inputs, check_params, check_single_output
+from raysweep.ntk.ntk_checks import check_inputs, check_params, check_single_output
 
 
 def _make_accumulator(apply_fn, precision: str):

@@ -2,7 +2,7 @@
 
 For a network trained on the labels sign(φ_j) of eigen-index j, the kernel at the end of
 training Θ_T is probed with the first K eigenfunctions φ_i of the kernel at initialization,
-on the train part, the test part and all samples, with :func:`raysweep.ntk.alignment`
+on the train part, the test part and all samples, with :func:`raysweep.ntk.kernel_alignment`
 (vector-Jacobian products; the Gram matrix is never formed), normalized by each target's
 energy on the samples used:
 
@@ -40,7 +40,7 @@ __all__ = ["alignment_study", "check_indices", "normalized_alignment", "split_co
 def normalized_alignment(apply_fn, params, x, targets, **options: Any) -> np.ndarray:
     """α(φ) / mean(φ²) for each row of ``targets`` ``(m, n)``: ``φᵀΘφ / (n ‖φ‖²)``, shape (m,).
 
-    ``options`` go to :func:`raysweep.ntk.alignment` (``batch_size``, ``memory_budget_mb``).
+    ``options`` go to :func:`raysweep.ntk.kernel_alignment` (``batch_size``, ``memory_budget_mb``).
     Raises ``ValueError`` for a target that is zero on all ``n`` samples.
     """
     targets = np.atleast_2d(np.asarray(targets, dtype=np.float64))
