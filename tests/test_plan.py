@@ -80,6 +80,8 @@ def test_nad_artifacts_are_nads_with_their_sizes():
     assert art.kind == "NADs" and art.k == 10 and art.n == 2_000
     assert art.size.source == "known"
     assert plan.nad_hours > 0 and plan.gram_cpu_hours == 0 and plan.eigen_hours == 0
+    # the preset is the measured configuration (GeLU LeNet5, 32x32x1, k = 10): no scaling
+    assert plan.nad_hours * 3600 == pytest.approx(MEASUREMENTS["nad.lenet5"].cpu_seconds)
 
 
 def _env():
@@ -257,17 +259,80 @@ def test_wall_clock_uses_the_resources():
 # ----------------------------------------------------------------------------- sizes
 
 
-def test_model_sizes_match_the_library():
+def test_param_count_is_the_initialized_models():
+    """``param_count`` (``jax.eval_shape`` of the initialization) counts the real variables."""
+    from raysweep.models import count_params, create_model
     from raysweep.models.lenet import lenet5_param_count
     from raysweep.models.resnet import resnet18_param_count
 
-    for shape in ((32, 32, 3), (28, 28, 1), (8, 8, 1)):
-        assert param_count("lenet5", shape) == lenet5_param_count(shape)
-        assert param_count("resnet18", shape) == resnet18_param_count(shape[2])
-        assert param_count("resnet18", shape, '{"width": 8}') == resnet18_param_count(shape[2], 8)
+    for name, shape, options in (
+        ("mlp", (8, 8, 1), None),
+        ("mlp", (32, 32, 3), '{"hidden_sizes": [64]}'),
+        ("lenet5", (28, 28, 1), None),
+        ("lenet5", (32, 32, 3), None),
+        ("resnet18", (32, 32, 1), '{"width": 8}'),
+    ):
+        variables = create_model(name, shape, seed=0, options=options).variables
+        assert param_count(name, shape, options) == count_params(variables["params"])
     assert param_count("mlp", (32, 32, 3)) == 317_501  # README, NTK Gram table
-    assert param_count("lenet5", (32, 32, 3)) == 136_121
-    assert 0.55e9 < forward_macs("resnet18", (32, 32, 3)) < 0.56e9  # the familiar 0.56 GMAC
+    assert param_count("lenet5", (32, 32, 3)) == 136_121 == lenet5_param_count((32, 32, 3))
+    for shape in ((32, 32, 3), (8, 8, 1)):  # too big to initialize here: the closed form
+        assert param_count("resnet18", shape) == resnet18_param_count(shape[2])
+
+
+def test_macs_are_xla_counts_and_scale_with_the_input():
+    # the MLP: its first layer grows with the input (100 multiply-adds per input value)
+    small, big = forward_macs("mlp", (8, 8, 1)), forward_macs("mlp", (32, 32, 3))
+    assert big - small == pytest.approx((32 * 32 * 3 - 8 * 8) * 100, abs=1)
+    assert small == pytest.approx(64 * 100 + 100 * 100 + 100, rel=0.02)  # + biases, ReLUs
+    wide = forward_macs("mlp", (8, 8, 1), {"hidden_sizes": [200, 100]})
+    assert wide - small == pytest.approx(64 * 100 + 100 * 100, rel=0.02)
+    # SAME convolutions: XLA counts the taps inside the image only, a little under H x W x k^2
+    naive = 32 * 32 * 25 * 3 * 6 + 16 * 16 * 25 * 6 * 16 + 8 * 8 * 16 * 120 + 120 * 84 + 84
+    assert 0.85 * naive < forward_macs("lenet5", (32, 32, 3)) < naive
+    assert 0.45e9 < forward_macs("resnet18", (32, 32, 3)) < 0.56e9  # the familiar 0.56 GMAC
+    # the activation's elementwise work counts too: exact GeLU (erf) is dearer than ReLU
+    relu = forward_macs("lenet5", (32, 32, 1))
+    assert forward_macs("lenet5", (32, 32, 1), activation="gelu") > 1.2 * relu
+
+
+USER = "user_models_fixture"  # tests/user_models_fixture.py
+SAME_DATA = ("sweep.linearized=false", "train.batch_size=64", "data.num_train=640")
+
+
+@pytest.mark.parametrize("attr", ["SmallCNN", "LinenBN", "pure_mlp"])
+def test_your_own_model_is_costed_by_its_own_size(attr):
+    from raysweep.models import count_params, create_model
+
+    path = f"{USER}:{attr}"
+    params = param_count(path, (8, 8, 1))
+    assert params == count_params(create_model(path, (8, 8, 1), seed=0).variables["params"])
+    mine, mlp = _plan(f"model.name={path}", *SAME_DATA), _plan(*SAME_DATA)
+    ratio = forward_macs(path, (8, 8, 1)) / forward_macs("mlp", (8, 8, 1))
+    assert mine.train_compute_hours == pytest.approx(ratio * mlp.train_compute_hours, rel=1e-12)
+    # its Gram: LeNet5's measured Gram scaled by N^2 and by its own parameter count
+    (art,) = mine.artifacts
+    ref = MEASUREMENTS["gram.lenet5"].cpu_seconds * (art.n / 4_000) ** 2
+    assert art.gram_cpu_s - ARTIFACT_START_CPU_S == pytest.approx(
+        ref * params / param_count("lenet5", (32, 32, 3))
+    )
+    text = str(mine)
+    assert f"{path}: your own model, {params:,} parameters" in text
+    assert "costed as LeNet5" not in text
+
+
+def test_a_model_that_cannot_be_built_is_costed_as_lenet5(tmp_path):
+    plan = _plan(f"model.name={USER}:wrong_return", *SAME_DATA)
+    lenet = _plan("model.name=lenet5", *SAME_DATA)
+    assert plan.train_compute_hours == pytest.approx(lenet.train_compute_hours, rel=1e-12)
+    assert f"{USER}:wrong_return: cannot be built here (TypeError: " in str(plan)
+    assert "costed as LeNet5" in str(plan)
+    # a built-in model the input does not fit is a bad config, as in the real run
+    path = tmp_path / "tiny.npz"
+    x, y = np.zeros((40, 3, 3)), np.arange(40) % 10
+    np.savez(path, x_train=x, y_train=y, x_test=x[:20], y_test=y[:20])
+    with pytest.raises(ValueError, match="model lenet5 cannot run on inputs 3x3x1"):
+        _plan(f"data.name=npz:{path}", "model.name=lenet5")
 
 
 def test_npz_sizes_come_from_the_headers(tmp_path):

@@ -1,52 +1,56 @@
 """Plan and cost before launch: what a sweep will run and an estimate of what it costs.
 
-:func:`estimate_plan` (and :func:`describe_plan`, its text) is what ``raysweep plan`` and every
+:func:`estimate_plan` (:func:`describe_plan`, its text) is what ``raysweep plan`` and every
 script's ``--dry-run`` print before any work, write, Ray start or ``ray up``: the trials (count
 and the first few ids with their pack sizes), the targets, the artifacts to compute (one per
 artifact-level grid point: key, dataset, model and N = num_train + num_test, with where N came
-from) and an estimate of CPU-hours (GPU-hours where a GPU was measured), and of the wall-clock
-time on the resources given.
+from) and an estimate of CPU-hours (GPU-hours where a GPU was measured) and of the wall-clock
+time on the resources given. It reads no dataset when the config tells the sizes (built-in
+datasets, ``data.num_train`` / ``data.num_test``, the NAD experiment); an ``npz:`` file is
+sized from its array headers, and only an import-path loader is called. It never starts Ray.
 
-It reads no dataset when the sizes are known from the config (built-in datasets, ``data.num_train``
-/ ``data.num_test``, the NAD experiment); an ``npz:`` file is sized from its array headers, and
-only an import-path loader is called. It never starts Ray.
-
-The estimate scales the measurements of :data:`MEASUREMENTS` (README.md, section Performance;
-each with its hardware). The cost model, in CPU-seconds (one CPU busy for one second):
-
-- **training** of a target: ``epochs × steps × batch × MACs × rate × (3 if linearized)``, where
-  ``steps = ceil(n_train / batch)``, ``MACs`` the model's multiply-adds per example forward
-  (:func:`forward_macs`, from its architecture and input shape) and ``rate`` the CPU-seconds per
-  MAC of a training step measured on the MLP on digits (network only, packed); a linearized
-  step is taken as 3 network steps (the README's assumption in "Cost of the paper-scale run").
-  Plus a per-trial start-up (actor, payload, XLA compilation), derived per model family from
-  the end-to-end measurements. Trials are taken to use 1 CPU each, as measured.
-- **Gram** of an artifact: the measured Gram of the same model (CIFAR-shaped inputs) scaled by
-  ``(N / N_ref)²`` and by the parameter count ``P / P_ref`` (the pair products are P long), plus
-  a fixed start-up (actors, compilation) taken from the default run. On a GPU run
-  (``sweep.gpus_per_trial > 0``) the H200 measurement is used where there is one (LeNet5,
-  ResNet18), else CPU-hours are shown and the output says so.
-- **eigensolver**: the measured block solver (CPU) scaled by ``(N / N_ref)² × (k / k_ref)``.
-- **NADs** (the NAD experiment, instead of a Gram): the measured NAD computation of the same
-  model scaled by ``k / k_ref`` and by the forward MACs.
-
-When a results folder with finished trials is given (``--out``), the training estimate is
-rescaled by the ratio of its measured trial times (the metrics store's ``wall_time``) to what
-this model predicts for that folder's own grid, and the output says so.
+The estimate scales the measurements of :data:`MEASUREMENTS` (each with its hardware and
+source) by the model's size as JAX/XLA gives it, for the built-in models and your own alike:
+:func:`forward_macs` (multiply-adds per example, half the flops of XLA's cost analysis of the
+forward pass) and :func:`param_count` (``jax.eval_shape`` of the initialization). The cost
+model, in CPU-seconds (one CPU busy for one second), is stated in the printed "Assumptions":
+training ∝ epochs × steps × batch × MACs at the MLP-on-digits rate (× 3 if linearized), plus a
+per-trial start-up; the Gram ∝ N² × parameters from the measured Gram of the model family (the
+H200 figure on a GPU run where there is one), plus a fixed start-up; the eigensolver ∝ N² × k;
+NADs ∝ k × MACs. Your own model is scaled from LeNet5's figures. With a results folder of
+finished trials (``--out``) the training estimate is rescaled by their measured times (the
+metrics store's ``wall_time``) over what this model predicts for them.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import textwrap
 import zipfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raysweep.config import Config, is_import_path
+# Sizing lowers programs (never runs one) and may start JAX's backends: in a planning process
+# JAX must not take most of a GPU (set before JAX starts; the scripts do the same).
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from raysweep.config import Config, ModelConfig, is_import_path
+from raysweep.eigenfunctions import model_of
+from raysweep.models import (
+    FunctionModel,
+    LinenModel,
+    count_params,
+    init_variables,
+    make_apply_fn,
+)
 
 __all__ = [
     "MEASUREMENTS",
@@ -66,7 +70,67 @@ __all__ = [
 # ----------------------------------------------------------------------------- measurements
 
 CPU_2CORE = "a shared 2-core CPU (this repository's dev machine)"
+BUSY_2CORE = "a busy 2-core CPU"
 H200 = "one NVIDIA H200 (JAX 0.11.2, float32 at full precision)"
+_PERF, _MAIN = "README.md, Performance", "README.md, The main job"
+_NTK, _GPU = f"{_PERF}, NTK Gram (bench_ntk.py)", f"{_PERF}, NTK Gram (gpu_suite.sh)"
+_NAD = "sweeps/nad_sweep.py docstring (timings)"
+
+# fmt: off
+_TABLE = {  # key: (what, seconds, CPU cores busy (0: a GPU figure), hardware, source, per)
+    "train.mlp": (
+        "sweep, MLP on digits, SGD, network, packs of 64, 3 epochs, 2 trials at a time: "
+        "262,921 targets/h marginal", 3600 / 262_921, 2, CPU_2CORE,
+        f"{_PERF}, Distributed Gram and sweep (bench_sweep.py --targets 64,192)",
+        "per target (3 epochs)"),
+    "sweep.mlp": (
+        "2,000-target sweep end to end, MLP on digits, sgd/adam x network/linearized, "
+        "1 epoch, 16 trials (packs of 125): 249,200 targets/h", 28.9, 2, CPU_2CORE,
+        f"{_PERF}, Sweep grid (bench_sweep.py --only-grid)", ""),
+    "trial.conv": (
+        "NAD sweep trial, LeNet5 on 32x32x1, 1 target, 1,000 samples, 3 epochs "
+        "(30-50 s each; midpoint)", 40.0, 1, BUSY_2CORE, _NAD, "per trial"),
+    "gram.mlp": ("MLP NTK Gram, 4,000 CIFAR-shaped inputs (auto)", 0.884, 2, CPU_2CORE, _NTK, ""),
+    "gram.lenet5": (
+        "LeNet5 NTK Gram, 4,000 CIFAR-shaped inputs (auto)", 2.95, 2, CPU_2CORE, _NTK, ""),
+    "gram.resnet18": (
+        "ResNet18 NTK Gram, 256 CIFAR-shaped inputs (auto)", 19.5, 2, CPU_2CORE, _NTK, ""),
+    "run.default": (
+        "default run (preset smoke: Gram + 128 eigenpairs, 4 trials of 8 targets x 5 "
+        "epochs), after installation", 34.0, 2, CPU_2CORE, _MAIN, ""),
+    "gram.start": (
+        "default run: Gram of 1,797 digits (MLP) and 128 eigenpairs, actors and compilation",
+        5.0, 2, CPU_2CORE, _MAIN, ""),
+    "gpu.gram.lenet5": (
+        "LeNet5 NTK Gram, 10,000 CIFAR-shaped inputs (auto)", 0.85, 0, H200, _GPU, ""),
+    "gpu.gram.resnet18": (
+        "ResNet18 NTK Gram, 2,000 CIFAR-shaped inputs (contraction, 40 GB budget)",
+        4.04, 0, H200, _GPU, ""),
+    "eigen": (
+        "block eigensolver, top 1,000 of N = 12,000 (synthetic NTK-like spectrum)", 46.3, 2,
+        CPU_2CORE, f"{_PERF}, Eigensolvers (bench_eigen.py --large)", ""),
+    "nad.lenet5": ("LeNet5 NADs, k = 10, 32x32x1 (svds)", 9.0, 2, BUSY_2CORE, _NAD, ""),
+    "nad.resnet18": (
+        "ResNet18 (width 8) NADs, k = 10, 32x32x1 (svds)", 90.0, 2, BUSY_2CORE, _NAD, ""),
+}
+# fmt: on
+
+# The measurements' reference shapes and sizes.
+DIGITS = (8, 8, 1)
+CIFAR = (32, 32, 3)
+_REF_BATCH, _REF_TRAIN = 128, 1_347  # digits train split, the sweep benchmarks' batch
+_GRAM_REF_N = {"mlp": 4_000, "lenet5": 4_000, "resnet18": 256}
+_GPU_GRAM_REF_N = {"lenet5": 10_000, "resnet18": 2_000}
+_EIGEN_REF = (12_000, 1_000)
+# the NAD figures (and trial.conv) were measured with the nad preset's GeLU: XLA counts its flops
+_NAD_REF = {"lenet5": ((32, 32, 1), "{}", 10), "resnet18": ((32, 32, 1), '{"width": 8}', 10)}
+
+LINEARIZED_FACTOR = 3.0
+"""A linearized training step costs this many network steps (README, "Cost of the
+paper-scale run": an assumption, not a measurement)."""
+
+EIGEN_CORES = 2
+"""Cores the eigensolver (on the driver) is taken to use for the wall-clock (as measured)."""
 
 
 @dataclass(frozen=True)
@@ -93,204 +157,94 @@ class Measurement:
         )
 
 
-_PERF = "README.md, Performance"
-MEASUREMENTS: dict[str, Measurement] = {
-    m.key: m
-    for m in (
-        Measurement(
-            "train.mlp",
-            "sweep, MLP on digits, SGD, network, packs of 64, 3 epochs, 2 trials at a time: "
-            "262,921 targets/h marginal",
-            3600 / 262_921,
-            2,
-            CPU_2CORE,
-            f"{_PERF}, Distributed Gram and sweep (bench_sweep.py --targets 64,192)",
-            per="per target (3 epochs)",
-        ),
-        Measurement(
-            "sweep.mlp",
-            "2,000-target sweep end to end, MLP on digits, sgd/adam x network/linearized, "
-            "1 epoch, 16 trials (packs of 125): 249,200 targets/h",
-            28.9,
-            2,
-            CPU_2CORE,
-            f"{_PERF}, Sweep grid (bench_sweep.py --only-grid)",
-        ),
-        Measurement(
-            "trial.conv",
-            "NAD sweep trial, LeNet5 on 32x32x1, 1 target, 1,000 samples, 3 epochs "
-            "(30-50 s each; midpoint)",
-            40.0,
-            1,
-            "a busy 2-core CPU",
-            "sweeps/nad_sweep.py docstring (timings)",
-            per="per trial",
-        ),
-        Measurement(
-            "gram.mlp",
-            "MLP NTK Gram, 4,000 CIFAR-shaped inputs (auto)",
-            0.884,
-            2,
-            CPU_2CORE,
-            f"{_PERF}, NTK Gram (bench_ntk.py)",
-        ),
-        Measurement(
-            "gram.lenet5",
-            "LeNet5 NTK Gram, 4,000 CIFAR-shaped inputs (auto)",
-            2.95,
-            2,
-            CPU_2CORE,
-            f"{_PERF}, NTK Gram (bench_ntk.py)",
-        ),
-        Measurement(
-            "gram.resnet18",
-            "ResNet18 NTK Gram, 256 CIFAR-shaped inputs (auto)",
-            19.5,
-            2,
-            CPU_2CORE,
-            f"{_PERF}, NTK Gram (bench_ntk.py)",
-        ),
-        Measurement(
-            "run.default",
-            "default run (preset smoke: Gram + 128 eigenpairs, 4 trials of 8 targets x 5 "
-            "epochs), after installation",
-            34.0,
-            2,
-            CPU_2CORE,
-            "README.md, The main job",
-        ),
-        Measurement(
-            "gram.start",
-            "default run: Gram of 1,797 digits (MLP) and 128 eigenpairs, actors and compilation",
-            5.0,
-            2,
-            CPU_2CORE,
-            "README.md, The main job",
-        ),
-        Measurement(
-            "gpu.gram.lenet5",
-            "LeNet5 NTK Gram, 10,000 CIFAR-shaped inputs (auto)",
-            0.85,
-            0,
-            H200,
-            f"{_PERF}, NTK Gram (gpu_suite.sh)",
-        ),
-        Measurement(
-            "gpu.gram.resnet18",
-            "ResNet18 NTK Gram, 2,000 CIFAR-shaped inputs (contraction, 40 GB budget)",
-            4.04,
-            0,
-            H200,
-            f"{_PERF}, NTK Gram (gpu_suite.sh)",
-        ),
-        Measurement(
-            "eigen",
-            "block eigensolver, top 1,000 of N = 12,000 (synthetic NTK-like spectrum)",
-            46.3,
-            2,
-            CPU_2CORE,
-            f"{_PERF}, Eigensolvers (bench_eigen.py --large)",
-        ),
-        Measurement(
-            "nad.lenet5",
-            "LeNet5 NADs, k = 10, 32x32x1 (svds)",
-            9.0,
-            2,
-            "a busy 2-core CPU",
-            "sweeps/nad_sweep.py docstring (timings)",
-        ),
-        Measurement(
-            "nad.resnet18",
-            "ResNet18 (width 8) NADs, k = 10, 32x32x1 (svds)",
-            90.0,
-            2,
-            "a busy 2-core CPU",
-            "sweeps/nad_sweep.py docstring (timings)",
-        ),
-    )
-}
+MEASUREMENTS: dict[str, Measurement] = {k: Measurement(k, *row) for k, row in _TABLE.items()}
 """Every figure the estimate uses (README.md, section Performance, unless said)."""
-
-LINEARIZED_FACTOR = 3.0
-"""A linearized training step costs this many network steps (README, "Cost of the
-paper-scale run": an assumption, not a measurement)."""
-
-EIGEN_CORES = 2
-"""Cores the eigensolver (on the driver) is taken to use for the wall-clock (as measured)."""
-
-# Reference shapes of the measurements.
-DIGITS = (8, 8, 1)
-CIFAR = (32, 32, 3)
-_REF_BATCH, _REF_TRAIN = 128, 1_347  # digits train split, the sweep benchmarks' batch
-_GRAM_REF_N = {"mlp": 4_000, "lenet5": 4_000, "resnet18": 256}
-_GPU_GRAM_REF_N = {"lenet5": 10_000, "resnet18": 2_000}
-_EIGEN_REF = (12_000, 1_000)
-_NAD_REF = {"lenet5": ((32, 32, 1), "{}", 10), "resnet18": ((32, 32, 1), '{"width": 8}', 10)}
 
 # ----------------------------------------------------------------------------- model sizes
 
-
-def _options(options: str | dict | None) -> dict:
-    if isinstance(options, dict):
-        return options
-    try:
-        out = json.loads(options or "{}")
-    except json.JSONDecodeError:
-        return {}
-    return out if isinstance(out, dict) else {}
+_BATCH = 8  # examples in the forward pass XLA counts (the count is divided by it)
 
 
 def _family(name: str) -> str:
-    """``mlp``, ``lenet5`` or ``resnet18``; your own model (an import path) is costed as
-    LeNet5 (its architecture is not known without importing it)."""
+    """The measured model whose figures ``name`` is scaled from: ``mlp``, ``lenet5`` or
+    ``resnet18``; your own model (an import path) is scaled from LeNet5's."""
     return name if name in ("mlp", "lenet5", "resnet18") else "lenet5"
 
 
-def _layers(name: str, shape: Sequence[int], options: str | dict | None):
-    """``(MACs per example, parameters)`` of the built-in model ``name`` on inputs ``shape``
-    (H, W, C): the architectures of :mod:`raysweep.models` (SAME convolutions, 2x2 pooling)."""
-    h, w, c = (int(s) for s in shape)
-    opts = _options(options)
-    family = _family(name)
-    if family == "mlp":
-        sizes = [h * w * c, *(int(s) for s in opts.get("hidden_sizes", (100, 100))), 1]
-        macs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-        return macs, macs + sum(sizes[1:])
-    if family == "lenet5":
-        h2, w2 = h // 2, w // 2
-        h4, w4 = h2 // 2, w2 // 2
-        conv = h * w * 25 * c * 6 + h2 * w2 * 25 * 6 * 16
-        dense = h4 * w4 * 16 * 120 + 120 * 84 + 84
-        params = (25 * c * 6 + 6) + (25 * 6 * 16 + 16) + (h4 * w4 * 16 * 120 + 120)
-        return conv + dense, params + (120 * 84 + 84) + 85
-    width = int(opts.get("width", 64))
-    macs, params = h * w * 9 * c * width, 9 * c * width + 2 * width
-    in_ch = width
-    for stage in range(4):
-        out_ch = width * 2**stage
-        for j in range(2):
-            stride = 2 if stage > 0 and j == 0 else 1
-            if stride == 2:
-                h, w = math.ceil(h / 2), math.ceil(w / 2)
-            proj = stride != 1 or in_ch != out_ch
-            macs += (
-                h * w * (9 * in_ch * out_ch + 9 * out_ch * out_ch + (in_ch * out_ch if proj else 0))
-            )
-            params += 9 * in_ch * out_ch + 9 * out_ch * out_ch + 4 * out_ch
-            params += in_ch * out_ch + 2 * out_ch if proj else 0
-            in_ch = out_ch
-    return macs + in_ch, params + in_ch + 1
+def _abstract_variables(module: Any, shape: tuple[int, int, int]) -> Any:
+    """The variables of ``module`` on inputs ``shape`` with ``jax.ShapeDtypeStruct`` leaves,
+    from ``jax.eval_shape`` of its initialization (no compute). An NNX model is initialized
+    for real: its initializer is compiled once (on CPU) and cannot be traced."""
+    if isinstance(module, FunctionModel):
+        return jax.eval_shape(lambda: init_variables(module, shape, seed=0))
+    if not isinstance(module, nn.Module | LinenModel):
+        return init_variables(module, shape, seed=0)
+    builtin = isinstance(module, nn.Module)
+    linen = module if builtin else module.module()
+    flag = {"train": False} if builtin else module.flag(False)
+    x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
+    variables = jax.eval_shape(lambda x: linen.init(jax.random.key(0), x, **flag), x)
+    return {k: v for k, v in variables.items() if k in ("params", "batch_stats") and v}
 
 
-def forward_macs(name: str, shape: Sequence[int], options: str | dict | None = None) -> int:
-    """Multiply-adds per example of one forward pass (2 FLOP each); an import-path model is
-    costed as LeNet5."""
-    return _layers(name, shape, options)[0]
+def _xla_size(model: ModelConfig, shape: tuple[int, int, int]) -> tuple[int, int]:
+    """``(MACs per example, parameters)``: half the flops XLA counts in the lowered forward
+    pass (:func:`raysweep.models.make_apply_fn`) on a batch of ``_BATCH``, per example."""
+    module = model_of(model)
+    variables = _abstract_variables(module, shape)
+    stats = variables.get("batch_stats") or {}
+
+    def forward(params: Any, stats: Any, x: Any) -> Any:
+        full = {"params": params, **({"batch_stats": stats} if stats else {})}
+        return make_apply_fn(module, full)(params, x)
+
+    x = jax.ShapeDtypeStruct((_BATCH, *shape), jnp.float32)
+    lowered = jax.jit(forward).lower(variables["params"], stats, x)
+    cost = lowered.cost_analysis() or lowered.compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    return round(cost["flops"] / (2 * _BATCH)), count_params(variables["params"])
 
 
-def param_count(name: str, shape: Sequence[int], options: str | dict | None = None) -> int:
-    """Parameters of the built-in model (equal to :mod:`raysweep.models`' closed forms)."""
-    return _layers(name, shape, options)[1]
+@functools.lru_cache(maxsize=256)
+def _model_size(model: ModelConfig, shape: tuple[int, int, int]) -> tuple[int, int, str]:
+    """``(MACs per example, parameters, why)``; ``why`` is ``""``, or why your own model could
+    not be built here: it is then sized as LeNet5. A built-in model that cannot be built on
+    ``shape`` raises ValueError."""
+    try:
+        return (*_xla_size(model, shape), "")
+    except Exception as err:  # noqa: BLE001 - your model's own error, any type
+        if not is_import_path(model.name):
+            raise ValueError(
+                f"model {model.name} cannot run on inputs {'x'.join(map(str, shape))}: {err}"
+            ) from err
+        why = textwrap.shorten(f"{type(err).__name__}: {err}", 200, placeholder=" ...")
+    lenet = _model_size(ModelConfig(name="lenet5"), shape if min(shape[:2]) >= 4 else CIFAR)
+    return (*lenet[:2], why)
+
+
+def _size(model: ModelConfig, shape) -> tuple[int, int, str]:
+    """:func:`_model_size`, cached per architecture (the seed does not change the size)."""
+    fields = ("name", "activation", "options", "train_flag", "output_index")
+    key = ModelConfig(**{f: getattr(model, f) for f in fields})
+    return _model_size(key, tuple(int(s) for s in shape))
+
+
+def _model(name: str, options: str | dict | None, fields: dict) -> ModelConfig:
+    text = json.dumps(options, sort_keys=True) if isinstance(options, dict) else options
+    return ModelConfig(name=name, options=text or "{}", **fields)
+
+
+def forward_macs(name: str, shape, options: str | dict | None = None, **fields: Any) -> int:
+    """Multiply-adds per example of one forward pass of ``name`` (a built-in model or an
+    import path; ``options`` and other ``fields`` as :class:`~raysweep.config.ModelConfig`'s)
+    on inputs ``shape`` (H, W, C), as XLA counts them (half its flops)."""
+    return _size(_model(name, options, fields), shape)[0]
+
+
+def param_count(name: str, shape, options: str | dict | None = None, **fields: Any) -> int:
+    """Parameters of the model (as :func:`forward_macs`), from ``jax.eval_shape`` of its
+    initialization."""
+    return _size(_model(name, options, fields), shape)[1]
 
 
 # ----------------------------------------------------------------------------- derived rates
@@ -310,50 +264,38 @@ def _train_seconds(macs: int, n_train: int, batch: int, epochs: int, linearized:
     return epochs * steps * batch * macs * TRAIN_CPU_S_PER_MAC * mode
 
 
-def _derive_overheads() -> dict[str, float]:
-    """Per-trial start-up CPU-seconds: measured trial time minus its modelled compute."""
-    e2e = MEASUREMENTS["sweep.mlp"]
-    compute = (
-        2_000
-        * sum(
-            _train_seconds(_MLP_DIGITS_MACS, _REF_TRAIN, _REF_BATCH, 1, lin)
-            for lin in (False, True)
-        )
-        / 2
-    )
-    mlp = max((e2e.cpu_seconds - compute) / 16, 0.0)
-    nad = MEASUREMENTS["trial.conv"]
-    macs = forward_macs("lenet5", (32, 32, 1))
-    conv_compute = sum(_train_seconds(macs, 1_000, 128, 3, lin) for lin in (False, True)) / 2
-    conv = max(nad.cpu_seconds - conv_compute, 0.0)
-    return {"mlp": mlp, "lenet5": conv, "resnet18": conv}
+def _mixed(macs: int, n_train: int, batch: int, epochs: int) -> float:
+    """Seconds of one target, averaged over network and linearized (the measured mix)."""
+    return sum(_train_seconds(macs, n_train, batch, epochs, lin) for lin in (False, True)) / 2
 
 
-TRIAL_START_CPU_S = _derive_overheads()
-"""Per-trial start-up (actor, payload, compilation) in CPU-seconds, by model family; ResNet18
-is assumed to start like LeNet5 (not measured; it compiles longer)."""
+_MLP_START = MEASUREMENTS["sweep.mlp"].cpu_seconds - 2_000 * _mixed(
+    _MLP_DIGITS_MACS, _REF_TRAIN, _REF_BATCH, 1
+)
+_CONV_START = MEASUREMENTS["trial.conv"].cpu_seconds - _mixed(
+    forward_macs("lenet5", (32, 32, 1), activation="gelu"), 1_000, 128, 3
+)
+TRIAL_START_CPU_S = {
+    "mlp": max(_MLP_START / 16, 0.0),
+    "lenet5": max(_CONV_START, 0.0),
+    "resnet18": max(_CONV_START, 0.0),
+}
+"""Per-trial start-up (actor, payload, compilation) in CPU-seconds by model family: a measured
+trial's time minus its modelled compute; ResNet18 is assumed to start like LeNet5 (not
+measured; it compiles longer)."""
 
 ARTIFACT_START_CPU_S = MEASUREMENTS["gram.start"].cpu_seconds
 """Fixed cost of one Gram artifact (actors, compilation): the default run's Gram + eigen step
 (its compute is under a tenth of a second by the scaling below)."""
 
-
-def _derive_run_start() -> float:
-    """Wall seconds of a run's one-off start (Ray, Tune, first compilations): the default
-    run's measured time minus its modelled Gram step and trials (2 at a time on 2 cores)."""
-    per_target = [
-        _train_seconds(_MLP_DIGITS_MACS, _REF_TRAIN, _REF_BATCH, 5, lin) for lin in (0, 1)
-    ]
-    trials = 2 * (TRIAL_START_CPU_S["mlp"] + 8 * per_target[0]) + 2 * (
-        TRIAL_START_CPU_S["mlp"] + 8 * per_target[1]
-    )
-    gram = MEASUREMENTS["gram.start"].seconds
-    return max(MEASUREMENTS["run.default"].seconds - gram - trials / 2, 0.0)
-
-
-RUN_START_S = _derive_run_start()
-"""One-off wall seconds of a run (Ray and Tune start-up, first compilations), added to the
-wall-clock estimate."""
+RUN_START_S = max(
+    MEASUREMENTS["run.default"].seconds
+    - MEASUREMENTS["gram.start"].seconds
+    - 2 * (TRIAL_START_CPU_S["mlp"] + 8 * _mixed(_MLP_DIGITS_MACS, _REF_TRAIN, _REF_BATCH, 5)),
+    0.0,
+)
+"""One-off wall seconds of a run (Ray and Tune start-up, first compilations): the default
+run's measured time minus its Gram step and its 4 trials (2 at a time on 2 cores)."""
 
 # ----------------------------------------------------------------------------- dataset sizes
 
@@ -387,28 +329,20 @@ class DatasetSize:
 
 def _npz_shapes(path: str) -> dict[str, tuple[int, ...]]:
     """Shapes of the arrays of an ``.npz`` from their headers (no array data is read)."""
-    import numpy as np
+    from numpy.lib import format as npy
 
     shapes = {}
     with zipfile.ZipFile(path) as archive:
         for key in ("x_train", "x_test"):
             with archive.open(f"{key}.npy") as f:
-                major, _ = np.lib.format.read_magic(f)
-                read = (
-                    np.lib.format.read_array_header_1_0
-                    if major == 1
-                    else np.lib.format.read_array_header_2_0
-                )
+                major, _ = npy.read_magic(f)
+                read = npy.read_array_header_1_0 if major == 1 else npy.read_array_header_2_0
                 shapes[key] = tuple(read(f)[0])
     return shapes
 
 
 def _nhwc(shape: tuple[int, ...]) -> tuple[int, int, int]:
-    if len(shape) == 1:
-        return (shape[0], 1, 1)
-    if len(shape) == 2:
-        return (shape[0], shape[1], 1)
-    return tuple(shape[:3])  # type: ignore[return-value]
+    return tuple((*shape[:3], 1, 1)[:3])  # type: ignore[return-value]
 
 
 def dataset_size(config: Config) -> DatasetSize:
@@ -423,31 +357,26 @@ def dataset_size(config: Config) -> DatasetSize:
             )
         return DatasetSize(want_train, want_test, shape, "known", "D(u_j) sizes from the config")
     name = data.name
-    if name in _BUILTIN_SIZES:
-        full_train, full_test, shape = _BUILTIN_SIZES[name]
-        how = "built-in split size, not read"
-        if want_train is not None or want_test is not None:
-            how += "; subsampled by data.num_train/num_test"
+    if name in _BUILTIN_SIZES or name.startswith("npz:"):
+        if name in _BUILTIN_SIZES:
+            full_train, full_test, shape = _BUILTIN_SIZES[name]
+            source, how = "known", "built-in split size, not read"
+            if want_train is not None or want_test is not None:
+                how += "; subsampled by data.num_train/num_test"
+        else:
+            try:
+                shapes = _npz_shapes(name[4:])
+            except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
+                return DatasetSize(None, None, None, "unknown", f"cannot read {name[4:]}: {err}")
+            full_train, full_test = shapes["x_train"][0], shapes["x_test"][0]
+            shape = _nhwc(shapes["x_train"][1:])
+            source, how = "read", "read from the .npz array headers (no data loaded)"
         return DatasetSize(
             min(want_train or full_train, full_train),
             min(want_test or full_test, full_test),
             shape,
-            "known",
+            source,
             how,
-        )
-    if name.startswith("npz:"):
-        path = name[4:]
-        try:
-            shapes = _npz_shapes(path)
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
-            return DatasetSize(None, None, None, "unknown", f"cannot read {path}: {err}")
-        full_train, full_test = shapes["x_train"][0], shapes["x_test"][0]
-        return DatasetSize(
-            min(want_train or full_train, full_train),
-            min(want_test or full_test, full_test),
-            _nhwc(shapes["x_train"][1:]),
-            "read",
-            "read from the .npz array headers (no data loaded)",
         )
     if want_train is not None and want_test is not None and not is_import_path(name):
         return DatasetSize(want_train, want_test, None, "known", "data.num_train/num_test")
@@ -462,7 +391,25 @@ def dataset_size(config: Config) -> DatasetSize:
     )
 
 
-# ----------------------------------------------------------------------------- calibration
+# ----------------------------------------------------------------------------- trials
+
+
+def _trial_seconds(grid: Any, sizes: dict[str, DatasetSize]) -> dict[str, tuple | None]:
+    """Per trial id, its modelled ``(start-up, total)`` CPU-seconds on 1 CPU (start-up plus its
+    targets' training), or None where its training-set size is unknown."""
+    configs = {a.key: a.config for a in grid.artifacts}
+    out: dict[str, tuple | None] = {}
+    for t in grid.trials:
+        model, size = configs[t.artifact].model, sizes[t.artifact]
+        if size.num_train is None or size.input_shape is None:
+            out[t.trial_id] = None
+            continue
+        macs = _size(model, size.input_shape)[0]
+        batch, epochs = int(t.train.batch_size), int(t.train.epochs)
+        per_target = _train_seconds(macs, size.num_train, batch, epochs, t.linearized)
+        start = TRIAL_START_CPU_S[_family(model.name)]
+        out[t.trial_id] = (start, start + len(t.targets) * per_target)
+    return out
 
 
 @dataclass(frozen=True)
@@ -499,19 +446,13 @@ def measured_calibration(folder: str | os.PathLike) -> Calibration | None:
         from raysweep.sweep.grid import expand_grid
 
         config = load_config(folder / "config.json")
-        table, _ = scan_metrics(folder)
-        states = trial_states(table)
+        states = trial_states(scan_metrics(folder)[0])
         grid = expand_grid(config)
     except (OSError, ValueError, TypeError, KeyError):
         return None
-    sizes = {a.key: dataset_size(a.config) for a in grid.artifacts}
-    configs = {a.key: a.config for a in grid.artifacts}
-    predicted = {
-        t.trial_id: _trial_cpu_seconds(t, configs[t.artifact], sizes[t.artifact])
-        for t in grid.trials
-    }
+    predicted = _trial_seconds(grid, {a.key: dataset_size(a.config) for a in grid.artifacts})
     done = [
-        s
+        (float(s.wall_time), predicted[s.trial_id][1])  # type: ignore[index]
         for s in states
         if s.status in ("finished", "diverged") and predicted.get(s.trial_id) is not None
     ]
@@ -520,26 +461,13 @@ def measured_calibration(folder: str | os.PathLike) -> Calibration | None:
     return Calibration(
         folder=folder.resolve(),
         trials=len(done),
-        measured_s=sum(float(s.wall_time) for s in done),
-        predicted_s=sum(predicted[s.trial_id] for s in done),  # type: ignore[misc]
+        measured_s=sum(m for m, _ in done),
+        predicted_s=sum(p for _, p in done),
         device="GPU" if config.sweep.gpus_per_trial > 0 else "CPU",
     )
 
 
 # ----------------------------------------------------------------------------- the estimate
-
-
-def _trial_cpu_seconds(trial, art_config: Config, size: DatasetSize) -> float | None:
-    """Modelled seconds of one trial on 1 CPU: start-up plus its targets' training."""
-    if size.num_train is None or size.input_shape is None:
-        return None
-    model = art_config.model
-    macs = forward_macs(model.name, size.input_shape, model.options)
-    train = trial.train
-    per_target = _train_seconds(
-        macs, size.num_train, int(train.batch_size), int(train.epochs), trial.linearized
-    )
-    return TRIAL_START_CPU_S[_family(model.name)] + len(trial.targets) * per_target
 
 
 @dataclass(frozen=True)
@@ -550,7 +478,7 @@ class ArtifactEstimate:
     kind: str  # "Gram + eigenpairs" or "NADs"
     dataset: str
     model: str
-    family: str  # the measured model it is costed as: mlp, lenet5 or resnet18
+    family: str  # the measured model its figures are scaled from: mlp, lenet5 or resnet18
     size: DatasetSize
     k: int
     gram_cpu_s: float = 0.0
@@ -561,6 +489,16 @@ class ArtifactEstimate:
     @property
     def n(self) -> int | None:
         return self.size.n
+
+    @property
+    def measurements(self) -> tuple[str, ...]:
+        """Keys of the :data:`MEASUREMENTS` this artifact's cost is scaled from."""
+        if self.kind == "NADs":
+            return (f"nad.{self.family}",)
+        if not (self.gram_cpu_s or self.gram_gpu_s):
+            return ()
+        gram = f"gpu.gram.{self.family}" if self.gram_gpu_s else f"gram.{self.family}"
+        return (gram, "gram.start", "eigen")
 
 
 @dataclass(frozen=True)
@@ -596,26 +534,14 @@ class PlanEstimate:
     run_start_hours: float = RUN_START_S / 3600
     sweep_name: str = "eigen_sweep"
 
-    # -- totals
-    @property
-    def gram_cpu_hours(self) -> float:
-        return sum(a.gram_cpu_s for a in self.artifacts) / 3600
+    def _total(self, field: str) -> float:
+        return sum(getattr(a, field) for a in self.artifacts) / 3600
 
-    @property
-    def gram_gpu_hours(self) -> float:
-        return sum(a.gram_gpu_s for a in self.artifacts) / 3600
-
-    @property
-    def eigen_hours(self) -> float:
-        return sum(a.eigen_cpu_s for a in self.artifacts) / 3600
-
-    @property
-    def nad_hours(self) -> float:
-        return sum(a.nad_cpu_s for a in self.artifacts) / 3600
-
-    @property
-    def train_hours(self) -> float:
-        return self.train_compute_hours + self.trial_start_hours
+    gram_cpu_hours = property(lambda self: self._total("gram_cpu_s"))
+    gram_gpu_hours = property(lambda self: self._total("gram_gpu_s"))
+    eigen_hours = property(lambda self: self._total("eigen_cpu_s"))
+    nad_hours = property(lambda self: self._total("nad_cpu_s"))
+    train_hours = property(lambda self: self.train_compute_hours + self.trial_start_hours)
 
     @property
     def train_on_gpu(self) -> bool:
@@ -629,43 +555,82 @@ class PlanEstimate:
 
     @property
     def gpu_hours(self) -> float:
-        return self.gram_gpu_hours + (
-            self.train_hours * self.gpus_per_trial if self.train_on_gpu else 0.0
-        )
+        train = self.train_hours * self.gpus_per_trial if self.train_on_gpu else 0.0
+        return self.gram_gpu_hours + train
+
+    @property
+    def slots(self) -> int:
+        """Trials at a time: as many as the CPUs (and GPUs) hold, at most all of them."""
+        slots = min(max(1, int(max(self.cpus or 1.0, 1.0) // self.cpus_per_trial)), self.num_trials)
+        if self.gpu_run and self.gpus:
+            slots = min(slots, max(1, int(max(self.gpus, 1.0) // self.gpus_per_trial)))
+        return max(slots, 1)
 
     @property
     def wall_hours(self) -> float:
         """Stages one after another: artifacts on all CPUs (GPUs), the eigensolver on the
-        driver's cores, then the trials ``slots`` at a time (at least the longest trial)."""
-        cpus = max(self.cpus or 1.0, 1.0)
-        gpus = max(self.gpus or 1.0, 1.0)
+        driver's cores, then the trials :attr:`slots` at a time (at least the longest one)."""
+        cpus, gpus = max(self.cpus or 1.0, 1.0), max(self.gpus or 1.0, 1.0)
         artifacts = self.gram_cpu_hours / cpus + self.gram_gpu_hours / gpus
         artifacts += (self.eigen_hours + self.nad_hours) / min(cpus, EIGEN_CORES)
-        slots = min(max(1, int(cpus // self.cpus_per_trial)), max(self.num_trials, 1))
-        if self.gpu_run and self.gpus:
-            slots = min(slots, max(1, int(gpus // self.gpus_per_trial)))
-        trials = max(self.train_hours / slots, self.longest_trial_hours)
+        trials = max(self.train_hours / self.slots, self.longest_trial_hours)
         return self.run_start_hours + artifacts + trials
 
     def __str__(self) -> str:
         return _format(self)
 
 
-def _h(hours: float) -> str:
-    """Hours with a readable unit beside them: ``0.0125 h (45 s)``."""
-    if hours <= 0:
-        return "0 h"
-    text = f"{hours:.3g} h"
-    seconds = hours * 3600
-    if seconds < 1:
-        return f"{text} (<1 s)"
-    if seconds < 60:
-        return f"{text} ({seconds:.0f} s)"
-    if hours < 1:
-        return f"{text} ({seconds / 60:.0f} min)"
-    if hours >= 48:
-        return f"{text} ({hours / 24:.1f} days)"
-    return text
+def _artifact(point: Any, size: DatasetSize, gpu_run: bool, notes: list[str]) -> ArtifactEstimate:
+    """The cost of one artifact-level grid point (notes about it are appended to ``notes``)."""
+    from raysweep.sweep.grid import name_label
+
+    cfg = point.config
+    model, family = cfg.model.name, _family(cfg.model.name)
+    common = dict(
+        key=point.key,
+        dataset=name_label(cfg.data.name),
+        model=name_label(model),
+        family=family,
+        size=size,
+    )
+    shape = cfg.nad.input_shape if cfg.is_nad else size.input_shape
+    if shape is not None:
+        macs, params, why = _size(cfg.model, shape)
+        if why:
+            notes.append(f"{model}: cannot be built here ({why}); costed as LeNet5.")
+        elif model != family:
+            notes.append(
+                f"{model}: your own model, {params:,} parameters, {macs:,} MACs per example "
+                "(XLA's count); scaled from LeNet5's measurements."
+            )
+    if cfg.is_nad:
+        ref_shape, ref_opts, ref_k = _NAD_REF[family]
+        ratio = macs / forward_macs(family, ref_shape, ref_opts, activation="gelu")
+        nad = MEASUREMENTS[f"nad.{family}"].cpu_seconds * (cfg.nad.k / ref_k) * ratio
+        return ArtifactEstimate(kind="NADs", k=cfg.nad.k, nad_cpu_s=nad, **common)
+    n = size.n
+    k = min(cfg.ntk.num_eigen, n) if n else cfg.ntk.num_eigen
+    if n is None or shape is None:
+        notes.append(f"{point.key}: N unknown ({size.how}); its Gram is not costed.")
+        return ArtifactEstimate(kind="Gram + eigenpairs", k=k, **common)
+    scale = params / param_count(family, CIFAR)  # the pair products are P long
+    gram_cpu, gram_gpu = ARTIFACT_START_CPU_S, 0.0
+    if gpu_run and family in _GPU_GRAM_REF_N:
+        ref_n = _GPU_GRAM_REF_N[family]
+        gram_gpu = MEASUREMENTS[f"gpu.gram.{family}"].seconds * (n / ref_n) ** 2 * scale
+    else:
+        ref_n = _GRAM_REF_N[family]
+        gram_cpu += MEASUREMENTS[f"gram.{family}"].cpu_seconds * (n / ref_n) ** 2 * scale
+    ref_n, ref_k = _EIGEN_REF
+    eigen = MEASUREMENTS["eigen"].cpu_seconds * (n / ref_n) ** 2 * (k / ref_k)
+    return ArtifactEstimate(
+        kind="Gram + eigenpairs",
+        k=k,
+        gram_cpu_s=gram_cpu,
+        gram_gpu_s=gram_gpu,
+        eigen_cpu_s=eigen,
+        **common,
+    )
 
 
 def estimate_plan(
@@ -694,87 +659,21 @@ def estimate_plan(
     Raises:
       ValueError, TypeError: a bad grid (as :func:`expand_grid`).
     """
-    from raysweep.sweep.grid import expand_grid, name_label
+    from raysweep.sweep.grid import expand_grid
 
     grid = expand_grid(config)
     gpu_run = config.sweep.gpus_per_trial > 0
     notes: list[str] = list(grid.notes)
-    arts: list[ArtifactEstimate] = []
-    sizes: dict[str, DatasetSize] = {}
-    no_gpu_gram: set[str] = set()
-    for point in grid.artifacts:
-        cfg = point.config
-        size = dataset_size(cfg)
-        sizes[point.key] = size
-        model, family = cfg.model.name, _family(cfg.model.name)
-        common = dict(
-            key=point.key,
-            dataset=name_label(cfg.data.name),
-            model=name_label(model),
-            family=family,
-            size=size,
-        )
-        if model != family:
-            notes.append(f"{model}: your own model, costed as LeNet5 (its size is not known).")
-        if cfg.is_nad:
-            ref_shape, ref_opts, ref_k = _NAD_REF[family]
-            ref = MEASUREMENTS[f"nad.{family}"]
-            ratio = forward_macs(model, cfg.nad.input_shape, cfg.model.options) / forward_macs(
-                family, ref_shape, ref_opts
-            )
-            arts.append(
-                ArtifactEstimate(
-                    kind="NADs",
-                    k=cfg.nad.k,
-                    nad_cpu_s=ref.cpu_seconds * (cfg.nad.k / ref_k) * ratio,
-                    **common,
-                )
-            )
-            continue
-        n, shape = size.n, size.input_shape
-        k = min(cfg.ntk.num_eigen, n) if n else cfg.ntk.num_eigen
-        if n is None or shape is None:
-            arts.append(ArtifactEstimate(kind="Gram + eigenpairs", k=k, **common))
-            notes.append(f"{point.key}: N unknown ({size.how}); its Gram is not costed.")
-            continue
-        params = param_count(model, shape, cfg.model.options)
-        gram_cpu = gram_gpu = 0.0
-        if gpu_run and family in _GPU_GRAM_REF_N:
-            ref, ref_n = MEASUREMENTS[f"gpu.gram.{family}"], _GPU_GRAM_REF_N[family]
-            gram_gpu = ref.seconds * (n / ref_n) ** 2 * params / param_count(family, CIFAR)
-        else:
-            if gpu_run:
-                no_gpu_gram.add(family)
-            ref, ref_n = MEASUREMENTS[f"gram.{family}"], _GRAM_REF_N[family]
-            gram_cpu = ref.cpu_seconds * (n / ref_n) ** 2 * params / param_count(family, CIFAR)
-        gram_cpu += ARTIFACT_START_CPU_S
-        ref_n, ref_k = _EIGEN_REF
-        eigen = MEASUREMENTS["eigen"].cpu_seconds * (n / ref_n) ** 2 * (k / ref_k)
-        arts.append(
-            ArtifactEstimate(
-                kind="Gram + eigenpairs",
-                k=k,
-                gram_cpu_s=gram_cpu,
-                gram_gpu_s=gram_gpu,
-                eigen_cpu_s=eigen,
-                **common,
-            )
-        )
-    for family in sorted(no_gpu_gram):
+    sizes = {point.key: dataset_size(point.config) for point in grid.artifacts}
+    arts = [_artifact(point, sizes[point.key], gpu_run, notes) for point in grid.artifacts]
+    for family in sorted({a.family for a in arts if gpu_run and a.gram_cpu_s and not a.gram_gpu_s}):
         notes.append(f"{family} Gram: no GPU measurement; CPU-hours shown.")
 
-    configs = {a.key: a.config for a in grid.artifacts}
-    compute = start = longest = 0.0
-    unknown = 0
-    for trial in grid.trials:
-        seconds = _trial_cpu_seconds(trial, configs[trial.artifact], sizes[trial.artifact])
-        if seconds is None:
-            unknown += 1
-            continue
-        first = TRIAL_START_CPU_S[_family(configs[trial.artifact].model.name)]
-        start += first
-        compute += seconds - first
-        longest = max(longest, seconds)
+    known = [c for c in _trial_seconds(grid, sizes).values() if c is not None]
+    unknown = len(grid.trials) - len(known)
+    start = sum(first for first, _ in known)
+    compute = sum(total for _, total in known) - start
+    longest = max((total for _, total in known), default=0.0)
     calibration = measured_calibration(results) if results is not None else None
     if calibration is not None:
         if calibration.device == ("GPU" if gpu_run else "CPU"):
@@ -787,7 +686,7 @@ def estimate_plan(
             calibration = None
     if unknown:
         notes.append(f"{unknown} trial(s) not costed: their training-set size is unknown.")
-    if gpu_run and (calibration is None or calibration.device != "GPU"):
+    if gpu_run and calibration is None:
         notes.append(
             "training: no GPU measurement; CPU-hours shown (a GPU should be faster; README "
             '"Cost of the paper-scale run" gives a flop-based GPU guess).'
@@ -812,7 +711,7 @@ def estimate_plan(
         gpus=gpus,
         resources=resources,
         calibration=calibration,
-        notes=tuple(notes),
+        notes=tuple(dict.fromkeys(notes)),
         launch=launch,
         unknown_trials=unknown,
         sweep_name=config.sweep.name,
@@ -824,30 +723,29 @@ def describe_plan(config: Config, **kwargs: Any) -> str:
     return str(estimate_plan(config, **kwargs))
 
 
-def _used_measurements(plan: PlanEstimate) -> list[Measurement]:
-    keys = ["train.mlp", "sweep.mlp", "run.default"]
-    if {a.family for a in plan.artifacts} - {"mlp"}:
-        keys.append("trial.conv")
-    for a in plan.artifacts:
-        family = a.family
-        if a.kind == "NADs":
-            keys.append(f"nad.{family}")
-            continue
-        if a.gram_gpu_s:
-            keys.append(f"gpu.gram.{family}")
-        elif a.gram_cpu_s:
-            keys.append(f"gram.{family}")
-        if a.gram_cpu_s or a.gram_gpu_s:
-            keys += ["gram.start", "eigen"]
-    return [MEASUREMENTS[k] for k in dict.fromkeys(keys)]
+# ----------------------------------------------------------------------------- the text
+
+
+def _h(hours: float) -> str:
+    """Hours with a readable unit beside them: ``0.0125 h (45 s)``."""
+    if hours <= 0:
+        return "0 h"
+    text, seconds = f"{hours:.3g} h", hours * 3600
+    if seconds < 1:
+        return f"{text} (<1 s)"
+    if seconds < 60:
+        return f"{text} ({seconds:.0f} s)"
+    if hours < 1:
+        return f"{text} ({seconds / 60:.0f} min)"
+    return f"{text} ({hours / 24:.1f} days)" if hours >= 48 else text
 
 
 def _format(p: PlanEstimate) -> str:
-    lines = [f"Plan: {p.title}"]
-    lines.append(
+    lines = [
+        f"Plan: {p.title}",
         f"  trials:    {p.num_trials:,} ({p.num_artifacts} artifact(s) x {p.num_programs} "
-        f"program(s) x packs of up to {p.pack_size} targets)"
-    )
+        f"program(s) x packs of up to {p.pack_size} targets)",
+    ]
     for trial_id, size in p.trials_preview:
         lines.append(f"    {trial_id}  ({size} target{'s' if size != 1 else ''})")
     if p.num_trials > len(p.trials_preview):
@@ -861,15 +759,13 @@ def _format(p: PlanEstimate) -> str:
             if s.n is not None
             else f"N unknown ({s.how})"
         )
-        what = f"{a.kind}, k = {a.k:,}"
-        lines.append(f"    {a.key}: {a.dataset}, {a.model}, {n}; {what}")
-    lines.append(
-        "  axes:      " + ", ".join(f"{key} ({count}, {level})" for key, count, level in p.axes)
-    )
+        lines.append(f"    {a.key}: {a.dataset}, {a.model}, {n}; {a.kind}, k = {a.k:,}")
+    lines.append("  axes:      " + ", ".join(f"{k} ({n}, {level})" for k, n, level in p.axes))
     lines.append(f"  resources: {p.cpus_per_trial:g} CPU + {p.gpus_per_trial:g} GPU per trial")
 
     lines.append("Cost estimate (scaled from the measurements below; an estimate, not a quote):")
-    if any(a.kind != "NADs" for a in p.artifacts):
+    grams = any(a.kind != "NADs" for a in p.artifacts)
+    if grams:
         gram = _h(p.gram_cpu_hours) + " CPU"
         if p.gram_gpu_hours:
             gram = f"{_h(p.gram_gpu_hours)} GPU (H200) + {gram} (start-up)"
@@ -882,21 +778,14 @@ def _format(p: PlanEstimate) -> str:
         f"  training:     {_h(p.train_hours)} {unit} = {_h(p.train_compute_hours)} compute "
         f"+ {_h(p.trial_start_hours)} trial start-up ({p.num_trials:,} trials)"
     )
-    total = f"{_h(p.cpu_hours)} CPU"
-    if p.gpu_hours:
-        total += f" + {_h(p.gpu_hours)} GPU"
-    lines.append(f"  total:        {total}")
+    gpu_total = f" + {_h(p.gpu_hours)} GPU" if p.gpu_hours else ""
+    lines.append(f"  total:        {_h(p.cpu_hours)} CPU{gpu_total}")
     if p.cpus:
-        where = p.resources or f"{p.cpus:g} CPUs"
-        if p.gpus:
-            where += f" and {p.gpus:g} GPUs"
+        where = (p.resources or f"{p.cpus:g} CPUs") + (f" and {p.gpus:g} GPUs" if p.gpus else "")
     else:
         where = p.resources or "1 CPU" + (" and 1 GPU" if p.gpu_hours else "")
-    slots = min(max(1, int(max(p.cpus or 1, 1) // p.cpus_per_trial)), max(p.num_trials, 1))
-    if p.gpu_run and p.gpus:
-        slots = min(slots, max(1, int(p.gpus // p.gpus_per_trial)))
     lines.append(
-        f"  wall-clock:   ~{_h(p.wall_hours)} on {where} ({slots} trial(s) at a time; stages "
+        f"  wall-clock:   ~{_h(p.wall_hours)} on {where} ({p.slots} trial(s) at a time; stages "
         f"one after another; incl. ~{p.run_start_hours * 3600:.0f} s of Ray/Tune start-up)"
     )
     if p.launch:
@@ -910,11 +799,11 @@ def _format(p: PlanEstimate) -> str:
 
     lines.append("Assumptions:")
     lines.append(
-        "  - training = epochs x ceil(n_train/batch) steps x batch x forward MACs of the model, "
-        "at the MLP-on-digits rate per MAC; a linearized step = 3 network steps; 1 CPU per "
-        "trial, as measured; plus a per-trial start-up (actors, compilation)"
+        "  - training = epochs x ceil(n_train/batch) steps x batch x forward MACs of the model "
+        "(XLA's count), at the MLP-on-digits rate per MAC; a linearized step = 3 network steps; "
+        "1 CPU per trial, as measured; plus a per-trial start-up (actors, compilation)"
     )
-    if any(a.kind != "NADs" for a in p.artifacts):
+    if grams:
         lines.append(
             "  - Gram = measured Gram of the model x (N/N_ref)^2 x (params/params_ref) + a fixed "
             "start-up; eigensolver = measured x (N/N_ref)^2 x (k/k_ref), on CPU"
@@ -923,11 +812,12 @@ def _format(p: PlanEstimate) -> str:
         lines.append("  - NADs = measured NADs of the model x (k/k_ref) x (MACs/MACs_ref), on CPU")
     if p.calibration is not None:
         lines.append(f"  - {p.calibration.line()}")
-    for note in p.notes:
-        lines.append(f"  - {note}")
+    lines += [f"  - {note}" for note in p.notes]
     lines.append("Measurements used (README.md unless said):")
-    for m in _used_measurements(p):
-        lines.append(f"  - {m.line()}")
+    keys = ["train.mlp", "sweep.mlp", "run.default"]
+    keys += ["trial.conv"] if {a.family for a in p.artifacts} - {"mlp"} else []
+    keys += [key for a in p.artifacts for key in a.measurements]
+    lines += [f"  - {MEASUREMENTS[key].line()}" for key in dict.fromkeys(keys)]
     return "\n".join(lines)
 
 
