@@ -300,7 +300,7 @@ def test_unknown_model_and_option_raise():
         get_model("vgg16")
     with pytest.raises(TypeError, match=r"unknown option\(s\) \['width'\]"):
         get_model("lenet5", width=8)
-    with pytest.raises(ValueError, match="width must be a positive int"):
+    with pytest.raises(ValueError, match=r"ResNet18\.width must be a positive integer .*got 0"):
         get_model("resnet18", width=0)
 
 
@@ -313,7 +313,7 @@ def test_unknown_model_and_option_raise():
         ((32, 32), ValueError, "exactly 3 entries"),
         ((1, 32, 32, 3), ValueError, "exactly 3 entries"),
         ((8, 0, 1), ValueError, "positive"),
-        ((8, 8, 1.0), TypeError, "must be ints"),
+        ((8, 8, 1.0), TypeError, r"input_shape C must be a positive integer .*got 1\.0"),
         (64, TypeError, "sequence"),
     ],
 )

@@ -427,7 +427,7 @@ def test_bad_arguments_raise_clear_errors():
         kernel_fn(x1, x2, ("ntk", "ntk"), params)
     with pytest.raises(ValueError, match=r"unknown: \['nngq'\]"):
         kernel_fn(x1, x2, "nngq", params)
-    with pytest.raises(ValueError, match="degree must be a non-negative int; got -1"):
+    with pytest.raises(ValueError, match="degree must be a non-negative integer, got -1"):
         nt.taylor_expand(f, params, -1)
     with pytest.raises(ValueError, match="params has a different structure"):
         nt.linearize(f, params)({"w1": params["w1"]}, x1)

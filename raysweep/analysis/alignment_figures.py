@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 
 from raysweep.analysis.figure_checks import require_present
 from raysweep.analysis.style import REFERENCE_COLOR, figure_legend, new_figure, style_axes
+from raysweep.argcheck import check_int
 
 SPLITS = ("train", "test", "all")
 ALIGNMENT_HOW = (
@@ -125,8 +126,7 @@ def plot_alignment(data: AlignmentData | Mapping[str, Any] | None, *, max_lines:
                 f"data: expected AlignmentData or a dict of arrays, got {type(data).__name__}."
             )
         data = AlignmentData.from_arrays(data)
-    if isinstance(max_lines, bool) or not isinstance(max_lines, int) or max_lines < 1:
-        raise ValueError(f"max_lines: expected a positive integer, got {max_lines!r}.")
+    max_lines = check_int(max_lines, "max_lines", minimum=1)
     splits = [s for s in SPLITS if s in data.alpha]
     m = data.trained_indices.size
     rows = np.unique(np.linspace(0, m - 1, min(m, max_lines)).round().astype(int))

@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from raysweep.analysis.figure_checks import require_present
 from raysweep.analysis.style import COLORS, finish_legend, new_figure, style_axes
 from raysweep.analysis.tables import format_table
+from raysweep.argcheck import check_int
 
 ENERGY_FIELDS = ("model", "dataset", "k", "energy_init", "energy_final", "test_accuracy")
 """The keys of one energy-concentration record."""
@@ -65,10 +66,7 @@ def energy_records(records: Any) -> list[dict[str, Any]]:
         for name in ("model", "dataset"):
             if not isinstance(clean[name], str):
                 raise TypeError(f"records[{i}][{name!r}]: expected a string, got {rec[name]!r}.")
-        k = rec["k"]
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-            raise ValueError(f"records[{i}]['k']: expected a positive integer, got {k!r}.")
-        clean["k"] = int(k)
+        clean["k"] = check_int(rec["k"], f"records[{i}]['k']", minimum=1)
         for name in ("energy_init", "energy_final", "test_accuracy"):
             value = rec[name]
             if isinstance(value, bool) or not isinstance(value, int | float | np.number):

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from raysweep.analysis.figure_checks import as_vector, require_present
 from raysweep.analysis.style import new_figure
+from raysweep.argcheck import check_int
 
 NADS_HOW = (
     "run `python sweeps/nad_sweep.py` (it writes analysis/nads.npz into its own results "
@@ -92,8 +93,7 @@ def plot_nads(eigvals, directions, input_shape, num: int = 10) -> Figure:
       A Figure with ``2 x min(num, k)`` axes (ticks hidden), one image each.
     """
     vals, dirs, _ = check_nads(eigvals, directions, input_shape)
-    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-        raise ValueError(f"num: expected a positive integer, got {num!r}.")
+    num = check_int(num, "num", minimum=1)
     n = min(num, vals.size)
     fig, axes = new_figure(2, n, panel_size=(1.45, 1.55))
     for i in range(n):

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from raysweep.analysis.figure_checks import require_present
 from raysweep.analysis.style import COLORS, figure_legend, new_figure, style_axes
+from raysweep.argcheck import check_int
 
 VARIANTS = ("network", "linearized_init", "linearized_pretrained")
 """The three trained models, in display order."""
@@ -68,15 +69,13 @@ def pretrained_records(records: Any) -> list[dict[str, Any]]:
             raise ValueError(
                 f"records[{i}]: variant {rec['variant']!r} is not one of {', '.join(VARIANTS)}."
             )
-        j = rec["eigen_index"]
-        if isinstance(j, bool) or not isinstance(j, int | np.integer) or j < 0:
-            raise ValueError(f"records[{i}]: eigen_index must be an integer >= 0, got {j!r}.")
+        j = check_int(rec["eigen_index"], f"records[{i}]['eigen_index']", minimum=0)
         acc = rec["test_accuracy"]
         if isinstance(acc, bool) or not isinstance(acc, int | float) or not 0.0 <= acc <= 1.0:
             raise ValueError(f"records[{i}]: test_accuracy must be in [0, 1], got {acc!r}.")
         if not isinstance(rec["rows"], Sequence) or not rec["rows"]:
             raise ValueError(f"records[{i}]: rows must be a non-empty list of per-epoch dicts.")
-        out.append(dict(rec))
+        out.append({**rec, "eigen_index": j})
     return out
 
 
@@ -117,8 +116,7 @@ def plot_pretrained(payload: Any, *, max_indices: int = 4) -> Figure:
     two axes.
     """
     comp = _comparison(payload)
-    if isinstance(max_indices, bool) or not isinstance(max_indices, int) or max_indices < 1:
-        raise ValueError(f"max_indices: expected a positive integer, got {max_indices!r}.")
+    max_indices = check_int(max_indices, "max_indices", minimum=1)
     indices = sorted({int(r["eigen_index"]) for r in comp["records"]})
     pick = np.unique(np.linspace(0, len(indices) - 1, min(len(indices), max_indices)).round())
     shown = [indices[int(p)] for p in pick]

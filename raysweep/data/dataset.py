@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from raysweep.argcheck import check_int
+
 ORDER_CONVENTION = "train then test"
 """Row order of :meth:`Dataset.concatenated` (and of anything computed on it, e.g. Gram rows)."""
 
@@ -77,8 +79,9 @@ class Dataset:
                 f"x_test has image shape {self.x_test.shape[1:]} but x_train has "
                 f"{self.x_train.shape[1:]}; both splits must share (H, W, C)."
             )
-        if not isinstance(self.num_classes, int) or self.num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {self.num_classes!r}.")
+        object.__setattr__(
+            self, "num_classes", check_int(self.num_classes, "num_classes", minimum=1)
+        )
         _check_vector("y_train", self.y_train, np.int32, len(self.x_train))
         _check_vector("y_test", self.y_test, np.int32, len(self.x_test))
         for field, labels in (("y_train", self.y_train), ("y_test", self.y_test)):

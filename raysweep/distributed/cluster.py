@@ -47,6 +47,7 @@ from pathlib import Path
 import jax
 import ray
 
+from raysweep.argcheck import check_int
 from raysweep.atomic import unwritable_reason
 
 logger = logging.getLogger(__name__)
@@ -157,11 +158,10 @@ def _jax_devices_initialized() -> bool:
 # ----------------------------------------------------------------------------- joining
 
 
-def _check_num_cpus(num_cpus) -> None:
-    if num_cpus is not None and (
-        isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 1
-    ):
-        raise ValueError(f"num_cpus must be a positive int or None; got {num_cpus!r}.")
+def _check_num_cpus(num_cpus) -> int | None:
+    if num_cpus is None:
+        return None
+    return check_int(num_cpus, "num_cpus", minimum=1, hint=" or None")
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None, **init_kwargs) -> bool:
@@ -180,7 +180,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, **init_k
     """
     if ray.is_initialized():
         return False
-    _check_num_cpus(num_cpus)
+    num_cpus = _check_num_cpus(num_cpus)
     join = address if address is not None else os.environ.get("RAY_ADDRESS") or None
     if join is not None and join != "local":
         if num_cpus is not None:
@@ -332,7 +332,7 @@ def connect_or_start(
       ValueError: a malformed address, ``num_cpus`` when joining, or non-string env_vars.
       ConnectionError: nothing answers at the address, or ``"auto"`` found no cluster.
     """
-    _check_num_cpus(num_cpus)
+    num_cpus = _check_num_cpus(num_cpus)
     if env_vars is not None and (
         not isinstance(env_vars, dict)
         or not all(isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items())

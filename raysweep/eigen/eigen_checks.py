@@ -27,11 +27,7 @@ def check_method(method) -> None:
 
 def check_k(k, n: int) -> int:
     """``1 <= k < N``."""
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"k must be an int, got {k!r} of type {type(k).__name__}.")
-    k = int(k)
-    if k <= 0:
-        raise ValueError(f"k must be a positive number of eigenpairs, got k={k}.")
+    k = check_int(k, "k", minimum=1, hint=" (the number of eigenpairs)")
     if k >= n:
         raise ValueError(
             f"k={k} must be smaller than N={n}; for all N eigenpairs use numpy.linalg.eigh(K)."

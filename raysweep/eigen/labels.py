@@ -9,9 +9,9 @@ Convention: ``sign(0) = +1`` in both functions, so every label is exactly −1 o
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
+
+from raysweep.argcheck import check_int
 
 __all__ = ["binarization_diagnostic", "eigen_labels"]
 
@@ -60,9 +60,8 @@ def eigen_labels(eigvecs, j, *, dtype=np.float32) -> np.ndarray:
     """
     rows = _rows(eigvecs, "eigen_labels")
     rows = rows[None] if rows.ndim == 1 else rows
-    if isinstance(j, bool) or not isinstance(j, numbers.Integral):
-        raise TypeError(f"eigen_labels: j must be an int row index, got {j!r}.")
-    if not 0 <= j < rows.shape[0]:
+    j = check_int(j, "eigen_labels: j", minimum=0, hint=" (a row index)")
+    if j >= rows.shape[0]:
         raise ValueError(
             f"eigen_labels: j={j} is out of range for {rows.shape[0]} eigenvector rows; "
             f"use 0 <= j < {rows.shape[0]}."

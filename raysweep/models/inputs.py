@@ -16,11 +16,12 @@ inside ``jax.jit``/``jax.vmap``/``jax.grad``.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
+
+from raysweep.argcheck import check_int
 
 __all__ = ["validate_batch", "validate_input_shape"]
 
@@ -52,18 +53,9 @@ def validate_input_shape(input_shape: Any) -> tuple[int, int, int]:
             f"{dims!r} ({len(dims)} entries); e.g. use (32, 32, 3), not (1, 32, 32, 3) or (3072,)."
         )
     out = []
+    hint = f" (input_shape={dims!r}; pass sizes such as (32, 32, 3))"
     for axis, d in zip(("H", "W", "C"), dims, strict=True):
-        if isinstance(d, bool) or not isinstance(d, numbers.Integral):
-            raise TypeError(
-                f"input_shape entries must be ints, got {axis}={d!r} of type {type(d).__name__} "
-                f"in {dims!r}; pass integers such as (32, 32, 3)."
-            )
-        if int(d) <= 0:
-            raise ValueError(
-                f"input_shape entries must be positive, got {axis}={int(d)} in {dims!r}; "
-                "pass positive sizes such as (32, 32, 3)."
-            )
-        out.append(int(d))
+        out.append(check_int(d, f"input_shape {axis}", minimum=1, hint=hint))
     return (out[0], out[1], out[2])
 
 

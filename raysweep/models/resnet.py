@@ -49,6 +49,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from raysweep.argcheck import check_int
 from raysweep.models.activations import DEFAULT_ACTIVATION, get_activation, normalize_activation
 from raysweep.models.inputs import validate_batch
 
@@ -158,11 +159,13 @@ class ResNet18(nn.Module):
 
     def __post_init__(self) -> None:
         normalize_activation(self.activation)
-        if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width <= 0:
-            raise ValueError(
-                f"ResNet18.width must be a positive int, got {self.width!r}; use 64 for the "
-                "paper's ResNet-18 or a small value such as 4 or 8 for quick tests."
-            )
+        width = check_int(
+            self.width,
+            "ResNet18.width",
+            minimum=1,
+            hint=" (64 for the paper's ResNet-18, a small value such as 4 or 8 for quick tests)",
+        )
+        object.__setattr__(self, "width", width)  # a Python int (NumPy integers accepted)
         if not 0.0 <= float(self.bn_momentum) < 1.0:
             raise ValueError(
                 f"ResNet18.bn_momentum must be in [0, 1) (Flax convention: fraction of the old "

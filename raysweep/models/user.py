@@ -88,7 +88,6 @@ import functools
 import importlib
 import inspect
 import json
-import numbers
 import os
 import sys
 import warnings
@@ -101,6 +100,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from raysweep.argcheck import check_int
 from raysweep.config import is_import_path
 from raysweep.models.inputs import validate_batch, validate_input_shape
 
@@ -438,16 +438,14 @@ class UserModel:
         object.__setattr__(
             self, "options", _canonical_options(self.options, f"model.name={self.path!r}")
         )
-        idx = self.output_index
-        if idx is not None and (
-            isinstance(idx, bool) or not isinstance(idx, numbers.Integral) or idx < 0
-        ):
-            raise ValueError(
-                f"model.name={self.path!r}: output_index must be a non-negative int or None, "
-                f"got {idx!r}."
+        if self.output_index is not None:
+            idx = check_int(
+                self.output_index,
+                f"model.name={self.path!r}: output_index",
+                minimum=0,
+                hint=" or None",
             )
-        if idx is not None:
-            object.__setattr__(self, "output_index", int(idx))
+            object.__setattr__(self, "output_index", idx)
         object.__setattr__(self, "search_path", tuple(str(d) for d in self.search_path))
 
     # -- helpers shared by the kinds --

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from raysweep.argcheck import check_int
 from raysweep.nads.nad_checks import check_input_shape, check_positive_int
 
 __all__ = ["gaussian_samples", "nad_dataset", "unit_direction"]
@@ -35,11 +36,7 @@ _CHUNK = 4096  # rows generated (float64) at once
 
 
 def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be a non-negative int, got {seed!r} ({type(seed).__name__}).")
-    if int(seed) < 0:
-        raise ValueError(f"seed must be a non-negative int, got {int(seed)}.")
-    return int(seed)
+    return check_int(seed, "seed", minimum=0)
 
 
 def _check_positive_number(value: Any, name: str) -> float:

@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from raysweep.argcheck import check_positive_int
+from raysweep.argcheck import check_int, check_positive_int
 from raysweep.config import NAD_METHODS
 from raysweep.ntk.ntk_checks import check_params
 
@@ -47,20 +47,16 @@ def check_input_shape(input_shape: Any) -> tuple[int, ...]:
     dims = tuple(input_shape)
     if not dims:
         raise ValueError("input_shape is empty; pass the per-example shape, e.g. (32, 32, 1).")
-    for d in dims:
-        if isinstance(d, bool) or not isinstance(d, numbers.Integral) or int(d) < 1:
-            raise ValueError(
-                f"input_shape must hold positive ints, got {dims!r}; pass e.g. (32, 32, 1)."
-            )
-    return tuple(int(d) for d in dims)
+    hint = f" (input_shape={dims!r}; pass e.g. (32, 32, 1))"
+    return tuple(
+        check_int(d, f"input_shape[{i}]", minimum=1, hint=hint) for i, d in enumerate(dims)
+    )
 
 
 def check_k(k: Any, dim: int, num_params: int) -> int:
     """``1 <= k < d`` (and ``k <= P``): the number of NADs asked for."""
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"k must be an int, got {k!r} ({type(k).__name__}).")
-    k = int(k)
-    if not 1 <= k < dim:
+    k = check_int(k, "k", minimum=1, hint=" (the number of NADs)")
+    if k >= dim:
         raise ValueError(
             f"k must satisfy 1 <= k < d = prod(input_shape) = {dim} (the input dimension), got "
             f"k={k}; ask for fewer NADs (the paper shows the first 10)."

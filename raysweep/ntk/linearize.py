@@ -19,6 +19,7 @@ import math
 
 import jax
 
+from raysweep.argcheck import check_int
 from raysweep.ntk.ntk_checks import check_params
 from raysweep.ntk.traceable import check_param_dtypes, has_tracers
 
@@ -82,8 +83,7 @@ def taylor_expand(apply_fn, params0, degree: int):
     Returns:
       ``apply_taylor(params, *args, **kwargs)`` with the signature and outputs of apply_fn.
     """
-    if isinstance(degree, bool) or not isinstance(degree, int) or degree < 0:
-        raise ValueError(f"degree must be a non-negative int; got {degree!r}.")
+    degree = check_int(degree, "degree", minimum=0)
     treedef = _expansion_point(params0)
 
     def apply_taylor(params, *args, **kwargs):

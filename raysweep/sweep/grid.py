@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from raysweep.argcheck import check_int
 from raysweep.config import (
     ARTIFACT,
     IN_PACK,
@@ -284,11 +285,11 @@ def _check_axes(config: Config, axes: dict[str, tuple]) -> None:
             f"{modes!r}."
         )
     indices = axes["train.eigen_index"]
-    if any(isinstance(j, bool) or not isinstance(j, int) or j < 0 for j in indices):
-        raise ValueError(
-            f"{_axis_name(config, 'train.eigen_index')} must be non-negative integers, got "
-            f"{indices!r}."
-        )
+    name = _axis_name(config, "train.eigen_index")
+    indices = tuple(
+        check_int(j, f"each of {name}", minimum=0, hint=f" ({name}={indices!r})") for j in indices
+    )
+    axes["train.eigen_index"] = indices  # Python ints (NumPy integers are accepted)
     if len(set(indices)) != len(indices):
         raise ValueError(f"the eigen-indices {indices!r} repeat a value; list each once.")
 
