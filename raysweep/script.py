@@ -113,6 +113,41 @@ def script_parser(
     return ap
 
 
+def add_tune_flags(ap: argparse.ArgumentParser) -> None:
+    """``--resume``, ``--cpus-per-trial`` and ``--gpus-per-trial``: the flags of a script whose
+    study runs a Tune sweep (:func:`raysweep.sweep.run_sweep`)."""
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish an interrupted sweep in the same folder (same config)",
+    )
+    ap.add_argument(
+        "--cpus-per-trial", type=float, help="CPUs per Tune trial (sweep.cpus_per_trial)"
+    )
+    ap.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        help="GPUs per Tune trial, fractions allowed (sweep.gpus_per_trial)",
+    )
+
+
+def tune_overrides(args: argparse.Namespace) -> list[str]:
+    """:func:`add_tune_flags`' resources as config overrides (none when not given)."""
+    out = []
+    if args.cpus_per_trial is not None:
+        out.append(f"sweep.cpus_per_trial={args.cpus_per_trial}")
+    if args.gpus_per_trial is not None:
+        out.append(f"sweep.gpus_per_trial={args.gpus_per_trial}")
+    return out
+
+
+def trial_env(config: Config) -> dict[str, str]:
+    """The JAX memory settings of the trials' GPU share, for Ray's worker processes."""
+    from raysweep.distributed.cluster import gpu_memory_env
+
+    return gpu_memory_env(config.sweep.gpus_per_trial)
+
+
 def build_config(args: argparse.Namespace, extra_overrides: Sequence[str] = ()) -> Config:
     """The preset, shrunk by ``--smoke-test``, with ``--data-dir``, ``extra_overrides`` (a
     script's own flags as overrides) and the command line's overrides, in that order."""

@@ -49,7 +49,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from raysweep.script import resume_command, run_script, script_parser
+from raysweep.script import (
+    add_tune_flags,
+    resume_command,
+    run_script,
+    script_parser,
+    trial_env,
+    tune_overrides,
+)
 
 PROG = "python sweeps/eigen_sweep.py"
 
@@ -61,34 +68,16 @@ def parse_args(argv=None, *, prog: str = PROG, description: str | None = None):
         or "NTK eigenfunctions at initialization, then the network-vs-linearization sweep on "
         "their signs (Ray Tune).",
     )
+    add_tune_flags(ap)
     ap.add_argument("--num-workers", type=int, help="Gram workers (default: one per GPU/CPU)")
-    ap.add_argument(
-        "--resume",
-        action="store_true",
-        help="finish an interrupted sweep in the same folder (same config)",
-    )
     ap.add_argument("--eigen-only", action="store_true", help="stop after the eigen step")
-    ap.add_argument(
-        "--cpus-per-trial", type=float, help="CPUs per Tune trial (sweep.cpus_per_trial)"
-    )
-    ap.add_argument(
-        "--gpus-per-trial",
-        type=float,
-        help="GPUs per Tune trial, fractions allowed (sweep.gpus_per_trial)",
-    )
     return ap.parse_args(argv)
 
 
 def flag_overrides(args) -> list[str]:
     """The script's own flags as config overrides."""
-    out = []
-    if args.num_workers is not None:
-        out.append(f"ntk.num_workers={args.num_workers}")
-    if args.cpus_per_trial is not None:
-        out.append(f"sweep.cpus_per_trial={args.cpus_per_trial}")
-    if args.gpus_per_trial is not None:
-        out.append(f"sweep.gpus_per_trial={args.gpus_per_trial}")
-    return out
+    workers = [] if args.num_workers is None else [f"ntk.num_workers={args.num_workers}"]
+    return workers + tune_overrides(args)
 
 
 def build_config(args):
@@ -166,11 +155,6 @@ def main(argv=None) -> int:
                 file=sys.stderr,
             )
         return 0 if result.ok else 1
-
-    def trial_env(config):
-        from raysweep.distributed.cluster import gpu_memory_env
-
-        return gpu_memory_env(config.sweep.gpus_per_trial)
 
     return run_script(
         args,

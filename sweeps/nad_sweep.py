@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import sys
 
-from raysweep.script import run_script, script_parser
+from raysweep.script import add_tune_flags, run_script, script_parser, trial_env, tune_overrides
 
 PROG = "python sweeps/nad_sweep.py"
 
@@ -65,28 +65,11 @@ def parse_args(argv=None):
         default_preset="nad",
     )
     ap.add_argument("--paper", action="store_true", help="the paper's sizes: --preset nad_paper")
-    ap.add_argument(
-        "--resume", action="store_true", help="finish an interrupted run in the same folder"
-    )
-    ap.add_argument(
-        "--cpus-per-trial", type=float, help="CPUs per Tune trial (sweep.cpus_per_trial)"
-    )
-    ap.add_argument(
-        "--gpus-per-trial", type=float, help="GPUs per Tune trial (sweep.gpus_per_trial)"
-    )
+    add_tune_flags(ap)
     args = ap.parse_args(argv)
     if args.paper:
         args.preset = "nad_paper"
     return args
-
-
-def flag_overrides(args) -> list[str]:
-    out = []
-    if args.cpus_per_trial is not None:
-        out.append(f"sweep.cpus_per_trial={args.cpus_per_trial}")
-    if args.gpus_per_trial is not None:
-        out.append(f"sweep.gpus_per_trial={args.gpus_per_trial}")
-    return out
 
 
 def main(argv=None) -> int:
@@ -114,16 +97,11 @@ def main(argv=None) -> int:
         print(f"Figures and tables: raysweep report {out}")
         return 0 if result.summary.ok else 1
 
-    def trial_env(config):
-        from raysweep.distributed.cluster import gpu_memory_env
-
-        return gpu_memory_env(config.sweep.gpus_per_trial)
-
     return run_script(
         args,
         "nad_sweep",
         study,
-        extra_overrides=flag_overrides(args),
+        extra_overrides=tune_overrides(args),
         check=check,
         env_vars=trial_env,
         argv=argv,

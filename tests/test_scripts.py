@@ -40,7 +40,8 @@ from raysweep.config import (
     save_config,
     smoke_config,
 )
-from raysweep.script import SHARED_FLAGS
+from raysweep.script import SHARED_FLAGS, tune_overrides
+from raysweep.store.schema import IDENTITY_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p.stem for p in (REPO / "sweeps").glob("*.py"))
@@ -151,7 +152,7 @@ def test_nad_sweep_smoke_test_and_paper_through_the_shared_build_config():
 
     def config_of(argv):
         args = job.parse_args(argv)
-        return build_config(args, job.flag_overrides(args))
+        return build_config(args, tune_overrides(args))
 
     smoke = config_of(["--smoke-test"])
     assert smoke == smoke_config(get_preset("nad"))
@@ -448,23 +449,7 @@ NAD_OVERRIDES = (
     "sweep.cpus_per_trial=2",
 )
 NAD_KEY = "lenet5-nad"
-ID_COLUMNS = (
-    "sweep_id",
-    "trial_id",
-    "target_id",
-    "model",
-    "dataset",
-    "optimizer",
-    "linearized",
-    "eigen_index",
-    "seed",
-    "learning_rate",
-    "axes",
-    "epoch",
-    "step",
-    "steps_to_threshold",
-    "status",
-)
+ID_COLUMNS = (*IDENTITY_COLUMNS, "epoch", "step", "steps_to_threshold", "status")
 METRIC_GROUPS = (  # compared together: rounding scales with the group's largest magnitude
     ("train_loss", "test_loss"),
     ("train_accuracy", "test_accuracy"),

@@ -48,31 +48,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from raysweep.store.schema import IDENTITY_COLUMNS, METRIC_COLUMNS
+
 TENSORBOARD_DIR = "tensorboard"
 """The folder of the runs inside a sweep directory (default of :func:`write_tensorboard`)."""
 
-SCALAR_TAGS = (
-    "test_accuracy",
-    "train_accuracy",
-    "test_loss",
-    "train_loss",
-    "steps_to_threshold",
-    "step",
-    "l2_distance",
-    "cosine_distance",
-    "weight_norm",
-    "grad_norm",
-)
+SCALAR_TAGS = tuple(c for c in METRIC_COLUMNS if c not in ("epoch", "status"))
 """Per-epoch scalars of a target's run (store columns); also the HParams metric columns."""
 
-HPARAM_COLUMNS = (
-    "model",
-    "dataset",
-    "optimizer",
-    "linearized",
-    "eigen_index",
-    "seed",
-    "learning_rate",
+HPARAM_COLUMNS = tuple(
+    c for c in IDENTITY_COLUMNS if c not in ("sweep_id", "trial_id", "target_id", "axes")
 )
 """Store columns that become HParams values, before the keys of ``axes`` and ``status``."""
 
