@@ -385,17 +385,6 @@ def test_apply_fn_with_wrong_output_shape_is_rejected(problem):
             train=CFG,
             linearized=False,
         )
-    with pytest.raises(TypeError, match="flax.linen.Module"):
-        train_pack(
-            "mlp",
-            {},
-            problem["x"],
-            problem["y"],
-            problem["xt"],
-            problem["yt"],
-            train=CFG,
-            linearized=False,
-        )
 
 
 # ----------------------------------------------------------------------------- centered
