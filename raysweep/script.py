@@ -167,15 +167,20 @@ def results_dir(args: argparse.Namespace, config: Config) -> Path:
     return check_results_dir(config.sweep.storage_path) / config.sweep.name
 
 
-def resume_command(prog: str, argv: Sequence[str] | None, out: Path) -> str:
-    """The command line that finishes this run: its own options with ``--resume --out OUT``."""
+def resume_command(
+    prog: str, argv: Sequence[str] | None, out: Path, *, resume_flag: bool = True
+) -> str:
+    """The command line that finishes this run: its own options with ``--resume --out OUT``
+    (``resume_flag=False``, a script without ``--resume`` that continues on its own when run
+    again: ``--out OUT`` only)."""
     kept, args = [], iter(sys.argv[1:] if argv is None else argv)
     for arg in args:
         if arg == "--out":
             next(args, None)
         elif arg != "--resume" and not arg.startswith("--out="):
             kept.append(arg)
-    return shlex.join([*shlex.split(prog), "--resume", "--out", str(out), *kept])
+    flags = ["--resume", "--out", str(out)] if resume_flag else ["--out", str(out)]
+    return shlex.join([*shlex.split(prog), *flags, *kept])
 
 
 _INPUT_ERRORS = (ValueError, TypeError, OSError, ImportError)
@@ -235,7 +240,7 @@ def run_script(
     except KeyboardInterrupt:  # Ctrl-C: what was written is kept
         print(
             f"\ninterrupted: the results so far are kept in {out}; finish them with: "
-            f"{resume_command(prog, argv, out)}",
+            f"{resume_command(prog, argv, out, resume_flag=hasattr(args, 'resume'))}",
             file=sys.stderr,
         )
         return 130

@@ -566,3 +566,16 @@ def test_resumed_nad_study_reuses_nads_and_trains_nothing(nad_runs):
     assert after == before
     assert (r.out_a / "nads" / NAD_KEY / "nads.npz").stat().st_mtime_ns == nads_before
     assert _sorted(again.table).to_pylist() == _sorted(r.study.table).to_pylist()
+
+
+def test_resume_hint_names_resume_only_for_scripts_that_take_it():
+    from raysweep.script import resume_command
+
+    out = Path("/results/run 1")
+    argv = ["--quiet", "--out", "old", "train.epochs=3", "--resume"]
+    assert resume_command("python sweeps/eigen_sweep.py", argv, out) == (
+        "python sweeps/eigen_sweep.py --resume --out '/results/run 1' --quiet train.epochs=3"
+    )
+    assert resume_command("python sweeps/kernel_alignment.py", argv, out, resume_flag=False) == (
+        "python sweeps/kernel_alignment.py --out '/results/run 1' --quiet train.epochs=3"
+    )
