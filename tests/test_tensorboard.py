@@ -1,9 +1,10 @@
 """TensorBoard runs per target (raysweep.sweep.tensorboard), ``raysweep tensorboard``, and the
 switch that silences Tune's banner pointing at a temporary TensorBoard folder.
 
-The event files are read back two ways: record by record (CRC-32C of every record checked with
-tensorboardX's own implementation, events parsed with TensorBoard's protobufs) and through
-TensorBoard's ``EventAccumulator``.
+The event files are read back two ways: record by record (TensorBoard's own TFRecord reader,
+which checks the CRC-32C of every record with its own implementation, independent of
+tensorboardX's writer and of the ``crc32c`` package; events parsed with TensorBoard's protobufs)
+and through TensorBoard's ``EventAccumulator``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -77,28 +77,33 @@ def results(tmp_path) -> Path:
 # ----------------------------------------------------------------------------- reading events
 
 
-def _masked_crc(data: bytes) -> int:
-    from tensorboardX.crc32c import crc32c
-
-    crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
 def read_events(path: Path) -> list:
-    """The events of one file, checking every record's framing and CRCs."""
+    """The events of one file, checking every record's framing and both CRCs (a bad CRC or a
+    truncated record raises ``DataLossError``)."""
     from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.tensorflow_stub import errors
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import PyRecordReader_New
 
-    data, i, events = path.read_bytes(), 0, []
-    while i < len(data):
-        (length,) = struct.unpack("<Q", data[i : i + 8])
-        assert struct.unpack("<I", data[i + 8 : i + 12])[0] == _masked_crc(data[i : i + 8])
-        payload = data[i + 12 : i + 12 + length]
-        assert len(payload) == length, f"{path}: truncated record at byte {i}"
-        crc = struct.unpack("<I", data[i + 12 + length : i + 16 + length])[0]
-        assert crc == _masked_crc(payload), f"{path}: bad CRC of the record at byte {i}"
-        events.append(Event.FromString(payload))
-        i += 16 + length
-    return events
+    reader, events = PyRecordReader_New(str(path)), []
+    while True:
+        try:
+            reader.GetNext()
+        except errors.OutOfRangeError:
+            return events
+        events.append(Event.FromString(reader.record()))
+
+
+def test_read_events_detects_a_bad_crc(results):
+    from tensorboard.compat.tensorflow_stub import errors
+
+    log_dir = write_tensorboard(results)
+    path = next((log_dir / TRIALS[0]).rglob("events.out.tfevents.*"))
+    data = bytearray(path.read_bytes())
+    assert len(read_events(path)) > 3
+    data[-5] ^= 0x01  # a byte of the last event, not of its CRC
+    path.write_bytes(bytes(data))
+    with pytest.raises(errors.DataLossError, match="crc32"):
+        read_events(path)
 
 
 def runs_of(log_dir: Path) -> dict[str, list]:
