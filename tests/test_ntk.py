@@ -385,11 +385,6 @@ def test_ntk_gram_with_new_params_does_not_recompile(method, data):
 
 def test_engine_takes_params_as_arguments(flax_model, flax_jacobians):
     name, apply_fn, params, x = flax_model
-    if name == "resnet18" and jax.default_backend() == "cpu":
-        pytest.skip(
-            "minutes of compilation on CPU (runs on an accelerator); the pure-JAX and "
-            "other Flax models cover it here"
-        )
     params2 = shifted_params(params, 11)
     jac2 = brute_jacobian(apply_fn, params2, x)
     assert rel_err(jac2, flax_jacobian(flax_model, flax_jacobians)) > 1e-2  # a different point
@@ -444,11 +439,6 @@ def test_compiled_programs_hold_no_parameter_constants():
 
 def test_alignment_with_new_params_does_not_recompile(flax_model):
     name, apply_fn, params, x = flax_model
-    if name == "resnet18" and jax.default_backend() == "cpu":
-        pytest.skip(
-            "minutes of compilation on CPU (runs on an accelerator); the pure-JAX and "
-            "other Flax models cover it here"
-        )
     params2 = shifted_params(params, 13)
     targets = np.random.default_rng(3).normal(size=(5, len(x))).astype(np.float32)
     alignment(apply_fn, params, x, targets, batch_size=4, target_chunk=2)
