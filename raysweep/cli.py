@@ -6,6 +6,7 @@ Subcommands (one function each; add more with :func:`add_command`)::
     raysweep report RESULTS_DIR      figures (PNG, PDF) and one self-contained HTML page
     raysweep tensorboard RESULTS_DIR (re)write one TensorBoard run per target, print the command
     raysweep plan [--preset P] [OVERRIDES]  trials, artifacts and a cost estimate, before launch
+    raysweep findings RESULTS_DIR    the paper's claims with statistics and verdicts
 
 ``status`` reads the metrics store (latest row of every target; a trial's state is ``error``
 if any target errored, else ``running`` if any still trains, else ``diverged`` if any
@@ -195,7 +196,10 @@ def _add_plan_command(sub) -> None:
         "overrides", nargs="*", help="config overrides: section.field=value, grid.section.field=a,b"
     )
     plan.add_argument(
-        "--preset", default="smoke", choices=sorted(PRESETS), help="the starting config"
+        "--preset",
+        default="digits",
+        choices=sorted(PRESETS),
+        help="the starting config (default: digits, the main job's)",
     )
     plan.add_argument("--data-dir", help="folder with the dataset archives (else $RAYSWEEP_DATA)")
     plan.add_argument(
@@ -266,8 +270,45 @@ def build_parser() -> argparse.ArgumentParser:
         "results_dir", metavar="RESULTS_DIR", help="the sweep folder, e.g. results/eigen_sweep"
     )
     tensorboard.add_argument("--out", help="log folder (default: RESULTS_DIR/tensorboard)")
+    findings = add_command(
+        sub,
+        "findings",
+        run_findings,
+        help="the paper's claims with statistics and verdicts, from a results folder",
+        description="Test each claim of the paper on a results folder (the sweep's metrics, "
+        "the binary baseline, energy concentration, alignment, binarization and, when given, "
+        "a NAD sweep), print the table and write RESULTS_DIR/findings.json. The rules are "
+        "fixed in raysweep.analysis.findings.",
+    )
+    findings.add_argument(
+        "results_dir", metavar="RESULTS_DIR", help="the results folder, e.g. results/eigen_sweep"
+    )
+    findings.add_argument(
+        "--nad", metavar="NAD_DIR", help="a NAD sweep's folder (default: RESULTS_DIR/nad)"
+    )
     _add_plan_command(sub)
     return parser
+
+
+def run_findings(args: argparse.Namespace) -> int:
+    from raysweep.analysis.findings import findings_for, format_findings, save_findings
+
+    results = Path(args.results_dir)
+    if not results.is_dir():
+        print(
+            f"error: {results} is not a directory; pass the results folder of the main job "
+            "(e.g. results/eigen_sweep).",
+            file=sys.stderr,
+        )
+        return 2
+    if args.nad is not None and not (Path(args.nad) / "metrics").is_dir():
+        print(f"error: --nad {args.nad} holds no metrics/ folder of a NAD sweep.", file=sys.stderr)
+        return 2
+    found = findings_for(results, args.nad)
+    path = save_findings(results, found)
+    print(format_findings(found))
+    print(f"\nwritten: {path}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

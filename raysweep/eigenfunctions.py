@@ -82,12 +82,16 @@ class DamagedArtifactError(ValueError):
 
 def model_of(model: ModelConfig):
     """The module of a model config: a built-in model (``model.options`` are its keyword
-    options) or your own from its import path, options, train flag and output index
+    options; ``model.zero_init_residual=false`` reaches ResNet18 as its option) or your own
+    from its import path, options, train flag and output index
     (:func:`raysweep.models.get_model`)."""
+    options = model.options
+    if model.name == "resnet18" and not model.zero_init_residual:
+        options = json.dumps({**json.loads(model.options), "zero_init_residual": False})
     return get_model(
         model.name,
         activation=model.activation,
-        options=model.options,
+        options=options,
         train_flag=model.train_flag,
         output_index=model.output_index,
     )

@@ -6,9 +6,11 @@
 
 Trains the network and its linearization at initialization on the binary task of the preset's
 dataset (CIFAR2 = CIFAR-10 classes 0-4 vs 5-9 for cifar10/cifar2, with the paper's 200 epochs
-unless train.epochs is given; digits 0-4 vs 5-9 offline). The network's test accuracy goes to
-<results>/analysis/baseline.json, drawn as the baseline line of the accuracy-vs-index figure
-of `raysweep report <results>`. Run it once per model of the sweep.
+unless train.epochs is given; digits 0-4 vs 5-9 offline), with each optimizer of
+sweep.optimizers and each seed of grid.train.seed (else train.seed). The records go to
+<results>/analysis/baseline.json: the network's accuracy is the baseline line of the
+accuracy-vs-index figure of `raysweep report <results>`, and network vs linearization is
+claim 2 of its findings. Run it once per model of the sweep (the main job's default run does).
 """
 
 from __future__ import annotations
@@ -37,12 +39,19 @@ def main(argv=None) -> int:
             config = dataclasses.replace(
                 config, train=dataclasses.replace(config.train, epochs=PAPER_EPOCHS)
             )
-        summary = baseline_study(config, out)
-        print(
-            f"\n{summary['model']} on {summary['dataset']} ({summary['optimizer']}): test "
-            f"accuracy network {summary['network']['test_accuracy']:.1%}, linearized "
-            f"{summary['linearized']['test_accuracy']:.1%}"
-        )
+        seeds = dict(config.grid).get("train.seed", (config.train.seed,))
+        summary = baseline_study(config, out, optimizers=config.sweep.optimizers, seeds=seeds)
+        print(f"\n{summary['model']} on {summary['dataset']}, test accuracy:")
+        for optimizer in config.sweep.optimizers:
+            line = []
+            for mode in ("network", "linearized"):
+                accs = [
+                    r["test_accuracy"]
+                    for r in summary["records"]
+                    if r["optimizer"] == optimizer and r["mode"] == mode
+                ]
+                line.append(f"{mode} {sum(accs) / len(accs):.1%}")
+            print(f"  {optimizer}: {', '.join(line)} (mean over {len(seeds)} seed(s))")
 
     return run_script(args, "binary_baseline", study, needs_ray=False)
 

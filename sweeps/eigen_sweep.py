@@ -1,6 +1,7 @@
 """The main job: NTK eigenfunctions of a network at initialization, then the sweep.
 
-    python sweeps/eigen_sweep.py                               # offline default, minutes on a CPU
+    python sweeps/eigen_sweep.py                               # the paper's findings on digits
+    python sweeps/eigen_sweep.py --preset smoke                # one model, a minute
     python sweeps/eigen_sweep.py --preset cifar10 --data-dir /data
     python sweeps/eigen_sweep.py train.epochs=3 sweep.eigen_indices=0,4,9
     python sweeps/eigen_sweep.py grid.model.name=mlp,lenet5 grid.train.seed=0,1,2 \
@@ -35,13 +36,21 @@ resolved ``config.json``, ``gram/`` (tile store), ``eigenfunctions/`` (artifact;
 artifact points, ``artifacts/<key>/{gram,eigenfunctions}`` each),
 ``sweep_plan.json``, ``metrics/`` (one Parquet part per trial), ``tune/<name>/`` (Tune's
 experiment), ``tensorboard/`` (one TensorBoard run per target: ``tensorboard --logdir``,
-HParams tab) and ``report/`` (figures and report.html).
+HParams tab), ``analysis/`` and ``baseline/``, ``energy/``, ``alignment/`` (the companion
+studies), ``findings.json`` and ``report/`` (figures and report.html).
 
 The script is thin: the shared parser and runner (:mod:`raysweep.script`) and the library's
 study (:func:`raysweep.studies.eigen_study`), which a notebook can call the same way.
 
-Runtime of the default (digits, MLP, 8 indices, 4 packed trials of 5 epochs): about 2 minutes
-on a 2-core CPU. ``--smoke-test`` (what CI runs): about a minute.
+5. The companion studies of ``sweep.studies`` (binary baseline, energy concentration with its
+   curve over epochs, alignment after training), then the findings: each claim of the paper
+   with its statistic, uncertainty and verdict (printed, ``findings.json``, the report).
+
+The default (preset ``digits``): MLP and LeNet5 on sklearn's digits, 16 eigen-indices from 0
+to 987, network and linearized, 100 epochs, the MLP with SGD and Adam and 3 seeds, LeNet5 with
+SGD and one seed: about 6 minutes on a 2-core CPU (README, "The default run and its
+findings"). ``--preset smoke``: one model, 8 indices, 5 epochs, about a minute.
+``--smoke-test`` (what CI runs): the default's code path at a tiny size.
 """
 
 from __future__ import annotations
@@ -66,7 +75,8 @@ def parse_args(argv=None, *, prog: str = PROG, description: str | None = None):
         prog,
         description
         or "NTK eigenfunctions at initialization, then the network-vs-linearization sweep on "
-        "their signs (Ray Tune).",
+        "their signs (Ray Tune), the companion studies and the paper's findings with verdicts.",
+        default_preset="digits",
     )
     add_tune_flags(ap)
     ap.add_argument("--num-workers", type=int, help="Gram workers (default: one per GPU/CPU)")
@@ -143,6 +153,19 @@ def main(argv=None) -> int:
         )
         if result.summary is not None and args.quiet:
             print(result.summary)
+        if result.findings is not None:
+            from raysweep.analysis.findings import format_findings
+
+            print(f"\nFindings (the paper's claims; rules and every test in {out}/findings.json):")
+            print(format_findings(result.findings))
+        elif result.findings_error is not None:
+            print(
+                f"warning: the findings could not be computed ({result.findings_error}); retry "
+                f"with raysweep findings {out}",
+                file=sys.stderr,
+            )
+        for study_name, error in result.companion_errors.items():
+            print(f"warning: companion study {study_name} failed: {error}", file=sys.stderr)
         if not args.eigen_only:
             print(f"\nDone in {result.seconds:.1f} s.")
         print_locations(out, config, [a for _, a in result.artifacts])

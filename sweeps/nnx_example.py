@@ -64,6 +64,8 @@ def write_digits_npz(path: Path) -> Path:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not any(a == "--preset" or a.startswith("--preset=") for a in argv):
+        argv = ["--preset", "smoke", *argv]  # one model: not the default run's model grid
     sys.path.insert(0, str(HERE))
     import eigen_sweep
 

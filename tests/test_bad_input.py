@@ -524,6 +524,8 @@ def test_bad_input(case, eigen_sweep, no_work, tmp_path, monkeypatch, capsys, re
         argv = list(made)
         if case.kind == "job" and case.out and "--out" not in argv:
             argv += ["--out", str(ctx.results)]
+        if case.kind == "job" and "--preset" not in argv:
+            argv = ["--preset", "smoke", *argv]  # the one-model preset the cases are written for
         fn = eigen_sweep.main if case.kind == "job" else cli_main
         try:
             code = fn(argv)

@@ -266,7 +266,9 @@ def eigen_run(cluster, tmp_path_factory):
     job = load_script("eigen_sweep")
     text = io.StringIO()
     with contextlib.redirect_stdout(text):
-        code = job.main(["--smoke-test", "--eigen-only", "--quiet", "--out", str(out)])
+        code = job.main(
+            ["--preset", "smoke", "--smoke-test", "--eigen-only", "--quiet", "--out", str(out)]
+        )
     assert code == 0, text.getvalue()[-3000:]
     return job, out, text.getvalue()
 
@@ -288,7 +290,7 @@ def test_main_job_attaches_to_the_running_cluster(cluster, eigen_run):
     art = load_artifact(out / "eigenfunctions")
     x, _ = art.dataset().concatenated()
     apply_fn = make_apply_fn(get_model("mlp"), art.variables)
-    config = job.build_config(job.parse_args(["--smoke-test"]))
+    config = job.build_config(job.parse_args(["--preset", "smoke", "--smoke-test"]))
     reference = ntk_gram(apply_fn, art.variables["params"], x, batch_size=config.ntk.tile_size)
     manifest = json.loads((out / "gram" / "manifest.json").read_text())
     tile = manifest["tile_size"]
@@ -372,7 +374,7 @@ def test_tune_sweep_runs_across_nodes_on_gpu_shares(cluster, connected, eigen_ru
 
     job, out, _ = eigen_run
     config = apply_overrides(
-        job.build_config(job.parse_args(["--smoke-test"])),
+        job.build_config(job.parse_args(["--preset", "smoke", "--smoke-test"])),
         [
             "train.epochs=1",
             "sweep.optimizers=sgd",

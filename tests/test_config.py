@@ -65,6 +65,13 @@ def test_presets_are_valid_and_consistent(name):
     if name == "smoke":
         assert cfg.data.name == "digits" and cfg.model.name == "mlp"
         assert cfg.train.epochs <= 10 and len(cfg.sweep.eigen_indices) <= 10
+    elif name == "digits":  # the default run: the paper's findings in minutes (issue sizes)
+        assert cfg.data.name == "digits" and cfg.ntk.num_eigen >= 1024
+        assert dict(cfg.grid)["model.name"] == ("mlp", "lenet5")
+        assert len(dict(cfg.grid)["train.seed"]) == 3 and cfg.train.epochs == 100
+        indices = cfg.sweep.eigen_indices
+        assert len(indices) >= 16 and indices[0] == 0 and 900 <= max(indices) < 1024
+        assert set(cfg.sweep.optimizers) == {"sgd", "adam"}
     else:
         assert cfg.ntk.num_eigen == 1000
     if name == "cifar2":

@@ -16,7 +16,13 @@ import pytest
 from conftest import assert_close_f32
 from jax.flatten_util import ravel_pytree
 
-from raysweep.analysis import load_alignment, load_baseline, load_energy_records, load_pretrained
+from raysweep.analysis import (
+    load_alignment,
+    load_baseline,
+    load_baseline_records,
+    load_energy_records,
+    load_pretrained,
+)
 from raysweep.config import Config, DataConfig, ModelConfig, NTKConfig, SweepConfig, TrainConfig
 from raysweep.distributed import ensure_ray
 from raysweep.evolution import (
@@ -289,7 +295,16 @@ def test_script_smoke_test(script, smoke_dir, capsys):
     if script == "binary_baseline":
         dataset, acc = load_baseline(smoke_dir)
         assert dataset == "digits2" and set(acc) == {"mlp"}
-        assert "test accuracy network" in out
+        records = load_baseline_records(smoke_dir)
+        # every optimizer of the sweep, network and linearized, the one seed of the preset
+        assert sorted((r["optimizer"], r["mode"]) for r in records) == [
+            ("adam", "linearized"),
+            ("adam", "network"),
+            ("sgd", "linearized"),
+            ("sgd", "network"),
+        ]
+        for r in records:
+            assert f"{r['optimizer']}: network" in out and 0 <= r["test_accuracy"] <= 1
     elif script == "energy_concentration":
         (rec,) = load_energy_records(smoke_dir)
         assert rec["dataset"] == "digits2" and rec["k"] == 50
@@ -314,3 +329,37 @@ def test_report_shows_the_evolution_results(smoke_dir):
     for name in ("energy_concentration", "alignment", "pretrained_ntk"):
         assert (figures / f"{name}.png").stat().st_size > 1000
     assert "sweeps/pretrained_ntk.py" not in html  # present, so no "how to produce it" note
+
+
+def test_energy_curve_is_the_energy_of_the_kept_snapshots(tmp_path, ray_cluster):
+    """The curve's points are the energy with the NTK of the network after those epochs,
+    recomputed here from the kept variables with an explicit float64 Gram."""
+    cfg = Config(
+        data=DataConfig(name="digits", num_train=120, num_test=60),
+        model=ModelConfig(name="mlp", seed=0),
+        train=TrainConfig(epochs=3, batch_size=32),
+        ntk=NTKConfig(num_eigen=8, tile_size=64),
+        sweep=SweepConfig(eigen_indices=(0, 1, 2)),
+    )
+    rec = energy_study(cfg, tmp_path, k=4, curve_epochs=(1, 2, 7), progress=False, log=str)
+    assert [p["epoch"] for p in rec["curve"]] == [0, 1, 2, 3]  # 7 is beyond the run: dropped
+    assert rec["curve"][0]["energy"] == rec["energy_init"]
+    assert rec["curve"][-1]["energy"] == rec["energy_final"]
+    assert load_energy_records(tmp_path)[0]["curve"] == rec["curve"]
+    folder = tmp_path / "energy" / "mlp-digits2"
+    module, variables0, _ = create_model("mlp", SHAPE, seed=0)
+    snaps = TrainedCache(folder / "trained").snapshots(variables0)
+    assert sorted(snaps) == [1, 2]
+    from raysweep.evolution.common import load_binary_task
+
+    ds = load_binary_task(cfg)
+    y = pm_one(ds.y_train)
+    for point in rec["curve"][1:3]:
+        variables = snaps[point["epoch"]][0]
+        gram = brute_gram(make_apply_fn(module, variables), variables["params"], ds.x_train)
+        vals, vecs = np.linalg.eigh(gram)
+        expected = energy_concentration(vecs[:, ::-1][:, :4].T, y, 4)
+        # float32 Gram on Ray workers vs float64 here: the top-4 subspace agrees to ~1e-5
+        assert point["energy"] == pytest.approx(expected, abs=1e-3)
+    # a later epoch's kernel differs from the initial one (the snapshot is not θ₀)
+    assert rec["curve"][1]["energy"] != rec["curve"][0]["energy"]

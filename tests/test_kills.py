@@ -131,7 +131,17 @@ class Driver:
         self.start = time.monotonic()
         python = [sys.executable, "-c", SLOW_EIGEN] if slow_eigen else [sys.executable]
         self.proc = subprocess.Popen(
-            [*python, str(JOB), "--quiet", "--out", str(out), *args, *OVERRIDES],
+            [
+                *python,
+                str(JOB),
+                "--preset",
+                "smoke",
+                "--quiet",
+                "--out",
+                str(out),
+                *args,
+                *OVERRIDES,
+            ],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -251,7 +261,8 @@ def stop_in(phase: str, sig: int, out: Path, env: dict, *args: str) -> None:
         assert code == -signal.SIGKILL, log
     else:  # a non-zero status and the command that finishes the run, not a traceback
         assert code not in (0, -signal.SIGINT), f"exit {code}:\n{log}"
-        resume = ["python", "sweeps/eigen_sweep.py", "--resume", "--out", str(out), "--quiet"]
+        resume = ["python", "sweeps/eigen_sweep.py", "--resume", "--out", str(out)]
+        resume += ["--preset", "smoke", "--quiet"]
         if phase == "sweep":  # Tune stops the trials and the job prints its summary
             assert "Traceback" not in log and "--resume" in log, log
         else:

@@ -332,3 +332,115 @@ def test_lenet_too_small_input_raises():
         init_variables(LeNet5(), (3, 8, 1), seed=0)
     variables = init_variables(LeNet5(), (4, 4, 1), seed=0)  # 4 -> 2 -> 1 still works
     assert count_params(variables["params"]) == _lenet_count(4, 4, 1)
+
+
+# --- LeNet5 patch convolutions (im2col) and training_variant -----------------------------------
+
+
+def _scaled_close(actual, desired, rel=1e-5) -> None:
+    """float32 agreement relative to the largest entry of ``desired`` (plus a tiny floor)."""
+    actual, desired = np.asarray(actual, np.float64), np.asarray(desired, np.float64)
+    scale = float(np.abs(desired).max(initial=0.0))
+    np.testing.assert_allclose(actual, desired, rtol=0, atol=rel * scale + 1e-30)
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+@pytest.mark.parametrize("shape", [SMALL, CIFAR, (9, 9, 1)])
+def test_lenet_patch_convs_same_outputs_and_grads(activation, shape):
+    module = LeNet5(activation=activation)
+    patch = LeNet5(activation=activation, patch_convs=True)
+    variables = init_variables(module, shape, seed=1)
+    # identical parameter names, shapes and initialisation
+    assert _trees_equal(init_variables(patch, shape, seed=1), variables)
+    params = variables["params"]
+    x = _batch(shape, 5, seed=3, shift=0.3)
+
+    y = module.apply(variables, x)
+    y_patch = jax.jit(lambda p, x: patch.apply({"params": p}, x))(params, x)
+    assert y_patch.shape == y.shape == (5, 1) and y_patch.dtype == jnp.float32
+    _scaled_close(y_patch, y)
+
+    def loss(m):
+        return lambda p: jnp.sum(jnp.sin(3.0 * m.apply({"params": p}, x)))
+
+    g = jax.grad(loss(module))(params)
+    g_patch = jax.jit(jax.grad(loss(patch)))(params)
+    assert jax.tree_util.tree_structure(g_patch) == jax.tree_util.tree_structure(g)
+    gmax = max(float(np.abs(np.asarray(leaf)).max()) for leaf in jax.tree_util.tree_leaves(g))
+    for a, b in zip(jax.tree_util.tree_leaves(g_patch), jax.tree_util.tree_leaves(g), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5 * gmax + 1e-30)
+
+
+def test_lenet_patch_convs_under_vmap_over_params():
+    """Packed training vmaps over per-target parameters and inputs."""
+    shape = SMALL
+    module, patch = LeNet5(), LeNet5(patch_convs=True)
+    stacked = jax.vmap(lambda k: module.init(k, jnp.zeros((1, *shape)))["params"])(
+        jax.random.split(jax.random.PRNGKey(0), 3)
+    )
+    xs = jnp.stack([_batch(shape, 4, seed=s) for s in range(3)])
+    y = jax.vmap(lambda p, x: module.apply({"params": p}, x))(stacked, xs)
+    y_patch = jax.jit(jax.vmap(lambda p, x: patch.apply({"params": p}, x)))(stacked, xs)
+    _scaled_close(y_patch, y)
+
+
+def test_lenet_patch_convs_jaxpr():
+    variables = init_variables(LeNet5(), SMALL, seed=0)
+    x = _batch(SMALL, 2)
+    default = str(jax.make_jaxpr(lambda p: LeNet5().apply({"params": p}, x))(variables["params"]))
+    patch = str(
+        jax.make_jaxpr(lambda p: LeNet5(patch_convs=True).apply({"params": p}, x))(
+            variables["params"]
+        )
+    )
+    assert default.count("conv_general_dilated") == 2
+    assert "reduce_window" in default  # nn.avg_pool
+    assert "conv_general_dilated" not in patch
+    assert "reduce_window" not in patch
+    assert LeNet5().patch_convs is False
+
+
+def test_lenet_patch_conv_rejects_unsupported():
+    from raysweep.models.lenet import _patch_conv
+
+    lhs, rhs = _batch((8, 8, 2), 2, seed=1), _batch((5, 2, 3), 5, seed=2)  # rhs (5, 5, 2, 3)
+    nhwc = ("NHWC", "HWIO", "NHWC")
+    pads = [(0, 0), (1, 3)]  # explicit, asymmetric
+    out = _patch_conv(lhs, rhs, (1, 1), pads, dimension_numbers=nhwc)
+    ref = jax.lax.conv_general_dilated(lhs, rhs, (1, 1), pads, dimension_numbers=nhwc)
+    assert out.shape == ref.shape == (2, 4, 8, 3)
+    _scaled_close(out, ref)
+    bad = [
+        {"window_strides": (2, 2)},
+        {"padding": "VALID"},
+        {"padding": [(-1, 0), (0, 0)]},
+        {"rhs_dilation": (2, 1)},
+        {"lhs_dilation": (1, 2)},
+        {"feature_group_count": 2},
+        {"dimension_numbers": ("NCHW", "OIHW", "NCHW")},
+        {"dimension_numbers": None},
+    ]
+    for kwargs in bad:
+        args = {"window_strides": (1, 1), "padding": "SAME", "dimension_numbers": nhwc, **kwargs}
+        with pytest.raises(NotImplementedError, match="patch_convs"):
+            _patch_conv(lhs, rhs, **args)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])
+def test_training_variant(monkeypatch, backend):
+    from raysweep.models import training_variant
+
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    lenet = LeNet5(activation="gelu")
+    trained = training_variant(lenet)
+    assert isinstance(trained, LeNet5) and trained.activation == "gelu"
+    assert lenet.patch_convs is False
+    if backend == "cpu":
+        assert trained.patch_convs is True
+        assert training_variant(trained) is trained
+    else:
+        assert trained is lenet
+    mlp = MLP()
+    assert training_variant(mlp) is mlp
+    resnet = get_model("resnet18", **TINY_RESNET)
+    assert training_variant(resnet) is resnet

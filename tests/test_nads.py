@@ -249,6 +249,20 @@ def test_k_at_least_d_raises(mlp):
         nads(apply_fn, params, MLP_SHAPE, 2.0)
 
 
+def test_auto_forms_the_dense_gram_when_svds_would_need_more_products():
+    """d = 64, above dense_max_dim: one NAD costs svds ~120 products, fewer than the dense
+    Gram's 2d = 128, so auto runs svds; two cost ~140, so the dense Gram. Same top NAD."""
+    module = get_model("mlp", activation="gelu", hidden_sizes=(8,))
+    variables = init_variables(module, (8, 8, 1), seed=0)
+    apply_fn, params = make_apply_fn(module, variables), variables["params"]
+    one = nads(apply_fn, params, (8, 8, 1), 1, dense_max_dim=16)
+    two = nads(apply_fn, params, (8, 8, 1), 2, dense_max_dim=16)
+    assert (one.method, two.method) == ("svds", "dense")
+    assert two.products == 2 * 64
+    np.testing.assert_allclose(one.eigvals[0], two.eigvals[0], rtol=RTOL)
+    assert abs(float(one.directions[0] @ two.directions[0])) == pytest.approx(1.0, abs=1e-4)
+
+
 def test_relu_at_origin_warns():
     module = get_model("mlp", activation="relu", hidden_sizes=(8,))
     variables = init_variables(module, MLP_SHAPE, seed=0)

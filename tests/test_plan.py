@@ -31,7 +31,7 @@ from raysweep.sweep.grid import expand_grid
 REPO = Path(__file__).resolve().parents[1]
 
 CONFIGS = {
-    "default": ("smoke", []),
+    "default": ("digits", []),
     "grid": ("smoke", ["grid.model.name=mlp,lenet5", "grid.train.seed=0,1,2"]),
     "nad": ("nad", []),
     "cifar10": ("cifar10", []),
@@ -92,7 +92,7 @@ def _env():
 
 def test_dry_run_script_prints_the_plan_and_writes_nothing(tmp_path):
     overrides = ["grid.train.seed=0,1"]
-    grid = expand_grid(_config("smoke", overrides))
+    grid = expand_grid(_config("digits", overrides))
     start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, str(REPO / "sweeps" / "eigen_sweep.py"), "--dry-run", *overrides],

@@ -215,6 +215,10 @@ def test_full_report_files_and_self_contained_page(full_report):
     assert "energy after training" in text and "0.800" in text
     assert "Dashed green: accuracy on digits2" in text
     assert 'class="note' not in text  # nothing missing, nothing broken
+    # the findings: one row per claim, each with its verdict
+    assert "Findings: the paper" in text
+    verdicts = re.findall(r"<td>(reproduced|not reproduced|not enough data)</td>", text)
+    assert len(verdicts) == 7, verdicts
 
 
 needs_chromium = pytest.mark.skipif(

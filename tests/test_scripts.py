@@ -45,7 +45,7 @@ from raysweep.store.schema import IDENTITY_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p.stem for p in (REPO / "sweeps").glob("*.py"))
-DEFAULT_PRESET = {"nad_sweep": "nad"}  # every other script starts from "smoke"
+DEFAULT_PRESET = {"nad_sweep": "nad", "eigen_sweep": "digits"}  # the others start from "smoke"
 
 
 def load_script(name: str):
@@ -132,7 +132,7 @@ def test_smoke_test_then_flags_then_overrides(monkeypatch, tmp_path):
     argv = ["--smoke-test", "--gpus-per-trial", "0.5", "train.epochs=3", "sweep.pack_size=2"]
     config = captured_config("eigen_sweep", argv, monkeypatch, tmp_path)
     expected = apply_overrides(
-        smoke_config(get_preset("smoke")),
+        smoke_config(get_preset("digits")),
         ["sweep.gpus_per_trial=0.5", "train.epochs=3", "sweep.pack_size=2"],
     )
     assert config == expected
@@ -141,8 +141,10 @@ def test_smoke_test_then_flags_then_overrides(monkeypatch, tmp_path):
 
 def test_eigen_sweep_build_config_is_smoke_config():
     job = load_script("eigen_sweep")
-    assert job.build_config(job.parse_args(["--smoke-test"])) == smoke_config(get_preset("smoke"))
-    assert job.build_config(job.parse_args([])) == get_preset("smoke")
+    assert job.build_config(job.parse_args(["--smoke-test"])) == smoke_config(get_preset("digits"))
+    assert job.build_config(job.parse_args([])) == get_preset("digits")
+    smoke = job.build_config(job.parse_args(["--preset", "smoke", "--smoke-test"]))
+    assert smoke == smoke_config(get_preset("smoke"))
 
 
 def test_nad_sweep_smoke_test_and_paper_through_the_shared_build_config():
@@ -205,8 +207,8 @@ def test_nad_section_round_trips(tmp_path):
 
 def test_nad_index_bound_is_nad_k():
     with pytest.raises(ValueError, match=r"nad\.k=4") as err:
-        apply_overrides(get_preset("nad"), ["nad.k=4"])  # indices 0,1,2,4,9
-    assert "[4, 9]" in str(err.value)
+        apply_overrides(get_preset("nad"), ["nad.k=4"])  # indices 0, 4, 32, 128, 511
+    assert "[4, 32, 128, 511]" in str(err.value)
     with pytest.raises(ValueError, match=r"nad\.k=5"):  # the smallest k of the grid
         apply_overrides(get_preset("nad"), ["grid.nad.k=5,10"])
     with pytest.raises(ValueError, match=r"nad\.k=3"):
@@ -214,7 +216,7 @@ def test_nad_index_bound_is_nad_k():
             get_preset("nad"), ["nad.k=3", "sweep.eigen_indices=0", "grid.train.eigen_index=0,3"]
         )
     # ntk.num_eigen bounds eigenfunction sweeps only
-    assert apply_overrides(get_preset("nad"), ["ntk.num_eigen=2"]).sweep.eigen_indices[-1] == 9
+    assert apply_overrides(get_preset("nad"), ["ntk.num_eigen=2"]).sweep.eigen_indices[-1] == 511
     with pytest.raises(ValueError, match=r"ntk\.num_eigen=128"):
         apply_overrides(get_preset("smoke"), ["sweep.eigen_indices=0,200", "nad.k=1000"])
 
@@ -229,9 +231,9 @@ def test_axes_without_effect_are_refused():
     with pytest.raises(ValueError, match=r"grid\.ntk\.num_eigen has no effect"):
         expand_grid(nad)
     # and where they act, they are artifact-level axes
-    grid = expand_grid(apply_overrides(get_preset("nad"), ["grid.nad.k=10,12"]))
-    assert [dict(a.values)["nad.k"] for a in grid.artifacts] == [10, 12]
-    assert [a.config.nad.k for a in grid.artifacts] == [10, 12]
+    grid = expand_grid(apply_overrides(get_preset("nad"), ["grid.nad.k=512,600"]))
+    assert [dict(a.values)["nad.k"] for a in grid.artifacts] == [512, 600]
+    assert [a.config.nad.k for a in grid.artifacts] == [512, 600]
 
 
 # ----------------------------------------------------------------------------- grid

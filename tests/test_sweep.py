@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,8 @@ import numpy as np
 import pytest
 from conftest import BASE, make_config
 
+from raysweep.analysis import load_alignment, load_baseline_records, load_energy_records
+from raysweep.analysis.findings import VERDICTS, load_findings
 from raysweep.config import apply_overrides, get_preset
 from raysweep.eigenfunctions import load_artifact
 from raysweep.store import list_parts, read_metrics
@@ -240,6 +243,8 @@ def test_killed_driver_resumes_without_duplicates_or_gaps(
 
 
 def test_main_job_smoke_test(ray_cluster, tmp_path):
+    """The default run's code path at smoke size: two models, LeNet5's extra seeds and its Adam
+    excluded, the companion studies and the findings."""
     env = {**os.environ, "RAY_ADDRESS": ray_cluster}
     proc = subprocess.run(
         [
@@ -252,12 +257,43 @@ def test_main_job_smoke_test(ray_cluster, tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
-    assert "final test accuracy, mlp on digits (nn = network, lin = linearized):" in out
-    assert "trials: 4 planned; by status: 4 finished" in out
-    assert f"metrics:         {tmp_path / 'smoke' / 'metrics'}" in out
-    assert read_metrics(tmp_path / "smoke").num_rows == 3 * 2 * 2 * 2  # indices x opt x mode x ep
+    smoke = tmp_path / "smoke"
+    assert "final test accuracy" in out
+    assert "trials: 10 planned; by status: 10 finished" in out
+    assert f"metrics:         {smoke / 'metrics'}" in out
+    table = read_metrics(smoke)
+    # mlp: 3 indices x 3 seeds x 2 optimizers, lenet5: 3 indices x seed 0 x SGD (sweep.exclude);
+    # x mode x epochs
+    assert table.num_rows == (3 * 3 * 2 + 3 * 1 * 1) * 2 * 2
+    lenet = [r for r in table.to_pylist() if r["model"] == "lenet5"]
+    assert {(r["seed"], r["optimizer"]) for r in lenet} == {(0, "sgd")}
+    # the companions wrote their inputs, the findings are printed and saved
+    baseline = load_baseline_records(smoke)
+    assert {(r["model"], r["optimizer"], r["mode"]) for r in baseline} == {
+        (m, o, k)
+        for m, o in (("mlp", "sgd"), ("mlp", "adam"), ("lenet5", "sgd"))
+        for k in ("network", "linearized")
+    }
+    assert sorted(r["seed"] for r in baseline if r["model"] == "lenet5") == [0] * 2
+    energy = load_energy_records(smoke)
+    assert {r["model"] for r in energy} == {"mlp", "lenet5"}
+    assert all([p["epoch"] for p in r["curve"]] == [0, 1, 2] for r in energy)
+    assert load_alignment(smoke).trained_indices.tolist() == [0, 3, 15]
+    found = load_findings(smoke)
+    assert [f.claim for f in found] == [1, 2, 3, 4, 5, 6, 7]
+    assert "Findings (the paper's claims" in out
+    for f in found:
+        assert f.verdict in VERDICTS and f"{f.claim:<6}{f.verdict}" in out
+    # three indices are too few to test a trend: the smoke run says so rather than guess
+    assert found[0].verdict == "not enough data"
+    # every report section is filled but the two the default run leaves out, which say why
+    page = (smoke / "report" / "report.html").read_text()
+    assert "Findings: the paper" in page
+    notes = re.findall(r'<div class="note[^"]*">(.*?)</div>', page, re.S)
+    assert len(notes) == 2, notes
+    assert all("Not in the default run" in n for n in notes), notes

@@ -143,6 +143,8 @@ def test_main_job_computes_each_artifact_once_and_a_later_run_reuses_them(ray_cl
         sys.executable,
         str(REPO / "sweeps/eigen_sweep.py"),
         "--smoke-test",
+        "--preset",
+        "smoke",
         "--quiet",
         "--out",
         str(out),

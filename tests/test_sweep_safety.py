@@ -277,7 +277,15 @@ def test_two_drivers_on_one_folder_are_refused(ray_cluster, artifact, tmp_path):
         with pytest.raises(RuntimeError, match=rf"{out}.*pid {holder.pid}.*first driver"):
             run_sweep(make_config(*SHAPE), out, artifacts=[artifact], progress=False)
         job = subprocess.run(
-            [sys.executable, str(REPO / "sweeps/eigen_sweep.py"), "--out", str(out), *BASE],
+            [
+                sys.executable,
+                str(REPO / "sweeps/eigen_sweep.py"),
+                "--preset",
+                "smoke",
+                "--out",
+                str(out),
+            ]
+            + list(BASE),
             capture_output=True,
             text=True,
             timeout=120,

@@ -26,7 +26,9 @@ from raysweep.training import (
     make_schedule,
     train_pack,
 )
-from raysweep.training.program import epoch_orders, pack_orders
+from raysweep.training.metrics import example_losses
+from raysweep.training.optim import make_optimizer
+from raysweep.training.program import epoch_orders, pack_orders, threshold_check_steps
 
 SHAPE = (8, 8, 1)
 N_TRAIN, N_TEST, BATCH, EPOCHS = 64, 32, 16, 3
@@ -137,7 +139,7 @@ def test_seed_determines_the_data_order(problem):
 
 
 def _independent_trace(problem, seed, train):
-    """Per-step minibatch losses and final params by a plain Python loop (no vmap, no scan)."""
+    """Per-step training-set losses and final params by a plain Python loop (no vmap/scan)."""
     apply_fn, y = problem["apply_fn"], jnp.asarray(problem["y"][0])
     x = jnp.asarray(problem["x"])
     schedule = optax.linear_schedule(train.learning_rate, 0.0, EPOCHS * STEPS)
@@ -149,9 +151,11 @@ def _independent_trace(problem, seed, train):
             z = apply_fn(p, x[idx])[:, 0]
             return jnp.mean(optax.sigmoid_binary_cross_entropy(z, (y[idx] + 1) / 2))
 
-        loss, grads = jax.value_and_grad(objective)(params)
+        grads = jax.grad(objective)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+        params = optax.apply_updates(params, updates)
+        z = apply_fn(params, x)[:, 0]
+        return params, opt_state, jnp.mean(optax.sigmoid_binary_cross_entropy(z, (y + 1) / 2))
 
     params, opt_state, losses = problem["params0"], tx.init(problem["params0"]), []
     for e in range(EPOCHS):
@@ -164,15 +168,16 @@ def _independent_trace(problem, seed, train):
 
 
 def test_steps_to_threshold_matches_independent_trace(problem):
+    # losses[k - 1]: the whole training set's loss after step k; with one check per epoch
+    # (the default) the threshold is checked at the epoch ends only.
     losses, params = _independent_trace(problem, seed=5, train=CFG)
-    threshold = float(np.min(losses[: STEPS + 2]))  # first reached somewhere in steps 2..6
-    assert losses[0] > threshold
-    first = int(np.argmax(losses <= threshold)) + 1  # 1-based optimizer step
+    ends = losses[STEPS - 1 :: STEPS]
+    threshold = float((ends[0] + ends[1]) / 2)  # first reached at the end of epoch 2
+    assert ends[0] > threshold > ends[1]
     train = TrainConfig(batch_size=BATCH, epochs=EPOCHS, loss_threshold=threshold)
     result = _run(problem, T=1, fit=True, train=train, seed=5)
     got = [r["steps_to_threshold"] for r in result.rows[0]]
-    expected = [first if first <= (e + 1) * STEPS else -1 for e in range(EPOCHS)]
-    assert got == expected
+    assert got == [-1] + [2 * STEPS] * (EPOCHS - 1)
     for leaf, ref in zip(
         jax.tree_util.tree_leaves(result.params), jax.tree_util.tree_leaves(params), strict=True
     ):
@@ -625,7 +630,7 @@ def test_pack_orders_per_target_are_the_orders_of_each_seed():
 
 @pytest.mark.parametrize("linearized", [False, True])
 def test_packed_seeds_equal_separate_runs(problem, linearized):
-    # A threshold that some minibatch losses cross, so steps_to_threshold is compared too.
+    # A threshold that some training-set losses cross, so steps_to_threshold is compared too.
     train = TrainConfig(batch_size=BATCH, epochs=EPOCHS, loss_threshold=0.62)
     packed = _run(problem, train=train, linearized=linearized, seed=(0, 1, 2))
     assert any(rows[-1]["steps_to_threshold"] > 0 for rows in packed)
@@ -782,3 +787,212 @@ def test_module_form_checks_variables_and_option_names(problem):
         train_pack(
             problem["module"], problem["variables"], *args, train=CFG, linearized=False, sed=1
         )
+
+
+# ----------------------------------------------------------------------------- loss threshold
+
+
+def _threshold_labels(problem):
+    """(T=3, n) training labels for the threshold tests: two learnable targets and one random
+    target that fits slowly (its loss stays above the thresholds used below)."""
+    noise = np.random.default_rng(1).random(N_TRAIN) < 0.5
+    y = np.stack([problem["y"][2], problem["y"][0], np.where(noise, 1.0, -1.0)])
+    return y.astype(np.float32)
+
+
+def _run_threshold(problem, **train_fields):
+    """Rows of the three :func:`_threshold_labels` targets, shared data order (seed 0)."""
+    train = dataclasses.replace(CFG, **train_fields)
+    return train_pack(
+        problem["apply_fn"],
+        problem["params0"],
+        problem["x"],
+        _threshold_labels(problem),
+        problem["xt"],
+        problem["yt"],
+        train=train,
+        linearized=False,
+        seed=0,
+    ).rows
+
+
+@pytest.fixture(scope="module")
+def full_loss_trace(problem):
+    """``(EPOCHS·STEPS, 3)``: the whole training set's loss of each :func:`_threshold_labels`
+    target after every global step (row ``k - 1``: after ``k`` updates), by a plain loop of
+    single-target SGD steps (no pack, no scan) in the order of ``epoch_orders(0, ...)``."""
+    apply_fn, x = problem["apply_fn"], jnp.asarray(problem["x"])
+    tx = make_optimizer(
+        "sgd",
+        CFG.learning_rate,
+        momentum=CFG.momentum,
+        total_steps=EPOCHS * STEPS,
+        schedule="linear",
+    )
+
+    @jax.jit
+    def step(params, opt_state, y, idx):
+        def objective(p):
+            return jnp.mean(example_losses(apply_fn(p, x[idx])[:, 0], y[idx], "bce"))
+
+        updates, opt_state = tx.update(jax.grad(objective)(params), opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return params, opt_state, jnp.mean(example_losses(apply_fn(params, x)[:, 0], y, "bce"))
+
+    orders = np.asarray(epoch_orders(0, EPOCHS, N_TRAIN, STEPS, BATCH)).reshape(-1, BATCH)
+    trace = np.zeros((EPOCHS * STEPS, 3))
+    for t, y in enumerate(jnp.asarray(_threshold_labels(problem))):
+        params, opt_state = problem["params0"], tx.init(problem["params0"])
+        for k, idx in enumerate(orders):
+            params, opt_state, loss = step(params, opt_state, y, idx)
+            trace[k, t] = float(loss)
+    return trace
+
+
+def _first_check(trace, checks, threshold):
+    """Per target: the first global step in ``checks`` (1-based) whose loss is ``≤ threshold``,
+    ``-1`` if none; asserts no checked loss is within float32 noise of the threshold."""
+    losses = trace[np.asarray(checks) - 1]  # (len(checks), T)
+    assert np.min(np.abs(losses - threshold)) > 1e-4 * threshold
+    hit = losses <= threshold
+    return [int(checks[np.argmax(hit[:, t])]) if hit[:, t].any() else -1 for t in range(3)]
+
+
+def _assert_steps_per_epoch(rows, first):
+    """Every epoch's row reports ``first[t]`` once that step is done, ``-1`` before."""
+    for t, target_rows in enumerate(rows):
+        got = [r["steps_to_threshold"] for r in target_rows]
+        expect = [first[t] if 0 < first[t] <= r["step"] else -1 for r in target_rows]
+        assert got == expect, t
+
+
+def test_steps_to_threshold_is_the_first_epoch_whose_training_loss_reaches_it(problem):
+    """One check per epoch: the epoch-end training-set loss of the rows decides."""
+    threshold = 0.6125
+    rows = _run_threshold(problem, loss_threshold=threshold)
+    reached = []
+    for target_rows in rows:
+        losses = np.array([r["train_loss"] for r in target_rows])
+        assert np.min(np.abs(losses - threshold)) > 1e-3  # no float32 coin flip
+        epochs = [r["epoch"] for r in target_rows if r["train_loss"] <= threshold]
+        reached.append(epochs[0] if epochs else None)
+        expect = STEPS * epochs[0] if epochs else -1
+        assert target_rows[-1]["steps_to_threshold"] == expect
+        _assert_steps_per_epoch([target_rows], [expect])
+    assert reached == [2, 3, None]  # mid-run, at the last epoch, never
+
+
+def test_steps_to_threshold_with_checks_inside_the_epoch_matches_brute_force(
+    problem, full_loss_trace
+):
+    """threshold_checks=3 of S=4 steps: checks after steps 2, 3, 4 of every epoch."""
+    checks = np.array([e * STEPS + k for e in range(EPOCHS) for k in (2, 3, 4)])
+    # Target 0 first reaches it at the first check of epoch 2 (global step 6), not an epoch
+    # end: the threshold is the midpoint between its losses at the check before (step 4) and
+    # at step 5, which is not a check, so checking after step 5 (or only at epoch ends) would
+    # report another step.
+    trace = full_loss_trace
+    threshold = float((trace[STEPS - 1, 0] + trace[STEPS, 0]) / 2)
+    first = _first_check(trace, checks, threshold)
+    assert first[0] == STEPS + 2 and first[0] % STEPS != 0
+    rows = _run_threshold(problem, loss_threshold=threshold, threshold_checks=3)
+    _assert_steps_per_epoch(rows, first)
+    # The chunked epoch trains exactly as the single scan: same rows up to rounding
+    # (grad_norm included, so the padded steps are skipped), thresholds at epoch ends only.
+    plain = _run_threshold(problem, loss_threshold=threshold)
+    _assert_steps_per_epoch(plain, _first_check(trace, checks[2::3], threshold))
+
+    def without_threshold(rows):
+        return [[{**r, "steps_to_threshold": 0} for r in target_rows] for target_rows in rows]
+
+    _assert_rows_match(without_threshold(rows), without_threshold(plain))
+    np.testing.assert_allclose(
+        [[r["train_loss"] for r in target_rows] for target_rows in rows],
+        trace[STEPS - 1 :: STEPS].T,
+        rtol=1e-5,
+    )
+
+
+def test_threshold_checks_above_steps_per_epoch_check_every_step(problem, full_loss_trace):
+    """threshold_checks > S is clamped to S: the loss is checked after every step."""
+    trace = full_loss_trace
+    threshold = float((trace[STEPS - 1, 0] + trace[STEPS, 0]) / 2)  # reached at step S + 1
+    first = _first_check(trace, np.arange(1, EPOCHS * STEPS + 1), threshold)
+    assert first[0] == STEPS + 1  # not a check of threshold_checks=1 or 3
+    clamped = _run_threshold(problem, loss_threshold=threshold, threshold_checks=100)
+    _assert_steps_per_epoch(clamped, first)
+    exact = _run_threshold(problem, loss_threshold=threshold, threshold_checks=STEPS)
+    _assert_rows_equal(clamped, exact)
+
+
+def test_threshold_checks_must_be_a_positive_int():
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match=r"train\.threshold_checks"):
+            TrainConfig(threshold_checks=bad)
+    assert threshold_check_steps(4, 3) == (2, 3, 4)
+    assert threshold_check_steps(10, 4) == (3, 5, 8, 10)
+    assert threshold_check_steps(4, 1) == (4,)
+    with pytest.raises(ValueError, match="checks must be in"):
+        threshold_check_steps(4, 5)
+
+
+def test_on_state_sees_every_epoch_and_the_final_state(problem):
+    seen = []
+    result = _run(
+        problem,
+        fit=True,
+        train=TrainConfig(batch_size=BATCH, epochs=EPOCHS),
+        on_state=lambda epoch, params, stats: seen.append(
+            (epoch, jax.tree_util.tree_map(np.asarray, params))
+        ),
+    )
+    assert [e for e, _ in seen] == list(range(1, EPOCHS + 1))
+    for got, want in zip(
+        jax.tree_util.tree_leaves(seen[-1][1]),
+        jax.tree_util.tree_leaves(result.params),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(got, np.asarray(want))
+    # an earlier epoch's parameters differ from the final ones
+    first = jax.tree_util.tree_leaves(seen[0][1])[0]
+    assert not np.array_equal(first, np.asarray(jax.tree_util.tree_leaves(result.params)[0]))
+
+
+def test_lenet_trains_as_its_im2col_variant_with_the_same_rows():
+    """train_pack swaps LeNet5 for training_variant(LeNet5) on CPU: the rows are those of the
+    default convolutions (float32 tolerance scaled to each metric's magnitude)."""
+    from raysweep.models.lenet import LeNet5
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8, 8, 1)).astype(np.float32)
+    y = np.sign(rng.normal(size=(2, 64))).astype(np.float32)
+    module = LeNet5()
+    variables = init_variables(module, (8, 8, 1), seed=0)
+    train = TrainConfig(batch_size=16, epochs=2)
+    swapped = train_pack(
+        module,
+        variables,
+        x[:48],
+        y[:, :48],
+        x[48:],
+        y[:, 48:],
+        train=train,
+        linearized=False,
+        seed=0,
+    )
+    # the default convolutions, through the function form (no swap there)
+    plain = train_pack(
+        make_apply_fn(module, variables),
+        variables["params"],
+        x[:48],
+        y[:, :48],
+        x[48:],
+        y[:, 48:],
+        train=train,
+        linearized=False,
+        seed=0,
+    )
+    for a, b in zip(swapped.rows, plain.rows, strict=True):
+        for ra, rb in zip(a, b, strict=True):
+            for key in ("train_loss", "test_loss", "l2_distance"):
+                assert ra[key] == pytest.approx(rb[key], rel=1e-4, abs=1e-6)

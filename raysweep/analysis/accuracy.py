@@ -31,6 +31,7 @@ from raysweep.analysis.style import (
     draw_curve,
     empty_panel,
     figure_legend,
+    index_scale,
     new_figure,
     panel_title,
     style_axes,
@@ -116,6 +117,7 @@ def plot_accuracy_vs_index(
             title=panel_title(model, dataset, opt),
             index_axis=True,
         )
+        index_scale(ax, [j for c in select(curves, model, dataset, opt) for j in c.indices])
     title = r"Final test accuracy on labels sign($\phi_j$)"
     if shared:
         title += f" ({shared})"

@@ -5,7 +5,11 @@ span of the top-k eigenvectors of the NTK, at initialization and after training
 (:func:`raysweep.ntk.energy_concentration`), and the test accuracy it reached::
 
     {"model": "lenet5", "dataset": "cifar2", "k": 50,
-     "energy_init": 0.31, "energy_final": 0.74, "test_accuracy": 0.82}
+     "energy_init": 0.31, "energy_final": 0.74, "test_accuracy": 0.82,
+     "curve": [{"epoch": 0, "energy": 0.31}, {"epoch": 1, "energy": 0.45}, ...]}
+
+``curve`` (optional): the energy with the NTK after each of some epochs (0: initialization),
+the main text's curve of energy concentration during training.
 
 ``sweeps/energy_concentration.py`` (:func:`raysweep.evolution.energy_study`) computes them and
 saves them with :func:`raysweep.analysis.save_energy_records`
@@ -76,7 +80,28 @@ def energy_records(records: Any) -> list[dict[str, Any]]:
                     f"records[{i}][{name!r}]: expected a value in [0, 1], got {value}."
                 )
             clean[name] = float(value)
+        if rec.get("curve") is not None:
+            clean["curve"] = _curve(rec["curve"], f"records[{i}]['curve']")
         out.append(clean)
+    return out
+
+
+def _curve(curve: Any, where: str) -> list[dict[str, Any]]:
+    """``[{"epoch": e, "energy": E}, ...]`` checked: epochs >= 0 increasing, E in [0, 1]."""
+    if isinstance(curve, Mapping | str | bytes) or not isinstance(curve, Sequence):
+        raise TypeError(f"{where}: expected a list of {{epoch, energy}} dicts, got {curve!r:.80}.")
+    out, last = [], -1
+    for point in curve:
+        if not isinstance(point, Mapping) or set(point) != {"epoch", "energy"}:
+            raise ValueError(f"{where}: expected {{epoch, energy}} dicts, got {point!r:.80}.")
+        epoch = check_int(point["epoch"], f"{where} epoch", minimum=0)
+        energy = float(point["energy"])
+        if epoch <= last or not 0.0 <= energy <= 1.0:
+            raise ValueError(
+                f"{where}: epochs must increase and energies lie in [0, 1], got {point!r}."
+            )
+        out.append({"epoch": epoch, "energy": energy})
+        last = epoch
     return out
 
 
@@ -111,7 +136,8 @@ def plot_energy_concentration(records: Any) -> Figure:
     labelled ``at initialization`` and ``after training``.
     """
     recs = energy_records(records)
-    fig, axes = new_figure(1, 1, panel_size=(max(4.5, 1.3 * len(recs) + 2), 3.6))
+    curves = [r for r in recs if r.get("curve")]
+    fig, axes = new_figure(1, 2 if curves else 1, panel_size=(max(4.5, 1.3 * len(recs) + 2), 3.6))
     ax = axes[0, 0]
     x = np.arange(len(recs))
     init = [r["energy_init"] for r in recs]
@@ -138,4 +164,25 @@ def plot_energy_concentration(records: Any) -> Figure:
         title="Energy concentration of the labels",
     )
     finish_legend(ax, loc="upper left")
+    if curves:
+        ax = axes[0, 1]
+        for i, r in enumerate(curves):
+            epochs = [p["epoch"] for p in r["curve"]]
+            ax.plot(
+                [max(e, 0.5) for e in epochs],
+                [p["energy"] for p in r["curve"]],
+                marker="o",
+                ms=3,
+                color=COLORS["network"] if i == 0 else None,
+                label=f"{r['model']} · {r['dataset']} (k={r['k']})",
+            )
+        ax.set_xscale("log")
+        ax.set_ylim(0, 1.05)
+        style_axes(
+            ax,
+            xlabel="epoch (initialization drawn at 0.5)",
+            ylabel="energy on top-k eigenfunctions",
+            title="Energy concentration during training",
+        )
+        finish_legend(ax, loc="lower right")
     return fig

@@ -14,10 +14,12 @@ alignment.npz                  ``trained_indices``, ``alpha_<split>``, ``init_<s
                                as in :mod:`raysweep.analysis.alignment_figures`
 nads.npz                       ``eigvals``, ``directions``, ``input_shape``
                                (:mod:`raysweep.analysis.nads`)
-baseline.json                  ``{"format": "raysweep.baseline/v1", "dataset": "cifar2",
-                               "accuracy": {"<model>": 0.85, ...}}``: test accuracy of each
-                               model on the dataset's own binary task, drawn on the
-                               accuracy figure
+baseline.json                  ``{"format": "raysweep.baseline/v2", "dataset": "cifar2",
+                               "records": [{"model", "optimizer", "mode", "seed",
+                               "test_accuracy"}, ...]}``: network and linearization on the
+                               dataset's own binary task (drawn on the accuracy figure, and
+                               claim 2 of the findings); v1 files (``"accuracy": {"<model>":
+                               0.85}``) are still read
 pretrained_ntk.json            ``{"format": "raysweep.pretrained/v1", "model", "dataset",
                                "optimizer", "records": [...]}``, records as in
                                :mod:`raysweep.analysis.pretrained`
@@ -144,30 +146,110 @@ def load_nads(results_dir: str | os.PathLike) -> dict[str, np.ndarray] | None:
     return out
 
 
+BASELINE_MODES = ("network", "linearized")
+
+
 def save_baseline(
     results_dir: str | os.PathLike, dataset: str, accuracy: Mapping[str, float]
 ) -> Path:
-    """Write ``analysis/baseline.json``: ``{model: accuracy}`` on the binary task ``dataset``."""
+    """Write ``analysis/baseline.json`` from ``{model: network test accuracy}`` (no optimizer,
+    seed or linearization: prefer :func:`save_baseline_records`)."""
+    records = [
+        {"model": m, "optimizer": None, "mode": "network", "seed": None, "test_accuracy": a}
+        for m, a in check_probability_map(accuracy, "accuracy").items()
+    ]
+    return save_baseline_records(results_dir, dataset, records)
+
+
+def _check_baseline_record(r: Any) -> dict:
+    if not isinstance(r, Mapping):
+        raise TypeError(f"a baseline record must be a dict, got {r!r:.80}.")
+    missing = [k for k in ("model", "mode", "test_accuracy") if k not in r]
+    if missing:
+        raise ValueError(f"baseline record {dict(r)!r:.120} lacks {', '.join(missing)}.")
+    if r["mode"] not in BASELINE_MODES:
+        raise ValueError(f"baseline record mode {r['mode']!r}: expected network or linearized.")
+    out = {
+        "model": str(r["model"]),
+        "optimizer": None if r.get("optimizer") is None else str(r["optimizer"]),
+        "mode": r["mode"],
+        "seed": None if r.get("seed") is None else int(r["seed"]),
+        "test_accuracy": check_probability_map(
+            {"test_accuracy": r["test_accuracy"]}, "baseline record"
+        )["test_accuracy"],
+    }
+    for extra in ("train_accuracy", "epochs"):
+        if r.get(extra) is not None:
+            out[extra] = r[extra]
+    return out
+
+
+def save_baseline_records(
+    results_dir: str | os.PathLike, dataset: str, records: Sequence[Mapping]
+) -> Path:
+    """Write ``analysis/baseline.json`` (``raysweep.baseline/v2``): one record per model,
+    optimizer, mode (network or linearized) and seed, with its test accuracy on the binary
+    task ``dataset``."""
     if not isinstance(dataset, str) or not dataset:
         raise TypeError(f"dataset: expected a dataset name such as 'cifar2', got {dataset!r}.")
     payload = {
-        "format": "raysweep.baseline/v1",
+        "format": "raysweep.baseline/v2",
         "dataset": dataset,
-        "accuracy": check_probability_map(accuracy, "accuracy"),
+        "records": [_check_baseline_record(r) for r in records],
     }
     return _write_json(analysis_dir(results_dir) / BASELINE_FILE, payload)
 
 
-def load_baseline(results_dir: str | os.PathLike) -> tuple[str, dict[str, float]] | None:
-    """``(dataset, {model: accuracy})``, or ``None`` without the file."""
+def load_baseline_records(results_dir: str | os.PathLike) -> list[dict] | None:
+    """The baseline records (``dataset`` added to each), or ``None`` without the file.
+
+    A ``raysweep.baseline/v1`` file (``{model: accuracy}``) is read as network records without
+    optimizer or seed.
+    """
+    read = _read_baseline(results_dir)
+    return None if read is None else [{**r, "dataset": read[0]} for r in read[1]]
+
+
+def _read_baseline(results_dir: str | os.PathLike) -> tuple[str, list[dict]] | None:
     path = analysis_dir(results_dir) / BASELINE_FILE
-    payload = _read_json(path, "raysweep.baseline/v1")
-    if payload is None:
+    if not path.exists():
         return None
     try:
-        return str(payload["dataset"]), check_probability_map(payload["accuracy"], "accuracy")
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}).") from err
+    fmt = payload.get("format") if isinstance(payload, dict) else None
+    try:
+        if fmt == "raysweep.baseline/v1":
+            accuracy = check_probability_map(payload["accuracy"], "accuracy")
+            records = [
+                {"model": m, "optimizer": None, "mode": "network", "seed": None, "test_accuracy": a}
+                for m, a in accuracy.items()
+            ]
+        elif fmt == "raysweep.baseline/v2":
+            records = [_check_baseline_record(r) for r in payload["records"]]
+        else:
+            raise ValueError(
+                'expected a JSON object with "format": "raysweep.baseline/v2" (or v1), got '
+                f"{str(payload)[:80]}."
+            )
+        dataset = str(payload["dataset"])
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{path}: {err}") from err
+    return dataset, records
+
+
+def load_baseline(results_dir: str | os.PathLike) -> tuple[str, dict[str, float]] | None:
+    """``(dataset, {model: network test accuracy})`` (mean over optimizers and seeds), or
+    ``None`` without the file: the line the accuracy figure draws."""
+    read = _read_baseline(results_dir)
+    if read is None:
+        return None
+    by_model: dict[str, list[float]] = {}
+    for r in read[1]:
+        if r["mode"] == "network":
+            by_model.setdefault(r["model"], []).append(r["test_accuracy"])
+    return read[0], {m: float(np.mean(v)) for m, v in by_model.items()}
 
 
 def save_pretrained(

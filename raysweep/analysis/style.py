@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import LogFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogFormatter, MaxNLocator
 from matplotlib.transforms import blended_transform_factory
 
 from raysweep.analysis.series import IndexSeries, moving_average
@@ -197,6 +197,23 @@ def style_axes(
     if title:
         ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3, linewidth=0.6)
+
+
+def geometric_indices(indices) -> bool:
+    """Whether eigen-indices are spaced geometrically: they span more than a decade (largest
+    >= 32) and are dense at the top of the spectrum (median below a quarter of the largest),
+    as the paper's grid (0-9, 10-90, 100-900) and the default run's (0, 1, 2, 3, 5, ..., 987)."""
+    values = np.unique(np.asarray(list(indices), dtype=float))
+    return values.size >= 4 and values[-1] >= 32 and np.median(values) < values[-1] / 4
+
+
+def index_scale(ax, indices) -> None:
+    """A symlog x axis (linear in [0, 1], log above; index 0 stays on the axis) with plain
+    integer labels when ``indices`` are geometric (:func:`geometric_indices`); else linear."""
+    if not geometric_indices(indices):
+        return
+    ax.set_xscale("symlog", linthresh=1.0, linscale=0.5)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
 
 
 def empty_panel(ax, title: str) -> None:

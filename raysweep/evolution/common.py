@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,7 @@ def trained_networks(
     seed: int,
     log: Callable[[str], Any] = print,
     tag: str = "[train]",
+    snapshot_epochs: Sequence[int] = (),
 ) -> tuple[list[dict], list[list[dict]]]:
     """The network (batch norm in training mode) trained on each row of the labels.
 
@@ -102,8 +103,13 @@ def trained_networks(
     ``y_test`` ``(T, n_te)`` in ``±1``; one packed run of
     :func:`raysweep.training.train_pack`. Returns ``(final variables per target, metric
     rows per target)``. Both are kept in ``folder`` (:class:`TrainedCache`) under ``key`` and
-    reused, without training, by a later call with the same key.
+    reused, without training, by a later call with the same key. ``snapshot_epochs``: also
+    keep the variables after these epochs (1-based), read back with
+    :meth:`TrainedCache.snapshots`.
     """
+    snapshot_epochs = sorted({int(e) for e in snapshot_epochs if 0 < int(e) < train.epochs})
+    if snapshot_epochs:
+        key = {**key, "snapshot_epochs": snapshot_epochs}
     cache = TrainedCache(folder)
     cached = cache.load(key, variables0)
     if cached is not None:
@@ -112,6 +118,15 @@ def trained_networks(
     x_train, y_train, x_test, y_test = data
     y_train, y_test = np.atleast_2d(y_train), np.atleast_2d(y_test)
     start = time.perf_counter()
+    snapshots: dict[int, list[dict]] = {}
+
+    def on_state(epoch: int, params: Any, batch_stats: Any) -> None:
+        if epoch in snapshot_epochs:
+            state = PackResult([], params, batch_stats, None, 0)
+            snapshots[epoch] = [
+                target_variables(state, t, variables0) for t in range(y_train.shape[0])
+            ]
+
     result = train_pack(
         module,
         variables0,
@@ -123,9 +138,10 @@ def trained_networks(
         linearized=False,
         seed=seed,
         on_epoch=epoch_logger(log, f"{tag} network", train.epochs),
+        on_state=on_state if snapshot_epochs else None,
     )
     finals = [target_variables(result, t, variables0) for t in range(y_train.shape[0])]
-    cache.save(key, finals, result.rows)
+    cache.save(key, finals, result.rows, snapshots)
     log(f"{tag} {y_train.shape[0]} network(s) trained in {time.perf_counter() - start:.1f} s")
     return finals, result.rows
 
@@ -182,12 +198,43 @@ class TrainedCache:
             variables.append(jax.tree_util.tree_map(np.asarray, restored))
         return variables, payload["rows"]
 
-    def save(self, key: Mapping[str, Any], variables: list[dict], rows: list[list[dict]]) -> None:
+    def snapshots(self, template: Mapping[str, Any]) -> dict[int, list[dict]]:
+        """``{epoch: variables per target}`` kept by the last save (``{}`` when none)."""
+        meta = self.folder / "trained.json"
+        if not meta.exists():
+            return {}
+        payload = json.loads(meta.read_text())
+        out = {}
+        for epoch in payload.get("snapshot_epochs", []):
+            out[int(epoch)] = [
+                jax.tree_util.tree_map(
+                    np.asarray,
+                    flax.serialization.from_bytes(
+                        dict(template),
+                        (self.folder / f"epoch{epoch}_{t}.msgpack").read_bytes(),
+                    ),
+                )
+                for t in range(len(payload["rows"]))
+            ]
+        return out
+
+    def save(
+        self,
+        key: Mapping[str, Any],
+        variables: list[dict],
+        rows: list[list[dict]],
+        snapshots: Mapping[int, list[dict]] | None = None,
+    ) -> None:
         tmp = temp_name(self.folder)
         tmp.mkdir(parents=True)
         for t, var in enumerate(variables):
             (tmp / f"trained_{t}.msgpack").write_bytes(flax.serialization.to_bytes(var))
-        (tmp / "trained.json").write_text(json.dumps({"key": key, "rows": rows}, indent=1))
+        for epoch, per_target in (snapshots or {}).items():
+            for t, var in enumerate(per_target):
+                blob = flax.serialization.to_bytes(var)
+                (tmp / f"epoch{epoch}_{t}.msgpack").write_bytes(blob)
+        meta = {"key": key, "rows": rows, "snapshot_epochs": sorted(snapshots or {})}
+        (tmp / "trained.json").write_text(json.dumps(meta, indent=1))
         replace_dir(tmp, self.folder)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from raysweep.argcheck import check_positive_int
 from raysweep.config import Config
 from raysweep.eigenfunctions import model_of
 from raysweep.evolution.common import (
+    TrainedCache,
     load_binary_task,
     pm_one,
     train_key,
@@ -87,6 +88,7 @@ def energy_study(
     *,
     k: int = 50,
     gram_samples: int | None = None,
+    curve_epochs: Sequence[int] = (),
     progress: bool = True,
     log: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
@@ -101,12 +103,16 @@ def energy_study(
       k: K, the number of top eigenvectors (the paper: 50).
       gram_samples: training samples the Grams are computed on (the paper: 12,000); ``None``
         uses the whole training split. A seeded subset (``config.data.seed``).
+      curve_epochs: also measure the energy with the NTK after these epochs (1-based, below
+        ``train.epochs``; the network's variables are kept then), for the curve of energy
+        concentration during training; the record's ``curve`` holds epoch 0 (initialization),
+        these epochs and the last one.
       progress: progress bars of the Gram computation.
       log: where progress lines go.
 
     Returns:
       The record ``{"model", "dataset", "k", "energy_init", "energy_final",
-      "test_accuracy"}`` (also saved). Fractions in [0, 1].
+      "test_accuracy"[, "curve"]}`` (also saved). Fractions in [0, 1].
 
     Raises:
       ValueError: before any training, for a dataset without a binary task, ``k`` not below
@@ -141,6 +147,7 @@ def energy_study(
         seed=config.train.seed,
         log=log,
         tag="[energy]",
+        snapshot_epochs=curve_epochs,
     )
     final_row = rows[0][-1]
     if final_row["status"] == "diverged":
@@ -151,7 +158,11 @@ def energy_study(
 
     x_gram, y_gram = ds.x_train[subset], y_train[subset]
     energies, spectra = {}, {}
-    for tag, variables in (("init", variables0), ("final", final)):
+    snapshots = TrainedCache(folder / "trained").snapshots(variables0) if curve_epochs else {}
+    kernels = [("init", variables0)]
+    kernels += [(f"epoch{e}", snap[0]) for e, snap in sorted(snapshots.items())]
+    kernels.append(("final", final))
+    for tag, variables in kernels:
         start = time.perf_counter()
         apply_fn = make_apply_fn(module, variables)
         energies[tag], spectra[tag] = kernel_energy(
@@ -179,13 +190,21 @@ def energy_study(
         "energy_final": float(np.clip(energies["final"], 0.0, 1.0)),
         "test_accuracy": float(final_row["test_accuracy"]),
     }
+    if snapshots:
+        record["curve"] = [
+            {"epoch": 0, "energy": record["energy_init"]},
+            *(
+                {"epoch": e, "energy": float(np.clip(energies[f"epoch{e}"], 0.0, 1.0))}
+                for e in sorted(snapshots)
+            ),
+            {"epoch": int(final_row["epoch"]), "energy": record["energy_final"]},
+        ]
     write_json_atomic(
         folder / "result.json",
         {
             "record": record,
             "gram_samples": int(subset.size),
-            "eigvals_init": spectra["init"].tolist(),
-            "eigvals_final": spectra["final"].tolist(),
+            "eigvals": {tag: spectra[tag].tolist() for tag, _ in kernels},
             "final_row": final_row,
         },
     )

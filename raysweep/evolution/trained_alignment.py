@@ -93,6 +93,7 @@ def alignment_study(
     trained_indices: Sequence[int],
     num_eigen: int | None = None,
     splits: Sequence[str] = ("train", "test", "all"),
+    subdir: str = "",
     progress: bool = True,
     log: Callable[[str], Any] = print,
 ) -> AlignmentData:
@@ -108,6 +109,8 @@ def alignment_study(
       num_eigen: K, the initial eigenfunctions probed (the paper: 1,000); ``None``: all of
         the artifact's.
       splits: any of ``"train"``, ``"test"``, ``"all"``.
+      subdir: where the artifact is under ``out_dir`` (``artifacts/<key>`` for a point of a
+        grid with several artifacts; see :func:`raysweep.eigenfunctions.compute_eigenfunctions`).
       progress, log: progress of the eigen step and of training.
 
     Returns:
@@ -122,7 +125,7 @@ def alignment_study(
     if not splits or unknown:
         raise ValueError(f"splits: expected a non-empty subset of train, test, all; got {splits}.")
     out_dir = Path(out_dir)
-    artifact = compute_eigenfunctions(config, out_dir, progress=progress, log=log)
+    artifact = compute_eigenfunctions(config, out_dir, subdir=subdir, progress=progress, log=log)
     indices = check_indices(trained_indices, artifact.num_eigen)
     k = artifact.num_eigen if num_eigen is None else num_eigen
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= artifact.num_eigen:

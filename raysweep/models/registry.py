@@ -65,8 +65,13 @@ def _allowed_options(cls: type[nn.Module]) -> list[str]:
     return [
         f.name
         for f in dataclasses.fields(cls)
-        if f.init and f.name not in ("parent", "name", "activation")
+        if f.init and f.name not in ("parent", "name", "activation", *_TRAINING_ONLY)
     ]
+
+
+_TRAINING_ONLY = ("patch_convs",)
+"""Module attributes that only change how training computes (raysweep.models.training_variant
+sets them), never the model: not options, so they cannot change an artifact's key."""
 
 
 def _options(options: Any) -> dict:

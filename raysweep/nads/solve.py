@@ -50,11 +50,19 @@ VANISHING_RTOL = 1e-12
 """σ₁² ≤ VANISHING_RTOL · max(1, ‖∇θ f̄‖²) counts as a vanishing mixed derivative (warning)."""
 
 DEFAULT_DENSE_MAX_DIM = 256
-"""``method="auto"`` forms the d × d Gram (2d products) up to this d, else runs ``svds``.
+"""``method="auto"`` forms the d × d Gram (2d products) up to this d, and above it when
+``svds`` would need more products (:func:`_auto_method`); else it runs ``svds``.
 
 ``svds`` needs ~20k + 100 products whatever d is (175 for k = 10 on LeNet at 32×32×1), the
 dense Gram 2d (2048 there) but is exact and free of iteration; compile time (~5 s per product
 kind on a CPU) is the same order for both on small models."""
+
+
+def _auto_method(dim: int, k: int, dense_max_dim: int) -> str:
+    """``nads(method="auto")``'s choice: the dense Gram when it is small or needs fewer
+    products than ``svds`` would (2d against ~20k + 100), else ``svds``."""
+    return "dense" if dim <= dense_max_dim or 2 * dim <= 20 * k + 100 else "svds"
+
 
 _BLOCK_BYTES = 2**28
 """Default Gram block: about this many bytes of per-column float32 parameter vectors (×3)."""
@@ -205,7 +213,8 @@ def nads(
         LAPACK ``eigh`` (exact to float32 rounding; memory d² float64); ``"svds"`` — SciPy
         ARPACK ``svds`` on a float64 ``LinearOperator`` (P, d) with jitted float32 products;
         ``"gram"`` — :func:`raysweep.eigen.top_eigenpairs` (block Lanczos) on the Gram handle;
-        ``"auto"`` — ``dense`` if d ≤ ``dense_max_dim``, else ``svds``.
+        ``"auto"`` — ``dense`` if d ≤ ``dense_max_dim`` or if its 2d products are fewer than
+        the ~20k + 100 of ``svds`` (k ≥ d/10: the NAD default's 512 of 1,024), else ``svds``.
       activation: optional hint, the model's activation name; ``"relu"`` warns at once.
       batch_size: points per compiled product (``samples`` only; the origin is one point).
       block: Gram columns per vmapped product (``dense``; memory ~ 3 × block × P float32);
@@ -251,7 +260,7 @@ def nads(
         _warn_relu("activation='relu': ")
 
     op = MixedDerivative(apply_fn, params, points, batch_size=batch_size)
-    resolved = method if method != "auto" else ("dense" if dim <= dense_max_dim else "svds")
+    resolved = method if method != "auto" else _auto_method(dim, k, dense_max_dim)
     if resolved == "dense":
         vals, vecs, resid = _solve_dense(op, k, block)
         exact_zero = vals[0] == 0.0 and not np.any(resid)

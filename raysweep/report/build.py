@@ -38,6 +38,7 @@ from raysweep.report.page import figure, note, render_page
 from raysweep.report.sections import (
     accuracy_section,
     eigen_section,
+    findings_section,
     optional_sections,
     progress_section,
     run_section,
@@ -171,6 +172,7 @@ def _build(
     draw = FigureWriter(out, dpi=dpi)
     sections = [
         summary_section(inputs),
+        findings_section(inputs),
         accuracy_section(inputs, draw),
         training_section(inputs, draw),
         eigen_section(inputs, draw),

@@ -8,6 +8,8 @@ A results directory (``sweeps/eigen_sweep.py``) may hold::
     metrics/*.parquet    the metrics store (raysweep.store.scan_metrics; parts of the
                          previous schema are read upgraded)
     analysis/            optional inputs (raysweep.analysis.inputs)
+    nad/                 a NAD sweep run with --out <results>/nad (its NADs; claim 7 of the
+                         findings)
 
 :func:`collect` reads what is there and never raises for a missing or broken piece: a missing
 one leaves its field ``None`` (the page says what to run), a broken one adds a line to
@@ -35,6 +37,7 @@ from raysweep.analysis import (
     AlignmentData,
     load_alignment,
     load_baseline,
+    load_baseline_records,
     load_energy_records,
     load_nads,
     load_pretrained,
@@ -145,6 +148,7 @@ class ReportInputs:
     alignment: AlignmentData | None = None
     nads: dict[str, Any] | None = None
     baseline: tuple[str, dict[str, float]] | None = None
+    baseline_records: list[dict[str, Any]] | None = None
     pretrained: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
     sweep: SweepState = field(default_factory=lambda: SweepState(0, 0, planned=False))
@@ -262,7 +266,11 @@ def collect(results_dir: str | os.PathLike) -> ReportInputs:
     )
     found.alignment = _guard(problems, "analysis/alignment.npz", load_alignment, results_dir)
     found.nads = _guard(problems, "analysis/nads.npz", load_nads, results_dir)
+    if found.nads is None and (results_dir / "nad" / "analysis").is_dir():  # a NAD sweep's
+        found.nads = _guard(problems, "nad/analysis/nads.npz", load_nads, results_dir / "nad")
     found.baseline = _guard(problems, "analysis/baseline.json", load_baseline, results_dir)
+    if found.baseline is not None:
+        found.baseline_records = load_baseline_records(results_dir)
     found.pretrained = _guard(
         problems, "analysis/pretrained_ntk.json", load_pretrained, results_dir
     )

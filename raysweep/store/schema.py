@@ -17,8 +17,9 @@ packs. The columns, in order:
               when unknown)
     progress  epoch (int32, 1-based), step (int64, optimizer steps so far)
     metrics   train_loss, train_accuracy, test_loss, test_accuracy (float64),
-              steps_to_threshold (int64, nullable; first step where the training loss fell
-              below ``train.loss_threshold``, null if not reached yet),
+              steps_to_threshold (int64, nullable; the optimizer steps done when the whole
+              training set's loss was first ≤ ``train.loss_threshold``, checked
+              ``train.threshold_checks`` times per epoch; null if not reached),
               l2_distance, cosine_distance (float64; of θ_t from θ₀), weight_norm, grad_norm
     state     status (string: running | finished | diverged | error),
               wall_time (float64, seconds since the trial started)

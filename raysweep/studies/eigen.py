@@ -4,15 +4,17 @@
 artifact-level point of the grid, the empirical NTK Gram Θ₀ on Ray workers and its top-k
 eigenpairs (:func:`raysweep.eigenfunctions.compute_artifacts`, resumable, reused when
 present); then the network-vs-linearization sweep on the labels ``sign(φ_j)``
-(:func:`raysweep.sweep.run_sweep`); then the report. The script adds the command line and
-the console output.
+(:func:`raysweep.sweep.run_sweep`); then the companion studies of ``sweep.studies``
+(:mod:`raysweep.studies.companions`: binary baseline, energy concentration, alignment); then
+the findings (the paper's claims with verdicts, ``findings.json``) and the report. The script
+adds the command line and the console output.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,10 @@ class EigenStudy:
     ``artifacts``: ``[(ArtifactPoint, EigenArtifact), ...]`` in grid order; ``summary``: the
     sweep's :class:`~raysweep.sweep.SweepSummary` (None with ``eigen_only``); ``report``: the
     report page (None if it could not be built: ``report_error`` says why);
-    ``eigen_seconds``/``seconds``: the eigen step's and the whole study's wall time.
+    ``eigen_seconds``/``seconds``: the eigen step's and the whole study's wall time;
+    ``findings``: the paper's claims with verdicts (:mod:`raysweep.analysis.findings`, also in
+    ``findings.json``; None if they could not be computed: ``findings_error`` says why);
+    ``companion_errors``: ``{study: error}`` of the companion studies that failed.
     """
 
     artifacts: list
@@ -39,6 +44,9 @@ class EigenStudy:
     report_error: str | None = None
     eigen_seconds: float = 0.0
     seconds: float = 0.0
+    findings: list | None = None
+    findings_error: str | None = None
+    companion_errors: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -111,6 +119,19 @@ def eigen_study(
     from raysweep.sweep import run_sweep
 
     summary = run_sweep(config, out_dir, resume=resume, progress=progress, log=log)
+    companion_errors = {}
+    if config.sweep.studies:
+        from raysweep.studies.companions import run_companions
+
+        companion_errors = run_companions(config, out_dir, artifacts, progress=progress, log=log)
+    findings, findings_error = None, None
+    try:  # a view of the results, like the report: never fails the study
+        from raysweep.analysis.findings import findings_for, save_findings
+
+        findings = findings_for(out_dir)
+        save_findings(out_dir, findings)
+    except Exception as err:
+        findings_error = f"{type(err).__name__}: {err}"
     page, error = None, None
     if report:
         from raysweep.report import build_report
@@ -126,4 +147,7 @@ def eigen_study(
         report_error=error,
         eigen_seconds=eigen_seconds,
         seconds=time.perf_counter() - start,
+        findings=findings,
+        findings_error=findings_error,
+        companion_errors=companion_errors,
     )

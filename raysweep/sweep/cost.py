@@ -65,6 +65,7 @@ __all__ = [
     "forward_macs",
     "measured_calibration",
     "param_count",
+    "trial_seconds",
 ]
 
 # ----------------------------------------------------------------------------- measurements
@@ -394,7 +395,7 @@ def dataset_size(config: Config) -> DatasetSize:
 # ----------------------------------------------------------------------------- trials
 
 
-def _trial_seconds(grid: Any, sizes: dict[str, DatasetSize]) -> dict[str, tuple | None]:
+def trial_seconds(grid: Any, sizes: dict[str, DatasetSize]) -> dict[str, tuple | None]:
     """Per trial id, its modelled ``(start-up, total)`` CPU-seconds on 1 CPU (start-up plus its
     targets' training), or None where its training-set size is unknown."""
     configs = {a.key: a.config for a in grid.artifacts}
@@ -450,7 +451,7 @@ def measured_calibration(folder: str | os.PathLike) -> Calibration | None:
         grid = expand_grid(config)
     except (OSError, ValueError, TypeError, KeyError):
         return None
-    predicted = _trial_seconds(grid, {a.key: dataset_size(a.config) for a in grid.artifacts})
+    predicted = trial_seconds(grid, {a.key: dataset_size(a.config) for a in grid.artifacts})
     done = [
         (float(s.wall_time), predicted[s.trial_id][1])  # type: ignore[index]
         for s in states
@@ -669,7 +670,7 @@ def estimate_plan(
     for family in sorted({a.family for a in arts if gpu_run and a.gram_cpu_s and not a.gram_gpu_s}):
         notes.append(f"{family} Gram: no GPU measurement; CPU-hours shown.")
 
-    known = [c for c in _trial_seconds(grid, sizes).values() if c is not None]
+    known = [c for c in trial_seconds(grid, sizes).values() if c is not None]
     unknown = len(grid.trials) - len(known)
     start = sum(first for first, _ in known)
     compute = sum(total for _, total in known) - start

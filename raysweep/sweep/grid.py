@@ -18,7 +18,8 @@ decides where its values go:
 
 So the trials are artifact points × program points × packs, and the targets (rows of the
 store) are artifact points × program points × in-pack points: the cartesian product of all
-axes, with collapsed points removed once.
+axes, with collapsed points removed once, and the points ``sweep.exclude`` names left out
+(e.g. ``{"model.name": "lenet5", "train.seed": [1, 2]}``: LeNet5 with one seed).
 
 Axes without effect: ``train.learning_rate`` and ``train.momentum`` act on SGD only,
 ``train.adam_learning_rate`` on Adam only, and ``data.seed`` only when ``data.num_train`` or
@@ -117,6 +118,8 @@ def applies(key: str, point: dict[str, Any], config: Config) -> bool:
         return not is_import_path(point.get("model.name", config.model.name))
     if key in ("model.train_flag", "model.output_index"):
         return is_import_path(point.get("model.name", config.model.name))
+    if key == "model.zero_init_residual":
+        return point.get("model.name", config.model.name) == "resnet18"
     is_nad = point.get("data.name", config.data.name) == NAD_DATA
     if key.startswith("nad."):
         return is_nad
@@ -329,6 +332,7 @@ def _where(key: str) -> str:
         "model.activation": "model.name is a built-in model",
         "model.train_flag": "model.name is an import path to your own model",
         "model.output_index": "model.name is an import path to your own model",
+        "model.zero_init_residual": "model.name=resnet18",
     }.get(key, "data.name is nad" if key.startswith("nad.") else "data.name is not nad")
 
 
@@ -362,6 +366,11 @@ def _no_effect(key: str, config: Config, axes: dict) -> str:
             f"grid.{key} has no effect on this sweep: it applies to {where} only. Drop the axis"
             f"{' or use python sweeps/nad_sweep.py' if key.startswith('nad.') else ''}."
         )
+    if key == "model.zero_init_residual":
+        return (
+            "grid.model.zero_init_residual has no effect on this sweep: it applies to "
+            "model.name=resnet18 only. Add resnet18 to the models or drop the axis."
+        )
     if key.startswith("model."):
         return (
             f"grid.{key} has no effect on this sweep: it applies to your own models "
@@ -371,6 +380,26 @@ def _no_effect(key: str, config: Config, axes: dict) -> str:
         f"grid.{key} has no effect on this sweep: the subsampling seed matters only with "
         "data.num_train or data.num_test set. Drop the axis or subsample."
     )
+
+
+def _exclusions(config: Config, axes: dict[str, tuple]) -> list[dict[str, list]]:
+    """``sweep.exclude`` as ``[{axis: values}]``, checked against the grid's axes."""
+    out = []
+    for text in config.sweep.exclude:
+        rule = json.loads(text)
+        unknown = [k for k in rule if k not in axes]
+        if unknown:
+            raise ValueError(
+                f"sweep.exclude names {', '.join(unknown)}, which is not an axis of this sweep; "
+                f"the axes are {', '.join(axes)}."
+            )
+        out.append(rule)  # values the grid does not have match nothing (e.g. fewer seeds)
+    return out
+
+
+def excluded(point: dict[str, Any], rules: list[dict[str, list]]) -> bool:
+    """Whether a target's full grid point matches one ``sweep.exclude`` rule."""
+    return any(all(k in point and point[k] in vals for k, vals in r.items()) for r in rules)
 
 
 def _chunks(seq: list, size: int) -> list[list]:
@@ -402,6 +431,7 @@ def expand_grid(config: Config) -> Grid:
 
     axes = {k: tuple(v) for k, v in config.axes().items()}
     _check_axes(config, axes)
+    rules = _exclusions(config, axes)
     levels = {k: field_class(k) for k in axes}
     art_axes = {k: v for k, v in axes.items() if levels[k] == ARTIFACT}
     prog_axes = {k: v for k, v in axes.items() if levels[k] == PROGRAM}
@@ -437,6 +467,8 @@ def expand_grid(config: Config) -> Grid:
             )
             targets = []
             for values in _product(pack_axes, config, full):
+                if rules and excluded({**dict(art.values), **full, **values}, rules):
+                    continue
                 rate = values.get(
                     "train.learning_rate"
                     if train.optimizer == "sgd"
@@ -456,6 +488,8 @@ def expand_grid(config: Config) -> Grid:
                         values=tuple(values.items()),
                     )
                 )
+            if not targets:
+                continue
             mode = "lin" if full["train.linearized"] else "nn"
             suffix = _suffix({**dict(art.values), **program})
             packs = _packs(targets, config.sweep.pack_size, art.config.is_nad)

@@ -45,8 +45,9 @@ METRIC_NAMES: tuple[str, ...] = METRIC_COLUMNS
 
 ``epoch`` (int, 1-based) · ``step`` (int, optimizer steps so far) · ``train_loss``,
 ``train_accuracy``, ``test_loss``, ``test_accuracy`` (float, full-split evaluation in inference
-mode after the epoch) · ``steps_to_threshold`` (int, 1-based index of the first optimizer step
-whose minibatch loss was ≤ ``train.loss_threshold``, ``-1`` if none yet) · ``l2_distance``,
+mode after the epoch) · ``steps_to_threshold`` (int, the optimizer steps done when the whole
+training set's loss was first ≤ ``train.loss_threshold``, checked ``train.threshold_checks``
+times per epoch, the last at the epoch's end; ``-1`` if not reached yet) · ``l2_distance``,
 ``cosine_distance``, ``weight_norm`` (float, see the module docstring) · ``grad_norm`` (float,
 mean over the epoch's steps of the minibatch gradient norm ‖∇θL‖₂) · ``status`` (str, one of
 :data:`STATUSES`).

@@ -62,6 +62,7 @@ import jax
 import jax.numpy as jnp
 
 from raysweep.config import TrainConfig
+from raysweep.models import training_variant
 from raysweep.models.user import UserModel
 from raysweep.training.checkpoint import checkpoint_key, load_checkpoint, save_checkpoint
 from raysweep.training.metrics import make_row
@@ -153,12 +154,14 @@ def _fit(
     checkpoint: Path | None = None,
     checkpoint_every: int = 5,
     on_resume: Callable[[int], Any] | None = None,
+    on_state: Callable[[int, Any, Any], Any] | None = None,
 ) -> PackResult:
     pack_size = data.pack_size
     scale = check_lr_scale(lr_scale, pack_size)
     seed = check_seed(seed, pack_size)
     n_train, n_test = data.x_train.shape[0], data.x_test.shape[0]
     batch = min(train.batch_size, n_train)
+    steps_per_epoch = n_train // batch
     spec = ProgramSpec(
         forward=forward,
         linearized=bool(linearized),
@@ -168,10 +171,12 @@ def _fit(
         loss=loss,
         epochs=train.epochs,
         batch_size=batch,
-        steps_per_epoch=n_train // batch,
+        steps_per_epoch=steps_per_epoch,
         eval_block_train=min(eval_batch_size, n_train),
         eval_block_test=min(eval_batch_size, n_test),
         centered=bool(centered),
+        # More checks than steps: one after every step (the finest resolution there is).
+        threshold_checks=min(train.threshold_checks, steps_per_epoch),
     )
     x_probe = jnp.asarray(data.x_train[:batch])
     check_logits("apply_fn(params0, x)", forward.infer, params0, stats0, x_probe, n=batch)
@@ -220,6 +225,10 @@ def _fit(
                 "loss": loss,
                 "schedule": schedule,
                 "eval_batch_size": int(eval_batch_size),
+                # The check cadence of steps_to_threshold (train.threshold_checks clamped to
+                # the steps per epoch); also marks the full-training-set semantics, so a
+                # checkpoint of the older per-minibatch tracking is not resumed.
+                "threshold_checks": spec.threshold_checks,
             },
         )
         restored = load_checkpoint(checkpoint, key=key, template=state, pack_size=pack_size)
@@ -243,11 +252,20 @@ def _fit(
             rows[t].append(make_row(metrics, t, epoch=epoch + 1, status=status))
         if on_epoch is not None:
             on_epoch([r[-1] for r in rows])
+        if on_state is not None:
+            on_state(epoch + 1, state.params, state.batch_stats)
         if not any(active):
             break
         if checkpoint is not None and not last and (epoch + 1) % checkpoint_every == 0:
             save_checkpoint(checkpoint, key=key, state=state, epoch=epoch + 1, rows=rows)
     return PackResult(rows, state.params, state.batch_stats, state.opt_state, start)
+
+
+def default_eval_batch_size() -> int:
+    """Evaluation block when none is given: 128 on the CPU backend (small blocks stay in
+    cache: LeNet5 on digits trains 1.3x faster per target-epoch than with 1,024), 1,024 on
+    accelerators."""
+    return 128 if jax.default_backend() == "cpu" else 1024
 
 
 _APPLY_FN_ONLY = ("train_apply_fn", "batch_stats", "eval_apply_fn")
@@ -284,7 +302,7 @@ def train_pack(
     linearized: bool,
     seed: int | Sequence[int] = 0,
     on_epoch: Callable[[list[dict]], Any] | None = None,
-    eval_batch_size: int = 1024,
+    eval_batch_size: int | None = None,
     loss: str = "bce",
     schedule: str = "linear",
     lr_scale: Any = None,
@@ -295,6 +313,7 @@ def train_pack(
     train_apply_fn: Callable | None = None,
     batch_stats: Any = None,
     eval_apply_fn: Callable | None = None,
+    on_state: Callable[[int, Any, Any], Any] | None = None,
 ) -> PackResult:
     """Train a pack of T targets (network or linearization); rows and final state.
 
@@ -326,8 +345,14 @@ def train_pack(
       y_test: ``(T, n_te)`` labels in ``{-1, +1}``, rows in the order of ``y_train``.
       train: :class:`~raysweep.config.TrainConfig` — optimizer (SGD with ``momentum`` from
         ``learning_rate``, or Adam from ``adam_learning_rate``), ``batch_size`` (``B =
-        min(batch_size, n_tr)``, last incomplete minibatch dropped), ``epochs`` and
-        ``loss_threshold``. ``train.seed`` is not used; the data order comes from ``seed``
+        min(batch_size, n_tr)``, last incomplete minibatch dropped), ``epochs``,
+        ``loss_threshold`` and ``threshold_checks``: a row's ``steps_to_threshold`` is the
+        number of optimizer steps done when the loss on the whole training set (not a
+        minibatch's) was first ``≤ loss_threshold``, ``-1`` until then; that loss is checked
+        ``threshold_checks`` times per epoch, after ``ceil(i·S/threshold_checks)`` steps of
+        the epoch (``i = 1 …``, the last check at the end of the epoch), and a
+        ``threshold_checks`` above ``S`` is clamped to ``S`` (a check after every step).
+        ``train.seed`` is not used; the data order comes from ``seed``
         (a sweep that packs several ``train.seed`` values passes them as ``seed``, one per
         target).
       linearized: ``False`` trains the network; ``True`` trains
@@ -344,7 +369,7 @@ def train_pack(
       on_epoch: called after every epoch with the list of the T latest rows (after a resume,
         only for the epochs trained in this call).
       eval_batch_size: examples per evaluation block (memory bound; results do not depend on
-        it beyond float rounding).
+        it beyond float rounding); ``None``: :func:`default_eval_batch_size`.
       loss: ``"bce"`` (the paper's; targets ``(y + 1) / 2``) or ``"mse"`` (``½ (f − y)²``).
       schedule: ``"linear"`` (the paper's decay to 0 over ``epochs × S`` steps) or
         ``"constant"``.
@@ -373,6 +398,12 @@ def train_pack(
       eval_apply_fn: function form only; required with non-empty ``batch_stats`` in network
         mode: inference ``(params, batch_stats, x) -> (n, 1)`` with the given running
         statistics, used for evaluation. The module form builds all three from the module.
+      on_state: called after every epoch with ``(epoch, params, batch_stats)`` (1-based epoch;
+        the state of all T targets, leading pack axis, on the device), e.g. to keep snapshots.
+
+    Module form on the CPU backend: the module trains as
+    :func:`raysweep.models.training_variant` of it (LeNet5 with im2col convolutions: the same
+    function, 2-3x faster on XLA's CPU; same parameters).
 
     Returns:
       A :class:`PackResult`. ``train_pack(...).rows[t][e]``: dicts with keys
@@ -408,6 +439,8 @@ def train_pack(
             f"variables)), with params0 second. Got {type(model).__name__}."
         )
     train = check_train_config(train)
+    if eval_batch_size is None:
+        eval_batch_size = default_eval_batch_size()
     check_options(
         linearized=linearized,
         seed=seed,
@@ -423,7 +456,7 @@ def train_pack(
         params0 = params_or_variables["params"]
         check_params0(params0, "variables['params']")
         stats0 = dict(params_or_variables.get("batch_stats") or {})
-        forward = Forward(module=model)
+        forward = Forward(module=training_variant(model))
     else:
         params0 = params_or_variables
         check_params0(params0)
@@ -447,4 +480,5 @@ def train_pack(
         checkpoint=path,
         checkpoint_every=checkpoint_every,
         on_resume=on_resume,
+        on_state=on_state,
     )

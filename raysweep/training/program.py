@@ -41,9 +41,21 @@ from :mod:`raysweep.training.optim`. The forward pass ``f`` is
   ``f(θ₀, x)``, which outputs zero at θ₀ (the pretrained-NTK comparison trains it around
   the network's final parameters).
 
-Inside the scan each target also tracks ``steps_to_threshold`` (the 1-based index of the
-first update whose minibatch loss ``L_t(θ_t) ≤ train.loss_threshold``, ``-1`` until then) and
-``diverged`` (some minibatch loss was NaN/inf). Nothing here raises on non-finite values.
+Inside the scan each target also tracks ``diverged`` (some minibatch loss was NaN/inf).
+
+``steps_to_threshold`` (the paper's "iterations to reach 0.01 training loss") is measured on
+the *whole training set*: the mean loss over all ``n_train`` rows (what the epoch's
+``train_loss`` is) is checked ``c = spec.threshold_checks`` times per epoch, after
+``ceil(i·S/c)`` steps of the epoch for ``i = 1 … c`` (:func:`threshold_check_steps`; the last
+check is the end-of-epoch evaluation, so ``c = 1`` costs nothing extra and each further check
+one forward pass over the training set). A target's ``steps_to_threshold`` is the global update
+count ``step`` (1-based) at the first check where its loss is ``≤ train.loss_threshold``, ``-1``
+until then (a NaN loss never reaches it). ``c`` is at most ``S`` (``train_pack`` clamps a
+larger ``train.threshold_checks`` to ``S``: a check after every step). With ``c = 1`` an epoch
+is one ``lax.scan`` over its ``S`` steps; with ``c > 1`` it is an outer scan over ``c`` chunks
+of ``ceil(S/c)`` steps (the shorter chunks padded with steps that a ``lax.cond`` skips), with a
+training-set evaluation after every chunk but the last. Nothing here raises on non-finite
+values.
 """
 
 from __future__ import annotations
@@ -73,6 +85,7 @@ __all__ = [
     "epoch_orders",
     "get_program",
     "pack_orders",
+    "threshold_check_steps",
 ]
 
 
@@ -120,6 +133,8 @@ class ProgramSpec:
     ``eval_block_test`` are the evaluation block sizes (``min(eval_batch_size, n)``). The
     learning rate, the loss threshold, the data seed, ``lr_scale`` and the labels are program
     *arguments* (:class:`PackConsts`), so changing them does not recompile.
+    ``threshold_checks``: checks of the training-set loss per epoch for
+    ``steps_to_threshold``, ``1 ≤ threshold_checks ≤ steps_per_epoch`` (module docstring).
     """
 
     forward: Forward
@@ -134,6 +149,14 @@ class ProgramSpec:
     eval_block_train: int
     eval_block_test: int
     centered: bool = False
+    threshold_checks: int = 1
+
+    def __post_init__(self):
+        if not 1 <= self.threshold_checks <= self.steps_per_epoch:
+            raise ValueError(
+                f"threshold_checks must be in [1, steps_per_epoch={self.steps_per_epoch}], got "
+                f"{self.threshold_checks}."
+            )
 
     @property
     def total_steps(self) -> int:
@@ -220,6 +243,18 @@ def pack_orders(
     drawn = {s: np.asarray(epoch_orders(s, epochs, n, steps, batch)) for s in distinct}
     per_target = np.stack([drawn[s] for s in seeds], axis=2)  # (epochs, steps, T, batch)
     return jnp.asarray(per_target)
+
+
+def threshold_check_steps(steps_per_epoch: int, checks: int) -> tuple[int, ...]:
+    """Steps of an epoch after which the training-set loss is checked: ``ceil(i·S/c)``.
+
+    ``i = 1 … c`` with ``S = steps_per_epoch`` and ``c = checks`` (``1 ≤ c ≤ S``): ``c``
+    strictly increasing counts, the last ``S`` (the end of the epoch); consecutive checks are
+    ``floor(S/c)`` or ``ceil(S/c)`` steps apart. E.g. ``S = 4, c = 3``: ``(2, 3, 4)``.
+    """
+    if not 1 <= checks <= steps_per_epoch:
+        raise ValueError(f"checks must be in [1, {steps_per_epoch}], got {checks}.")
+    return tuple(-(-i * steps_per_epoch // checks) for i in range(1, checks + 1))
 
 
 def _repeat(tree: Any, pack_size: int) -> Any:
@@ -329,17 +364,74 @@ class PackProgram:
             params, opt_state, stats, loss, gnorm = jax.vmap(one)(
                 carry.params, carry.opt_state, carry.batch_stats, yb, consts.lr_scale, xb
             )
-        step = carry.step + 1
-        reached = (carry.steps_to_threshold < 0) & (loss <= consts.loss_threshold)
         new = PackState(
             params=params,
             opt_state=opt_state,
             batch_stats=stats,
-            step=step,
-            steps_to_threshold=jnp.where(reached, step, carry.steps_to_threshold),
+            step=carry.step + 1,
+            steps_to_threshold=carry.steps_to_threshold,
             diverged=carry.diverged | ~jnp.isfinite(loss),
         )
         return new, gnorm
+
+    def _check_threshold(self, state: PackState, train_loss: jax.Array, consts: PackConsts):
+        """``steps_to_threshold`` after a check of the training-set loss ``(T,)`` (NaN: no)."""
+        reached = (state.steps_to_threshold < 0) & (train_loss <= consts.loss_threshold)
+        return jnp.where(reached, state.step, state.steps_to_threshold)
+
+    def _chunked_steps(self, state: PackState, order: jax.Array, consts: PackConsts):
+        """The epoch's ``S`` steps in ``c`` chunks, checking the training-set loss after every
+        chunk but the last; returns the state and the ``(S, T)`` gradient norms in step order.
+        """
+        spec = self.spec
+        c, steps = spec.threshold_checks, spec.steps_per_epoch
+        ends = threshold_check_steps(steps, c)
+        starts = (0, *ends[:-1])
+        # Static (c, length) positions into the epoch's order; padding repeats a chunk's last
+        # index and is skipped (valid False).
+        bounds = list(zip(starts, ends, strict=True))
+        length = max(e - s for s, e in bounds)
+        pos = np.array([[min(s + j, e - 1) for j in range(length)] for s, e in bounds])
+        valid = np.array([[s + j < e for j in range(length)] for s, e in bounds])
+        chunks = jnp.take(order, jnp.asarray(pos.reshape(-1)), axis=0)
+        chunks = chunks.reshape(c, length, *order.shape[1:])
+        step = functools.partial(self._step, consts=consts)
+
+        if valid.all():  # c divides S: no padding
+            inner = step
+            xs = chunks
+        else:
+            gnorm_shape = jax.eval_shape(step, state, order[0])[1]
+
+            def inner(carry, x):
+                idx, ok = x
+                return jax.lax.cond(
+                    ok,
+                    lambda s: step(s, idx),
+                    lambda s: (s, jnp.zeros(gnorm_shape.shape, gnorm_shape.dtype)),
+                    carry,
+                )
+
+            xs = (chunks, jnp.asarray(valid))
+
+        def outer(carry, x):
+            i, chunk = x
+            carry, gnorms = jax.lax.scan(inner, carry, chunk)
+
+            def check():
+                loss, _ = self._evaluate(
+                    carry, consts.x_train, consts.y_train, spec.eval_block_train, consts
+                )
+                return self._check_threshold(carry, loss, consts)
+
+            # The last chunk's check is the end-of-epoch evaluation (_epoch_impl).
+            reached = jax.lax.cond(i < c - 1, check, lambda: carry.steps_to_threshold)
+            return carry._replace(steps_to_threshold=reached), gnorms
+
+        state, gnorms = jax.lax.scan(outer, state, (jnp.arange(c), xs))
+        flat = np.flatnonzero(valid.reshape(-1))  # the S real steps, in order
+        gnorms = jnp.take(gnorms.reshape(c * length, *gnorms.shape[2:]), flat, axis=0)
+        return state, gnorms
 
     def _evaluate(self, state: PackState, x, y, block: int, consts: PackConsts):
         """Mean loss and accuracy per target over all ``n`` rows, in blocks of ``block``."""
@@ -366,10 +458,15 @@ class PackProgram:
     def _epoch_impl(self, state: PackState, consts: PackConsts, epoch: jax.Array):
         spec = self.spec
         order = consts.orders[epoch]
-        state, gnorms = jax.lax.scan(functools.partial(self._step, consts=consts), state, order)
+        if spec.threshold_checks == 1:
+            state, gnorms = jax.lax.scan(functools.partial(self._step, consts=consts), state, order)
+        else:
+            state, gnorms = self._chunked_steps(state, order, consts)
         train_loss, train_acc = self._evaluate(
             state, consts.x_train, consts.y_train, spec.eval_block_train, consts
         )
+        # The end-of-epoch check of the training-set loss (the last of the epoch's checks).
+        state = state._replace(steps_to_threshold=self._check_threshold(state, train_loss, consts))
         test_loss, test_acc = self._evaluate(
             state, consts.x_test, consts.y_test, spec.eval_block_test, consts
         )
