@@ -57,6 +57,10 @@ def run_status(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from raysweep.eigen.progress import progress_lines
+
+    for line in progress_lines(sweep_dir):
+        print(line)
     plan = read_plan(sweep_dir)
     try:
         table, damaged = scan_metrics(sweep_dir)
@@ -286,8 +290,47 @@ def build_parser() -> argparse.ArgumentParser:
     findings.add_argument(
         "--nad", metavar="NAD_DIR", help="a NAD sweep's folder (default: RESULTS_DIR/nad)"
     )
+    cifar_like = add_command(
+        sub,
+        "make-cifar-like",
+        run_make_cifar_like,
+        help="write synthetic images in the CIFAR-10 format, to rehearse a run",
+        description="Write synthetic 32x32x3 images (smooth class-dependent random fields, "
+        "whose NTK spectrum decays like real images') as DIR/cifar-10-batches-py in the real "
+        "CIFAR-10 python format: the loader, the cifar10/cifar2 presets and a cluster run can "
+        "then be rehearsed without the real archive (--data-dir DIR).",
+    )
+    cifar_like.add_argument("folder", metavar="DIR", help="where cifar-10-batches-py/ goes")
+    cifar_like.add_argument(
+        "--num-images",
+        type=int,
+        default=60_000,
+        help="images in all (5/6 of them training; default 60,000 as CIFAR-10)",
+    )
+    cifar_like.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    cifar_like.add_argument(
+        "--force", action="store_true", help="overwrite an existing cifar-10-batches-py/"
+    )
     _add_plan_command(sub)
     return parser
+
+
+def run_make_cifar_like(args: argparse.Namespace) -> int:
+    from raysweep.data.synthetic import write_cifar_like
+
+    try:
+        out = write_cifar_like(
+            args.folder, args.num_images, seed=args.seed, force=args.force, log=print
+        )
+    except (ValueError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {args.num_images:,} synthetic images to {out}; use them with --data-dir "
+        f"{args.folder} (e.g. python sweeps/eigen_sweep.py --preset cifar10 --data-dir "
+        f"{args.folder} grid.model.name=mlp)"
+    )
+    return 0
 
 
 def run_findings(args: argparse.Namespace) -> int:

@@ -44,7 +44,13 @@ import numpy as np
 from raysweep.atomic import atomic_write_json, crc32_file, replace_dir, temp_name
 from raysweep.config import Config, ModelConfig, config_from_dict, save_config
 from raysweep.data import Dataset, load_dataset
-from raysweep.eigen import binarization_diagnostic, eigen_labels, top_eigenpairs
+from raysweep.eigen import (
+    PROGRESS_FILE,
+    binarization_diagnostic,
+    eigen_labels,
+    progress_reporter,
+    top_eigenpairs,
+)
 from raysweep.models import get_model, init_variables, make_apply_fn
 
 ARTIFACT_FILES = (
@@ -501,13 +507,17 @@ def _compute_eigenfunctions(
             f"{config.ntk.eigen_method}"
         )
         start = time.perf_counter()
-        pairs = top_eigenpairs(gram, k, method=config.ntk.eigen_method)
+        report = progress_reporter(
+            log if progress else None, out_dir / subdir / "gram" / PROGRESS_FILE
+        )
+        pairs = top_eigenpairs(gram, k, method=config.ntk.eigen_method, progress=report)
         eigen_seconds = time.perf_counter() - start
     meta = {
         "gram_seconds": gram_seconds,
         "eigen_seconds": eigen_seconds,
         "eigen_method": pairs.method,
         "eigen_iterations": int(getattr(pairs, "iterations", 0) or 0),
+        "eigen_matvecs": int(getattr(pairs, "matvecs", 0) or 0),
         "max_relative_residual": float(np.max(pairs.residuals) / pairs.eigvals[0]),
         "N": int(n),
         "k": int(k),

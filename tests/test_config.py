@@ -61,7 +61,8 @@ def test_configs_are_frozen():
 def test_presets_are_valid_and_consistent(name):
     cfg = get_preset(name)
     assert cfg.preset == name
-    assert max(cfg.sweep.eigen_indices) < cfg.ntk.num_eigen
+    bound = cfg.nad.k if cfg.is_nad else cfg.ntk.num_eigen  # NAD indices index the NADs
+    assert max(cfg.sweep.eigen_indices) < bound
     if name == "smoke":
         assert cfg.data.name == "digits" and cfg.model.name == "mlp"
         assert cfg.train.epochs <= 10 and len(cfg.sweep.eigen_indices) <= 10

@@ -148,6 +148,48 @@ def test_block_through_matmat_only_handle_counts_and_locking(k32):
     assert max(widths[-4:-1]) < 24 and sum(widths[:-1]) < 24 * (len(widths) - 1)
 
 
+def test_block_progress_reports_monotone_converged_counts(k32, tmp_path):
+    """Restarts forced by a small basis: the converged count never falls, rises over the
+    cycles, and the final report matches the result; the reporter throttles the console and
+    writes the file ``raysweep status`` reads."""
+    from raysweep.eigen import progress_reporter, read_progress
+    from raysweep.eigen.progress import progress_lines
+
+    handle = MatmatOnly(k32)
+    events = []
+    result = top_eigenpairs(
+        handle, 30, method="block", block_size=24, max_basis=90, progress=events.append
+    )
+    assert result.iterations >= 2 and events[-1].done
+    counts = [e.converged for e in events]
+    assert counts == sorted(counts) and counts[0] == 0 and counts[-1] == 30
+    assert any(0 < c < 30 for c in counts)  # seen part-way, not only at the end
+    running = events[:-1]
+    assert len(running) == len(handle.widths) - 1 + result.iterations - 1  # products + cycles
+    assert [e.matvecs for e in running] == sorted(e.matvecs for e in running)
+    assert events[-1].matvecs == result.matvecs and events[-1].cycle == result.iterations
+    assert all(e.eta_s is None or e.eta_s >= 0 for e in events)
+    assert all(e.basis <= e.capacity for e in running)
+    # the reporter: console at most every 15 s of the (fake) clock, file every report
+    ticks = iter(np.arange(len(events) + 1) * 5.0)
+    lines = []
+    gram = tmp_path / "artifacts" / "mlp-digits" / "gram"
+    gram.mkdir(parents=True)
+    report = progress_reporter(
+        lines.append, gram / "eigen_progress.json", write_every_s=0.0, clock=lambda: next(ticks)
+    )
+    for e in events[:7]:
+        report(e)
+    assert len(lines) == 2 and all("pairs converged" in line for line in lines)
+    assert read_progress(gram / "eigen_progress.json")["matvecs"] == events[6].matvecs
+    status = progress_lines(tmp_path)
+    assert len(status) == 1 and status[0].startswith("eigensolver (mlp-digits): block: cycle")
+    report(events[-1])
+    assert progress_lines(tmp_path)[0].startswith(
+        f"eigensolver (mlp-digits): block: 30/30 pairs converged after {result.iterations} cycle"
+    )
+
+
 def test_block_is_deterministic_given_seed(k32):
     a = top_eigenpairs(k32, 20, method="block", seed=7)
     b = top_eigenpairs(MatmatOnly(k32), 20, method="block", seed=7)

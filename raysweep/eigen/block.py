@@ -34,12 +34,15 @@ Memory: ``2 · max_basis`` columns of ``N`` in K's dtype plus ``max_basis²`` fl
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 
 import numpy as np
 import scipy.linalg
 
 from raysweep.eigen.basis import orthonormal_block, svqb
 from raysweep.eigen.operator import KernelOperator
+from raysweep.eigen.progress import EigenProgress
 from raysweep.eigen.threads import one_blas_thread
 
 __all__ = [
@@ -160,6 +163,7 @@ def block_eigenpairs(
     block_size: int,
     max_basis: int,
     guard: int,
+    progress: Callable[[EigenProgress], None] | None = None,
 ) -> BlockResult:
     """Top-``k`` eigenpairs of the symmetric PSD operator ``op`` (see the module docstring).
 
@@ -173,6 +177,8 @@ def block_eigenpairs(
       max_basis: columns of the basis, locked included; ``k + guard + b <= max_basis <= N``
         (smaller values are raised to that).
       guard: Ritz vectors kept beyond the wanted ones at a restart.
+      progress: called with an :class:`~raysweep.eigen.progress.EigenProgress` after every
+        product and every Rayleigh-Ritz cycle (not after the last: the caller reports the end).
 
     Returns:
       :class:`BlockResult`; if not converged, the best ``k`` Ritz pairs at hand.
@@ -192,11 +198,43 @@ def block_eigenpairs(
     worst, stalled = np.inf, 0
     width = min(block_size, cap)
     new = svqb(rng.standard_normal((n, width)).astype(dtype))
+    started = time.perf_counter()
+    matvecs, residual_now = 0, None
+
+    def report(d_now: int, cycle_start: float, cycle_from: int) -> None:
+        if progress is None:
+            return
+        now = time.perf_counter()
+        filled = d_now - cycle_from
+        room = cap - locked_theta.size - d_now
+        eta = None
+        if filled > 0:  # the rest of this cycle at its rate so far, plus further cycles
+            eta = (now - cycle_start) / filled * max(room, 0)
+            if iterations > 0 and locked_theta.size > 0:
+                per_cycle = locked_theta.size / iterations
+                more = math.ceil((k - locked_theta.size) / per_cycle) - 1
+                eta += max(more, 0) * (now - started) / iterations
+        progress(
+            EigenProgress(
+                method="block",
+                k=k,
+                cycle=iterations,
+                matvecs=matvecs,
+                basis=locked_theta.size + d_now,
+                capacity=cap,
+                converged=int(locked_theta.size),
+                residual=residual_now,
+                elapsed_s=now - started,
+                eta_s=eta,
+            )
+        )
 
     while True:
+        cycle_start, cycle_from = time.perf_counter(), d
         while True:  # expand the Krylov basis by blocks until it is full
             r = new.shape[1]
             w = op.matmat(new)
+            matvecs += r
             if iterations == 0 and d == 0:
                 _check_first_product(new, w, op.array is None)
             q[:, d : d + r], kq[:, d : d + r] = new, w
@@ -208,6 +246,7 @@ def block_eigenpairs(
             m[d : d + r, :d] = m[:d, d : d + r].T
             d += r
             lam_max = max(lam_max, float(np.max(np.linalg.norm(w, axis=0))))
+            report(d, cycle_start, cycle_from)
             room = cap - locked_theta.size - d
             if room <= 0:
                 break
@@ -239,11 +278,12 @@ def block_eigenpairs(
             reason = f"max_iter={max_iter} reached"
             break
         current = float(np.max(residual[~done][:wanted]))
+        residual_now = current / lam_max if lam_max > 0 else None
         # A stall is blamed on rounding only near the floor; above it, slow convergence of
         # clustered eigenvalues goes on (up to max_iter).
         near_floor = current <= _FLOOR_ULPS * float(np.finfo(dtype).eps) * lam_max
-        progress = done.any() or current < 0.9 * worst or not near_floor
-        stalled = 0 if progress else stalled + 1
+        improving = done.any() or current < 0.9 * worst or not near_floor
+        stalled = 0 if improving else stalled + 1
         worst = min(worst, current)
         if stalled >= _STALL_CYCLES:
             reason = (
@@ -264,6 +304,7 @@ def block_eigenpairs(
         res_block = kx - x * theta.astype(dtype)
         new = orthonormal_block(res_block, (locked_x, q[:, :d]), noise * lam_max)[:, :width]
         new = _widen(new, width, rng, (locked_x, q[:, :d]))
+        report(d, time.perf_counter(), d)
 
     wanted = max(k - locked_theta.size, 0)
     vectors = np.concatenate([locked_x, x[:, :wanted]], axis=1)

@@ -31,6 +31,10 @@ quotients of the returned vectors).
 from __future__ import annotations
 
 import numbers
+import time
+from collections.abc import Callable
+
+import numpy as np
 
 from raysweep.atomic import available_memory_bytes
 from raysweep.eigen.block import (
@@ -51,6 +55,7 @@ from raysweep.eigen.eigen_checks import (
 from raysweep.eigen.nystrom import default_num_landmarks, nystrom_eigenpairs
 from raysweep.eigen.operator import KernelOperator
 from raysweep.eigen.pairs import EigenPairs, finalize_pairs, warn_unconverged
+from raysweep.eigen.progress import EigenProgress
 
 __all__ = ["DEFAULT_TOL", "DENSE_MAX_N", "dense_fraction", "resolve_method", "top_eigenpairs"]
 
@@ -85,6 +90,7 @@ def top_eigenpairs(
     num_landmarks: int | None = None,
     driver: str = "evr",
     max_dense_bytes: int | None = None,
+    progress: Callable[[EigenProgress], None] | None = None,
 ) -> EigenPairs:
     """Top-``k`` eigenpairs of a symmetric positive semi-definite ``K``.
 
@@ -116,6 +122,10 @@ def top_eigenpairs(
       driver: dense: LAPACK driver, ``"evr"`` (default) or ``"evx"``.
       max_dense_bytes: auto: largest dense matrix a handle's ``to_numpy()`` may produce
         (default a quarter of the available physical memory).
+      progress: called with an :class:`~raysweep.eigen.progress.EigenProgress`: by the block
+        method after every product and Rayleigh-Ritz cycle (iterations, converged pairs, an
+        estimate of the time left), and by every method once at the end (``done``);
+        :func:`~raysweep.eigen.progress.progress_reporter` makes console lines and a file of it.
 
     Returns:
       :class:`EigenPairs` ``(eigvals, eigvecs)``: float64 ``(k,)`` descending and ``(k, N)``
@@ -163,16 +173,39 @@ def top_eigenpairs(
     if max_dense_bytes is None:
         max_dense_bytes = available_memory_bytes() // 4
     method = resolve_method(op, k, method, int(max_dense_bytes))
+    started = time.perf_counter()
+
+    def finished(result: EigenPairs) -> EigenPairs:
+        if progress is not None:
+            converged = int(np.sum(result.residuals <= tol * result.eigvals[0]))
+            progress(
+                EigenProgress(
+                    method=result.method,
+                    k=k,
+                    cycle=int(result.iterations),
+                    matvecs=int(result.matvecs),
+                    basis=0,
+                    capacity=0,
+                    converged=converged,
+                    residual=float(np.max(result.residuals) / result.eigvals[0]),
+                    elapsed_s=time.perf_counter() - started,
+                    eta_s=0.0,
+                    done=True,
+                )
+            )
+        return result
 
     if method == "dense":
         vectors, _ = dense_eigenpairs(op, k, driver=driver)
         result = finalize_pairs(op, vectors, method="dense", iterations=1, tol=tol)
         # float32 LAPACK loses accuracy with N (1.5e-5 · λmax at N = 12000): say so
         warn_unconverged(result, f"LAPACK in {op.dtype}; pass K in float64 or use 'block'")
-        return result
+        return finished(result)
     if method == "nystrom":
         vectors, values = nystrom_eigenpairs(op, k, num_landmarks=num_landmarks, seed=seed)
-        return finalize_pairs(op, vectors, method="nystrom", iterations=1, tol=tol, eigvals=values)
+        return finished(
+            finalize_pairs(op, vectors, method="nystrom", iterations=1, tol=tol, eigvals=values)
+        )
     raw = block_eigenpairs(
         op,
         k,
@@ -182,7 +215,8 @@ def top_eigenpairs(
         block_size=block_size,
         max_basis=max_basis,
         guard=default_guard(k),
+        progress=progress,
     )
     result = finalize_pairs(op, raw.vectors, method="block", iterations=raw.iterations, tol=tol)
     warn_unconverged(result, raw.reason)
-    return result
+    return finished(result)
