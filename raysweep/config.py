@@ -879,10 +879,14 @@ def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
     Tuples take comma-separated values (``sweep.eigen_indices=0,5,9``) or a JSON list.
     ``None`` is written ``none``. Unknown keys raise ``ValueError`` naming the valid ones.
     ``grid.section.field=v1,v2`` makes the field a sweep axis (``Config.grid``; a later one
-    for the same field replaces it).
+    for the same field replaces it). A plain ``section.field=value`` of a field that is an
+    axis of the preset's grid fixes it: the axis goes (``model.name=lenet5`` on the default
+    preset runs LeNet5 alone), and so do the ``sweep.exclude`` rules that name it, those
+    whose values hold the new value keeping their other axes (:func:`_fix_axis`).
     """
     sections = {name: getattr(config, name) for name in _SECTIONS}
     grid = dict(config.grid)
+    fixed: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"Override {item!r} must look like section.field=value.")
@@ -921,7 +925,30 @@ def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
             )
         value = _parse_value(text, _field_type(cls, name), key)
         sections[section] = dataclasses.replace(sections[section], **{name: value})
+        if key in grid:
+            del grid[key]
+            fixed[key] = value
+    if fixed:
+        sweep = sections["sweep"]
+        rules = _fix_axis(sweep.exclude, fixed)
+        if rules != tuple(sweep.exclude):
+            sections["sweep"] = dataclasses.replace(sweep, exclude=rules)
     return dataclasses.replace(config, **sections, grid=tuple(grid.items()))
+
+
+def _fix_axis(exclude: Sequence[str], fixed: dict[str, Any]) -> tuple[str, ...]:
+    """``sweep.exclude`` once the axes of ``fixed`` are single values: a rule naming one of
+    them applies (without it) when its values hold the fixed value, else it is dropped; a rule
+    left with no axis is dropped too (it cannot exclude everything)."""
+    out = []
+    for text in exclude:
+        rule = json.loads(text)
+        if any(k in fixed and fixed[k] not in rule[k] for k in rule):
+            continue
+        rest = {k: v for k, v in rule.items() if k not in fixed}
+        if rest:
+            out.append(json.dumps(rest, sort_keys=True))
+    return tuple(out)
 
 
 def resolve_paths(config: Config) -> Config:

@@ -123,3 +123,17 @@ def test_json_round_trip(tmp_path):
     assert json.loads(path.read_text())["sweep"]["eigen_indices"] == [1, 2]
     assert load_config(path) == cfg
     assert not list(tmp_path.glob("sub/*.tmp"))
+
+
+def test_an_override_of_a_grid_axis_fixes_it_and_its_exclusions():
+    """``model.name=lenet5`` on the default preset runs LeNet5 alone, with the exclusions the
+    default gives LeNet5 (one seed, SGD); ``model.name=mlp`` drops them all."""
+    from raysweep.sweep.grid import expand_grid
+
+    lenet = apply_overrides(get_preset("digits"), ["model.name=lenet5"])
+    assert "model.name" not in dict(lenet.grid) and lenet.model.name == "lenet5"
+    grid = expand_grid(lenet)
+    assert {(t.optimizer, t.artifact) for t in grid.trials} == {("sgd", "lenet5-digits")}
+    assert {x.seed for t in grid.trials for x in t.targets} == {0}
+    mlp = apply_overrides(get_preset("digits"), ["model.name=mlp"])
+    assert mlp.sweep.exclude == () and len(dict(mlp.grid)["train.seed"]) == 3

@@ -75,7 +75,8 @@ def test_smoke_test_counts_equal_the_grid():
 
 
 def test_nad_artifacts_are_nads_with_their_sizes():
-    plan = estimate_plan(get_preset("nad"))
+    # the measured configuration: GeLU LeNet5, 32x32x1, k = 10 by svds
+    plan = estimate_plan(_config("nad", ["nad.k=10", "sweep.eigen_indices=0,4,9"]))
     (art,) = plan.artifacts
     assert art.kind == "NADs" and art.k == 10 and art.n == 2_000
     assert art.size.source == "known"
@@ -242,9 +243,18 @@ def test_gpu_run_uses_the_h200_gram_where_measured():
     assert "mlp Gram: no GPU measurement; CPU-hours shown" in str(mlp)
 
 
-def test_doubling_nad_k_doubles_nad_hours():
-    base = _plan(preset="nad")
-    assert _plan("nad.k=20", preset="nad").nad_hours == pytest.approx(2 * base.nad_hours)
+def test_nad_hours_follow_the_solvers_products():
+    """svds: ~20k + 100 products, so k = 20 costs 500/300 of k = 10; the preset's 512 of
+    d = 1,024 NADs take the dense Gram's 2d = 2,048 products whatever k."""
+    small = ["sweep.eigen_indices=0,4,9"]
+    base = _plan("nad.k=10", *small, preset="nad")
+    assert _plan("nad.k=20", *small, preset="nad").nad_hours == pytest.approx(
+        base.nad_hours * 500 / 300
+    )
+    assert _plan(preset="nad").nad_hours == pytest.approx(base.nad_hours * 2048 / 300)
+    assert _plan("nad.k=600", preset="nad").nad_hours == pytest.approx(
+        _plan(preset="nad").nad_hours
+    )
 
 
 def test_wall_clock_uses_the_resources():

@@ -44,24 +44,31 @@ from raysweep.nads.nad_checks import (
 )
 from raysweep.nads.operator import MixedDerivative
 
-__all__ = ["DEFAULT_DENSE_MAX_DIM", "NADs", "VANISHING_RTOL", "nads"]
+__all__ = ["DEFAULT_DENSE_MAX_DIM", "NADs", "VANISHING_RTOL", "auto_method", "nad_products", "nads"]
 
 VANISHING_RTOL = 1e-12
 """σ₁² ≤ VANISHING_RTOL · max(1, ‖∇θ f̄‖²) counts as a vanishing mixed derivative (warning)."""
 
 DEFAULT_DENSE_MAX_DIM = 256
 """``method="auto"`` forms the d × d Gram (2d products) up to this d, and above it when
-``svds`` would need more products (:func:`_auto_method`); else it runs ``svds``.
+``svds`` would need more products (:func:`auto_method`); else it runs ``svds``.
 
 ``svds`` needs ~20k + 100 products whatever d is (175 for k = 10 on LeNet at 32×32×1), the
 dense Gram 2d (2048 there) but is exact and free of iteration; compile time (~5 s per product
 kind on a CPU) is the same order for both on small models."""
 
 
-def _auto_method(dim: int, k: int, dense_max_dim: int) -> str:
+def auto_method(dim: int, k: int, dense_max_dim: int = DEFAULT_DENSE_MAX_DIM) -> str:
     """``nads(method="auto")``'s choice: the dense Gram when it is small or needs fewer
     products than ``svds`` would (2d against ~20k + 100), else ``svds``."""
     return "dense" if dim <= dense_max_dim or 2 * dim <= 20 * k + 100 else "svds"
+
+
+def nad_products(dim: int, k: int, method: str = "auto") -> int:
+    """About how many M/Mᵀ products :func:`nads` spends: 2d for the dense Gram, ~20k + 100 for
+    ``svds`` (``"gram"`` is counted as ``svds``)."""
+    resolved = auto_method(dim, k) if method == "auto" else method
+    return 2 * dim if resolved == "dense" else 20 * k + 100
 
 
 _BLOCK_BYTES = 2**28
@@ -260,7 +267,7 @@ def nads(
         _warn_relu("activation='relu': ")
 
     op = MixedDerivative(apply_fn, params, points, batch_size=batch_size)
-    resolved = method if method != "auto" else _auto_method(dim, k, dense_max_dim)
+    resolved = method if method != "auto" else auto_method(dim, k, dense_max_dim)
     if resolved == "dense":
         vals, vecs, resid = _solve_dense(op, k, block)
         exact_zero = vals[0] == 0.0 and not np.any(resid)

@@ -607,7 +607,14 @@ def _artifact(point: Any, size: DatasetSize, gpu_run: bool, notes: list[str]) ->
     if cfg.is_nad:
         ref_shape, ref_opts, ref_k = _NAD_REF[family]
         ratio = macs / forward_macs(family, ref_shape, ref_opts, activation="gelu")
-        nad = MEASUREMENTS[f"nad.{family}"].cpu_seconds * (cfg.nad.k / ref_k) * ratio
+        from raysweep.nads.solve import nad_products
+
+        # the measurement is svds for k = 10; scale by the products the config's solver needs
+        dim = int(math.prod(cfg.nad.input_shape))
+        products = nad_products(dim, cfg.nad.k, cfg.nad.method) / nad_products(
+            int(math.prod(ref_shape)), ref_k, "svds"
+        )
+        nad = MEASUREMENTS[f"nad.{family}"].cpu_seconds * products * ratio
         return ArtifactEstimate(kind="NADs", k=cfg.nad.k, nad_cpu_s=nad, **common)
     n = size.n
     k = min(cfg.ntk.num_eigen, n) if n else cfg.ntk.num_eigen
