@@ -27,7 +27,10 @@ that artifact (8 targets, network, SGD, 1 epoch on the training split) through
   from ``/proc`` every 0.5 s (Linux);
 - ``tiles GB``: the tile store's bytes on disk (the float32 Gram's upper triangle);
 - ``target-epochs/s``: the sweep's 8 target-epochs over its trial's training seconds (the
-  first epoch's compilation included).
+  first epoch's compilation included);
+- below each row, the eigensolver's seconds by stage (``EigenPairs.seconds``): products with
+  the Gram (the workers' share and the round trips), orthogonalization, Rayleigh-Ritz, restarts
+  and the final float64 residual product.
 
 Then a log-log plot of the seconds against N with N² and N³ reference slopes
 (``<out>/bench_scale.png``) and the table as JSON lines (``<out>/bench_scale.jsonl``).
@@ -165,6 +168,7 @@ def run_one(model: str, n: int, args) -> dict:
         "method": meta["eigen_method"],
         "matvecs": meta.get("eigen_matvecs"),
         "residual": meta["max_relative_residual"],
+        "stages": meta.get("eigen_stage_seconds", {}),
         "driver_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "worker_gb": peaks.peak_kb / 2**20,
         "tiles_gb": tiles / 1e9,
@@ -200,6 +204,9 @@ def _print_row(r: dict) -> None:
         f"{r['worker_gb']:>9.2f} {r['tiles_gb']:>8.2f} {rate:>15}",
         flush=True,
     )
+    if r.get("stages"):
+        parts = ", ".join(f"{key} {v:.1f}" for key, v in r["stages"].items())
+        print(f"{'':>17}eigen seconds by stage: {parts}", flush=True)
 
 
 HEADER = (

@@ -292,7 +292,10 @@ class NTKConfig:
     ``num_eigen`` is k, the number of top eigenpairs kept (the paper: 1,000).
     ``tile_size`` is the block size of the tiled Gram; ``memory_budget_mb`` bounds the
     per-example Jacobian block a worker holds; ``num_workers`` Gram actors (``None``: one per
-    GPU, else one per CPU).
+    GPU, else one per CPU). ``keep_resident``: the Gram workers keep their tiles in host
+    memory for the eigensolver's products (about ``2 N²`` bytes in float32 over all workers);
+    ``false`` streams them from the tile store at every product instead (slower, but the Gram
+    then only needs disk: the way past RAM, see :func:`raysweep.eigenfunctions.gram_memory`).
     """
 
     method: str = "auto"
@@ -302,6 +305,7 @@ class NTKConfig:
     memory_budget_mb: int = 2048
     num_workers: int | None = None
     dtype: str = "float32"
+    keep_resident: bool = True
 
     def __post_init__(self):
         _choice("ntk", "method", self.method, NTK_METHODS)
@@ -311,6 +315,10 @@ class NTKConfig:
         _positive("ntk", "memory_budget_mb", self.memory_budget_mb)
         _positive("ntk", "num_workers", self.num_workers, allow_none=True)
         _choice("ntk", "dtype", self.dtype, DTYPES)
+        if not isinstance(self.keep_resident, bool):
+            raise ValueError(
+                f"ntk.keep_resident must be true or false, got {self.keep_resident!r}."
+            )
 
 
 @dataclass(frozen=True)
@@ -540,6 +548,7 @@ FIELD_CLASSES: dict[str, str] = {
     "ntk.tile_size": RUN,
     "ntk.memory_budget_mb": RUN,
     "ntk.num_workers": RUN,
+    "ntk.keep_resident": RUN,
 }
 """The class of every config field as a sweep axis (``sweep.*`` fields are all run settings).
 
@@ -558,6 +567,7 @@ _RUN_REASONS = {
     "ntk.tile_size": "it changes how the Gram matrix is computed, not the matrix",
     "ntk.memory_budget_mb": "it changes how the Gram matrix is computed, not the matrix",
     "ntk.num_workers": "it changes how the Gram matrix is computed, not the matrix",
+    "ntk.keep_resident": "it changes where the Gram's tiles are kept, not the matrix",
 }
 
 

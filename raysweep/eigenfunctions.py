@@ -41,7 +41,13 @@ import flax.serialization
 import jax
 import numpy as np
 
-from raysweep.atomic import atomic_write_json, crc32_file, replace_dir, temp_name
+from raysweep.atomic import (
+    atomic_write_json,
+    available_memory_bytes,
+    crc32_file,
+    replace_dir,
+    temp_name,
+)
 from raysweep.config import Config, ModelConfig, config_from_dict, save_config
 from raysweep.data import Dataset, load_dataset
 from raysweep.eigen import (
@@ -130,6 +136,104 @@ def check_num_eigen(config: Config, ds: Dataset) -> None:
         )
 
 
+_GiB = 2**30
+# Per Gram worker beyond its tiles (Python, JAX, the model), and the driver beyond the
+# eigensolver and the dataset: lower bounds (digits: workers 0.7 GB, driver 1.4 GB at their
+# peaks), so that the check refuses only what cannot fit.
+_WORKER_OVERHEAD = 3 * _GiB // 4
+_DRIVER_OVERHEAD = 5 * _GiB // 4
+
+
+def gram_memory(
+    n: int, k: int, *, tile_size: int, dtype: str = "float32", keep_resident: bool = True
+) -> dict[str, int]:
+    """Host memory of the eigen step for N examples and k eigenpairs, in bytes, by holder.
+
+    - ``tiles``: the Gram's stored upper triangle (diagonal tiles whole), spread over the Gram
+      workers while ``keep_resident`` (0 otherwise: products stream the tiles from the store);
+      the same bytes are on disk either way.
+    - ``eigensolver``: the block solver's basis and its product with K (``2 · max_basis``
+      columns of N), the locked pairs and the Ritz vectors of a restart, in the driver.
+
+    Without the overheads of the processes (:data:`_WORKER_OVERHEAD` per worker, the driver's
+    :data:`_DRIVER_OVERHEAD` and the dataset), which :func:`check_gram_memory` adds.
+    """
+    from raysweep.eigen.block import default_block_size, default_guard, default_max_basis
+
+    itemsize = np.dtype(dtype).itemsize
+    full, rest = divmod(n, tile_size)
+    stored = (n * n + full * tile_size**2 + rest**2) // 2  # Σ_{i<=j} s_i s_j, s the tile sides
+    b = default_block_size(k, n)
+    basis = default_max_basis(k, n, b)
+    ritz = k + default_guard(k)
+    columns = 2 * basis + k + 2 * ritz
+    return {
+        "tiles": stored * itemsize if keep_resident else 0,
+        "tiles_on_disk": stored * itemsize,
+        "eigensolver": columns * n * itemsize,
+    }
+
+
+def _data_bytes(ds: Dataset) -> int:
+    """The driver's images: the splits and their concatenation for the Gram."""
+    return 2 * (np.asarray(ds.x_train).nbytes + np.asarray(ds.x_test).nbytes)
+
+
+def check_gram_memory(
+    config: Config, n: int, *, data_bytes: int = 0, workers: int | None = None
+) -> None:
+    """Refuse, before any work, an eigen step that cannot fit in this machine's memory.
+
+    Applies when the Gram workers run here (a one-node Ray cluster, or Ray not started yet):
+    the resident tiles, the eigensolver, the dataset (``data_bytes``, held by the driver) and
+    lower bounds of the processes' own memory must fit in the available memory. Measured
+    peaks are higher (README, "Paper scale on one machine"); this refuses only what surely
+    cannot fit. A multi-node cluster is not checked (its workers' memory is theirs).
+
+    Raises:
+      MemoryError: naming the need, what is available, and the settings that move it.
+    """
+    import ray
+
+    if ray.is_initialized():
+        try:
+            if sum(1 for node in ray.nodes() if node.get("Alive")) > 1:
+                return
+        except Exception:  # noqa: BLE001 - a GCS hiccup must not stop a run; check as local
+            pass
+    ntk = config.ntk
+    need = gram_memory(
+        n,
+        ntk.num_eigen,
+        tile_size=ntk.tile_size,
+        dtype=ntk.dtype,
+        keep_resident=ntk.keep_resident,
+    )
+    if workers is None:  # as compute_gram lays them out on CPUs: one per CPU, <= row panels
+        workers = ntk.num_workers or min(os.cpu_count() or 1, -(-n // ntk.tile_size))
+    overhead = workers * _WORKER_OVERHEAD + _DRIVER_OVERHEAD + data_bytes
+    total = need["tiles"] + need["eigensolver"] + overhead
+    avail = available_memory_bytes()
+    if total <= avail:
+        return
+    fix = (
+        "set ntk.keep_resident=false (the tiles then stream from the tile store at every "
+        f"product: {need['tiles_on_disk'] / _GiB:.1f} GiB read per product, slower but only "
+        "disk), use fewer ntk.num_workers, lower ntk.num_eigen, or use less data "
+        "(data.num_train / data.num_test)"
+        if ntk.keep_resident
+        else "lower ntk.num_eigen, use fewer ntk.num_workers or less data "
+        "(data.num_train / data.num_test), or run on a cluster (--address)"
+    )
+    raise MemoryError(
+        f"the eigen step for N={n:,}, k={ntk.num_eigen} needs about {total / _GiB:.1f} GiB "
+        f"here (Gram tiles kept by the workers {need['tiles'] / _GiB:.1f} GiB, eigensolver "
+        f"{need['eigensolver'] / _GiB:.1f} GiB, the {workers} workers, the driver and the data "
+        f"{overhead / _GiB:.1f} GiB) but "
+        f"{avail / _GiB:.1f} GiB is available; {fix}."
+    )
+
+
 def load_checked_dataset(config: Config) -> Dataset:
     """The dataset of ``config``, read and validated, with k < N checked: before any work.
 
@@ -145,6 +249,7 @@ def load_checked_dataset(config: Config) -> Dataset:
     """
     ds = _dataset_for(config)
     check_num_eigen(config, ds)
+    check_gram_memory(config, ds.num_total, data_bytes=_data_bytes(ds))
     return ds
 
 
@@ -358,6 +463,7 @@ def config_gram(
         num_workers=config.ntk.num_workers,
         method=config.ntk.method,
         memory_budget_mb=config.ntk.memory_budget_mb,
+        keep_resident=config.ntk.keep_resident,
         model_id=model_id,
         progress=progress,
         log=log,
@@ -478,6 +584,7 @@ def _compute_eigenfunctions(
 
     ds = _dataset_for(config) if dataset is None else dataset
     check_num_eigen(config, ds)
+    check_gram_memory(config, ds.num_total, data_bytes=_data_bytes(ds))
     ensure_ray()  # before JAX starts its threads: Ray forks its processes
     x_all, _ = ds.concatenated()
     n = x_all.shape[0]
@@ -518,6 +625,7 @@ def _compute_eigenfunctions(
         "eigen_method": pairs.method,
         "eigen_iterations": int(getattr(pairs, "iterations", 0) or 0),
         "eigen_matvecs": int(getattr(pairs, "matvecs", 0) or 0),
+        "eigen_stage_seconds": {key: float(v) for key, v in pairs.seconds.items()},
         "max_relative_residual": float(np.max(pairs.residuals) / pairs.eigvals[0]),
         "N": int(n),
         "k": int(k),
@@ -528,9 +636,10 @@ def _compute_eigenfunctions(
     save_artifact(
         target, config=config, manifest=ds.manifest(), pairs=pairs, variables=variables, meta=meta
     )
+    stages = ", ".join(f"{key} {v:.1f} s" for key, v in pairs.seconds.items())
     log(
-        f"[eigen] {k} eigenpairs in {eigen_seconds:.1f} s ({pairs.method}); max residual "
-        f"{meta['max_relative_residual']:.1e}·λ_max; artifact {target}"
+        f"[eigen] {k} eigenpairs in {eigen_seconds:.1f} s ({pairs.method}: {stages}); max "
+        f"residual {meta['max_relative_residual']:.1e}·λ_max; artifact {target}"
     )
     return load_artifact(target)
 
@@ -552,6 +661,9 @@ def load_checked_datasets(config: Config) -> dict[Any, Dataset]:
         if data not in datasets:
             datasets[data] = _dataset_for(point.config)
         check_num_eigen(point.config, datasets[data])
+        check_gram_memory(
+            point.config, datasets[data].num_total, data_bytes=_data_bytes(datasets[data])
+        )
         check_model(point.config, datasets[data])
     return datasets
 

@@ -144,6 +144,25 @@ def test_to_numpy_refuses_when_memory_is_short(computed, monkeypatch):
     assert gram.to_numpy(out=out) is out
 
 
+def test_dense_eigenpairs_of_a_handle_never_hold_the_gram_twice(ray_cluster, mlp, data, tmp_path):
+    """LAPACK needs the dense matrix in the driver: the workers drop their resident tiles
+    first, and products keep working by streaming the tiles from the store."""
+    from raysweep.eigen import top_eigenpairs
+
+    with compute_gram(
+        *mlp, data, store_dir=tmp_path, tile_size=TILE, num_workers=2, progress=False
+    ) as gram:
+        assert sum(w["resident_tiles"] for w in gram.worker_info()) == 15
+        pairs = top_eigenpairs(gram, 4, method="dense")
+        assert sum(w["resident_tiles"] for w in gram.worker_info()) == 0
+        dense = gram.to_numpy().astype(np.float64)
+        expected = np.linalg.eigvalsh(dense)[::-1][:4]
+        np.testing.assert_allclose(pairs.eigvals, expected, rtol=1e-5)
+        v = np.random.default_rng(2).standard_normal((N, 2))
+        np.testing.assert_allclose(gram.matmat(v), dense @ v, rtol=1e-12, atol=1e-12)
+        assert gram.release_resident() == 0  # idempotent
+
+
 # ----------------------------------------------------------------- resumption and identity
 
 

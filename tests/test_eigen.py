@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import time
 import warnings
 
 import numpy as np
@@ -146,6 +147,35 @@ def test_block_through_matmat_only_handle_counts_and_locking(k32):
     # pairs are unconverged, the Krylov blocks narrow to them
     assert widths[:3] == [24, 24, 24]
     assert max(widths[-4:-1]) < 24 and sum(widths[:-1]) < 24 * (len(widths) - 1)
+
+
+class SlowMatmat(MatmatOnly):
+    """A handle whose products take at least ``delay`` seconds each (a Gram far away)."""
+
+    delay = 0.02
+
+    def matmat(self, V):
+        time.sleep(self.delay)
+        return super().matmat(V)
+
+
+def test_block_splits_its_time_by_stage(k32):
+    from raysweep.eigen.block import STAGES
+
+    handle = SlowMatmat(k32)
+    start = time.perf_counter()
+    result = top_eigenpairs(handle, 30, method="block", block_size=24, max_basis=90)
+    wall = time.perf_counter() - start
+    assert set(result.seconds) == {*STAGES, "residual"}
+    assert all(v >= 0 for v in result.seconds.values())
+    solver_calls = len(handle.widths) - 1  # the last one is the residual product
+    assert result.seconds["products"] >= SlowMatmat.delay * solver_calls
+    assert result.seconds["residual"] >= SlowMatmat.delay
+    assert result.seconds["restart"] > 0 and result.iterations >= 2  # restarts happened
+    assert sum(result.seconds.values()) <= wall
+    dense = top_eigenpairs(k32, 5, method="dense")
+    assert set(dense.seconds) == {"lapack", "residual"} and dense.seconds["lapack"] > 0
+    assert pickle.loads(pickle.dumps(dense)).seconds == dense.seconds
 
 
 def test_block_progress_reports_monotone_converged_counts(k32, tmp_path):

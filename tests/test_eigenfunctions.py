@@ -132,3 +132,38 @@ def test_damaged_artifact_is_moved_aside_and_recomputed_from_the_tiles(results, 
     assert sorted((copy / "gram" / "tiles").iterdir()) == tiles
     assert [os.stat(p).st_mtime_ns for p in tiles] == times
     assert not any(line.startswith("[gram] tile") for line in lines)
+
+
+def test_gram_memory_counts_the_stored_triangle():
+    from raysweep.eigenfunctions import gram_memory
+
+    for n, tile in ((90, 48), (70, 16), (64, 16), (5, 8)):
+        sides = [min(tile, n - start) for start in range(0, n, tile)]
+        entries = sum(a * b for i, a in enumerate(sides) for b in sides[i:])
+        mem = gram_memory(n, 4, tile_size=tile)
+        assert mem["tiles"] == mem["tiles_on_disk"] == 4 * entries
+        assert gram_memory(n, 4, tile_size=tile, dtype="float64")["tiles"] == 8 * entries
+        assert gram_memory(n, 4, tile_size=tile, keep_resident=False)["tiles"] == 0
+    # the eigensolver: 2 · max_basis (4k) + k + 2 (k + guard) columns of N float32
+    expected = (2 * 4000 + 1000 + 2 * 1250) * 60_000 * 4
+    assert gram_memory(60_000, 1000, tile_size=2048)["eigensolver"] == expected
+
+
+def test_an_eigen_step_that_cannot_fit_is_refused_before_any_work(monkeypatch, tmp_path):
+    import dataclasses
+
+    import raysweep.eigenfunctions as ef
+
+    big = CONFIG
+    ef.load_checked_dataset(big)  # fits
+    monkeypatch.setattr(ef, "available_memory_bytes", lambda: 2**30)
+    with pytest.raises(MemoryError, match=r"ntk\.keep_resident=false") as info:
+        ef.load_checked_dataset(big)
+    assert "N=90, k=6" in str(info.value) and "1.0 GiB is available" in str(info.value)
+    streamed = dataclasses.replace(big, ntk=dataclasses.replace(big.ntk, keep_resident=False))
+    with pytest.raises(MemoryError, match="run on a cluster") as info:
+        ef.load_checked_dataset(streamed)
+    assert "keep_resident=false" not in str(info.value)
+    with pytest.raises(MemoryError):  # the eigen step itself checks before it starts Ray
+        ef.compute_eigenfunctions(big, tmp_path / "out", progress=False, log=lambda *_: None)
+    assert not (tmp_path / "out" / "gram").exists()

@@ -282,6 +282,20 @@ class DistributedGram:
                     out[slices[j], slices[i]] = t.T
         return out
 
+    def release_resident(self) -> int:
+        """Make the workers drop their resident tiles; returns how many were dropped.
+
+        Later :meth:`matmat` calls stream tiles from the store (verified at each read), as
+        with ``keep_resident=False``. :func:`raysweep.eigen.top_eigenpairs` calls this before
+        it assembles the dense matrix for LAPACK (:meth:`to_numpy`), so that the driver's copy
+        replaces the workers' instead of doubling the memory.
+        """
+        if self._pool.closed:
+            return 0
+        self._keep_resident = False
+        slots = self._pool.live_slots()
+        return int(sum(ray.get([self._pool.actors[s].release_resident.remote() for s in slots])))
+
     # ----------------------------------------------------------------- lifetime
 
     def close(self) -> None:

@@ -208,6 +208,15 @@ class GramWorker:
                     damaged.append((i, j, reason))
         return damaged
 
+    def release_resident(self) -> int:
+        """Drop the resident tiles (later products stream them from the store); returns how
+        many were dropped. Called before the driver assembles the dense matrix, so that the
+        Gram is never held twice."""
+        dropped = sum(len(p) for p in self.resident.values())
+        self.resident.clear()
+        self.keep_resident = False
+        return dropped
+
     def _tile(self, i: int, j: int) -> np.ndarray:
         panel = self.resident.get(i)
         if panel is not None and j in panel:

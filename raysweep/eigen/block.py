@@ -19,6 +19,8 @@ One cycle (``L`` locked pairs, ``d`` active basis columns, ``b`` the block width
    rank-revealing SVQB that drops directions at the float32 noise level of ``K @ Q``; see
    :mod:`raysweep.eigen.basis`), topped up with random directions if that narrowed it: the
    next block; repeat from 1 until the basis is full (``L + d`` reaches ``max_basis``);
+   In the first cycle, a first look (step 4 alone) once the basis holds ``early_check``
+   columns: if every wanted pair has converged there, the solver stops early;
 4. Rayleigh-Ritz in float64: ``eigh(T, M)`` (the generalized form absorbs the ~1e-7
    non-orthogonality of a float32 basis); Ritz vectors ``X = Q S`` and ``KX = (KQ) S`` need no
    product with K;
@@ -29,6 +31,14 @@ One cycle (``L`` locked pairs, ``d`` active basis columns, ``b`` the block width
    narrowed to the number of unconverged wanted pairs when fewer than ``b`` remain.
 
 Memory: ``2 · max_basis`` columns of ``N`` in K's dtype plus ``max_basis²`` float64.
+
+Where the time goes (:attr:`BlockResult.seconds`; float32, 2 cores, k = 1,000): on the CIFAR
+MLP Gram at N = 16,000 with the defaults (b = 256, one cycle, 4,000 products), 11 s products,
+9 s orthogonalization, 18 s Rayleigh-Ritz (mostly the float64 ``eigh`` of the 4,000-column
+projection), 7.5 s the final float64 residual product. With b = 100 and a 2,700-column basis
+(the earlier defaults) the same Gram took 5 cycles and 8,500 products (76 s), and 51 s of
+orthogonalization: the narrow blocks of the late cycles multiply the whole Gram for a few
+columns each.
 """
 
 from __future__ import annotations
@@ -46,9 +56,11 @@ from raysweep.eigen.progress import EigenProgress
 from raysweep.eigen.threads import one_blas_thread
 
 __all__ = [
+    "STAGES",
     "BlockResult",
     "block_eigenpairs",
     "default_block_size",
+    "default_early_check",
     "default_guard",
     "default_max_basis",
     "suggested_max_iter",
@@ -69,14 +81,19 @@ _MIN_WIDTH = 8
 _STALL_CYCLES = 3
 _FLOOR_ULPS = 1e3
 
+STAGES = ("products", "orthogonalization", "rayleigh_ritz", "restart")
+"""The stages :attr:`BlockResult.seconds` splits the solver's wall time into."""
+
 
 def default_block_size(k: int, n: int) -> int:
-    """Block width ``b``: ``k // 10`` clipped to ``[16, 256]`` (and to N/4).
+    """Block width ``b``: ``k // 4`` clipped to ``[16, 256]`` (and to N/4).
 
-    Narrower blocks need a smaller Krylov space (k=1000: D=2400 at b=100, 2830 at b=166) but
-    more, narrower products (more round trips, lower BLAS-3 efficiency).
+    Narrower blocks can need a smaller Krylov space on fast-decaying spectra, but they make
+    more, narrower products (more round trips, lower BLAS-3 efficiency) and, on the CIFAR MLP
+    Gram (N = 16,000, k = 1,000), needed 5 restart cycles and 8,500 products at b = 100
+    against one cycle and 4,000 products at b = 256 (148 s against 46 s in all).
     """
-    return max(1, min(max(16, k // 10), 256, n // 4))
+    return max(1, min(max(16, k // 4), 256, n // 4))
 
 
 def default_guard(k: int) -> int:
@@ -85,11 +102,21 @@ def default_guard(k: int) -> int:
 
 
 def default_max_basis(k: int, n: int, block_size: int) -> int:
-    """Basis columns (locked + active): ``2.5k + 2b``, at most N.
+    """Basis columns (locked + active): ``4k`` (and ``k + guard + b`` at least), at most N.
 
-    On NTK-like spectra one cycle then suffices (the benchmark's k=300 and k=1000); a smaller
-    basis means restarts (more Rayleigh-Ritz steps and products), a larger one a costlier
-    ``O(max_basis³)`` Rayleigh-Ritz and products past convergence.
+    Measured to converge in one cycle on the CIFAR MLP Gram (N = 16,000, k = 1,000, b = 256;
+    3,500 columns needed a restart); a smaller basis means restarts (more Rayleigh-Ritz steps
+    and products), a larger one a costlier ``O(max_basis³)`` Rayleigh-Ritz. Spectra that
+    converge sooner stop at :func:`default_early_check`.
+    """
+    return min(n, max(4 * k, k + default_guard(k) + block_size))
+
+
+def default_early_check(k: int, n: int, block_size: int) -> int:
+    """Basis size of the first cycle's early Rayleigh-Ritz step: ``2.5k + 2b``, at most N.
+
+    Enough for the synthetic power-law spectra of ``benchmarks/bench_eigen.py`` (N = 12,000,
+    k = 1,000 converged at 2,700 columns), which then skip the rest of the ``4k`` basis.
     """
     return min(n, (5 * k) // 2 + 2 * block_size)
 
@@ -107,11 +134,16 @@ class BlockResult:
       theta: float64 ``(k,)`` their Ritz values. iterations: Rayleigh-Ritz cycles.
       converged: whether all ``k`` pairs met the target.
       reason: why it stopped, e.g. ``"max_iter=5 reached"`` (for the warning).
+      seconds: wall seconds by stage (:data:`STAGES`): ``products`` (``K @ V``, the Gram
+        workers' share and the round trips), ``orthogonalization`` (block Gram-Schmidt and
+        SVQB of each new block), ``rayleigh_ritz`` (projected eigenproblem, Ritz vectors,
+        residuals, locking), ``restart`` (the kept basis and its residual block).
     """
 
-    def __init__(self, vectors, theta, iterations, converged, reason):
+    def __init__(self, vectors, theta, iterations, converged, reason, seconds=None):
         self.vectors, self.theta = vectors, theta
         self.iterations, self.converged, self.reason = iterations, converged, reason
+        self.seconds = dict(seconds or {})
 
 
 def _check_first_product(q: np.ndarray, w: np.ndarray, is_handle: bool) -> None:
@@ -163,6 +195,7 @@ def block_eigenpairs(
     block_size: int,
     max_basis: int,
     guard: int,
+    early_check: int | None = None,
     progress: Callable[[EigenProgress], None] | None = None,
 ) -> BlockResult:
     """Top-``k`` eigenpairs of the symmetric PSD operator ``op`` (see the module docstring).
@@ -177,6 +210,10 @@ def block_eigenpairs(
       max_basis: columns of the basis, locked included; ``k + guard + b <= max_basis <= N``
         (smaller values are raised to that).
       guard: Ritz vectors kept beyond the wanted ones at a restart.
+      early_check: in the first cycle, a Rayleigh-Ritz step once the basis holds this many
+        columns (below ``max_basis``): if every wanted pair has converged there, the solver
+        stops without filling the rest of the basis; if not, that step is discarded and the
+        basis grows on (no restart). ``None``: none.
       progress: called with an :class:`~raysweep.eigen.progress.EigenProgress` after every
         product and every Rayleigh-Ritz cycle (not after the last: the caller reports the end).
 
@@ -200,6 +237,10 @@ def block_eigenpairs(
     new = svqb(rng.standard_normal((n, width)).astype(dtype))
     started = time.perf_counter()
     matvecs, residual_now = 0, None
+    early_at = early_check if early_check is not None and early_check < cap else None
+    early_done = False
+    seconds = dict.fromkeys(STAGES, 0.0)
+    clock = time.perf_counter
 
     def report(d_now: int, cycle_start: float, cycle_from: int) -> None:
         if progress is None:
@@ -233,10 +274,13 @@ def block_eigenpairs(
         cycle_start, cycle_from = time.perf_counter(), d
         while True:  # expand the Krylov basis by blocks until it is full
             r = new.shape[1]
+            tick = clock()
             w = op.matmat(new)
+            seconds["products"] += clock() - tick
             matvecs += r
             if iterations == 0 and d == 0:
                 _check_first_product(new, w, op.array is None)
+            tick = clock()
             q[:, d : d + r], kq[:, d : d + r] = new, w
             basis = q[:, : d + r]
             coeffs = [locked_x.T @ w, basis.T @ w]  # the second is the new columns of QᵀKQ
@@ -246,16 +290,33 @@ def block_eigenpairs(
             m[d : d + r, :d] = m[:d, d : d + r].T
             d += r
             lam_max = max(lam_max, float(np.max(np.linalg.norm(w, axis=0))))
-            report(d, cycle_start, cycle_from)
             room = cap - locked_theta.size - d
-            if room <= 0:
+            if room > 0:
+                new = orthonormal_block(w, (locked_x, q[:, :d]), noise * lam_max, coeffs)
+                new = _widen(
+                    new[:, : min(width, room)], min(width, room), rng, (locked_x, q[:, :d])
+                )
+            seconds["orthogonalization"] += clock() - tick
+            report(d, cycle_start, cycle_from)
+            if room <= 0 or new.shape[1] == 0:  # full, or it spans the whole space left
                 break
-            new = orthonormal_block(w, (locked_x, q[:, :d]), noise * lam_max, coeffs)
-            new = _widen(new[:, : min(width, room)], min(width, room), rng, (locked_x, q[:, :d]))
-            if new.shape[1] == 0:  # the basis spans the whole space left
-                break
+            if early_at is not None and d >= early_at:  # a first look before filling it all
+                early_at = None
+                tick = clock()
+                theta, s = _ritz(0.5 * (t[:d, :d] + t[:d, :d].T), m[:d, :d], k)
+                s = s.astype(dtype)
+                x = q[:, :d] @ s
+                residual = np.linalg.norm(kq[:, :d] @ s - x * theta.astype(dtype), axis=0)
+                early_done = bool(np.all(residual <= _SAFETY * tol * max(lam_max, theta[0])))
+                seconds["rayleigh_ritz"] += clock() - tick
+                if early_done:
+                    break
 
         iterations += 1
+        if early_done:  # every wanted pair converged at the first look
+            locked_x, locked_theta, converged = x, theta, True
+            break
+        tick = clock()
         wanted = k - locked_theta.size
         count = min(d, wanted + guard)
         tt = 0.5 * (t[:d, :d] + t[:d, :d].T)
@@ -271,6 +332,7 @@ def block_eigenpairs(
             locked_theta = np.concatenate([locked_theta, theta[done]])
             x, kx, theta = x[:, ~done], kx[:, ~done], theta[~done]
             wanted = k - locked_theta.size
+        seconds["rayleigh_ritz"] += clock() - tick
         if wanted <= 0:
             converged = True
             break
@@ -294,6 +356,7 @@ def block_eigenpairs(
             break
 
         # thick restart from the kept Ritz vectors; continue from their residual block
+        tick = clock()
         keep = min(theta.size, wanted + guard, cap - locked_theta.size - 1)
         x, kx, theta = x[:, :keep], kx[:, :keep], theta[:keep]
         d = keep
@@ -304,10 +367,11 @@ def block_eigenpairs(
         res_block = kx - x * theta.astype(dtype)
         new = orthonormal_block(res_block, (locked_x, q[:, :d]), noise * lam_max)[:, :width]
         new = _widen(new, width, rng, (locked_x, q[:, :d]))
+        seconds["restart"] += clock() - tick
         report(d, time.perf_counter(), d)
 
     wanted = max(k - locked_theta.size, 0)
     vectors = np.concatenate([locked_x, x[:, :wanted]], axis=1)
     values = np.concatenate([locked_theta, theta[:wanted]])
     order = np.argsort(-values, kind="stable")[:k]
-    return BlockResult(vectors[:, order], values[order], iterations, converged, reason)
+    return BlockResult(vectors[:, order], values[order], iterations, converged, reason, seconds)

@@ -74,7 +74,12 @@ class KernelOperator:
         return self.n * self.n * self.dtype.itemsize
 
     def to_dense(self) -> np.ndarray:
-        """The dense ``(N, N)`` matrix in the working dtype (``handle.to_numpy()`` for handles)."""
+        """The dense ``(N, N)`` matrix in the working dtype (``handle.to_numpy()`` for handles).
+
+        A handle with ``release_resident()`` (a :class:`~raysweep.distributed.DistributedGram`)
+        is asked to drop its workers' in-memory tiles first, so that no stage holds the Gram
+        twice; its ``matmat`` keeps working from the tile store.
+        """
         if self.array is not None:
             return self.array
         if not callable(getattr(self.handle, "to_numpy", None)):
@@ -82,6 +87,9 @@ class KernelOperator:
                 f"K of type {type(self.handle).__name__} has no to_numpy(); method='dense' "
                 "needs the matrix itself. Use method='block' (matmat only) or 'nystrom'."
             )
+        release = getattr(self.handle, "release_resident", None)
+        if callable(release):  # e.g. DistributedGram: its workers' copy goes, the driver's comes
+            release()
         array = np.asarray(self.handle.to_numpy())
         if array.shape != (self.n, self.n):
             raise ValueError(

@@ -40,6 +40,7 @@ from raysweep.atomic import available_memory_bytes
 from raysweep.eigen.block import (
     block_eigenpairs,
     default_block_size,
+    default_early_check,
     default_guard,
     default_max_basis,
     suggested_max_iter,
@@ -115,9 +116,10 @@ def top_eigenpairs(
       seed: block: seed of the random start block; nystrom: seed of the landmark sample. Same
         seed and input -> the same result. ``None`` draws fresh entropy.
       block_size: block: width of each Krylov block, ``1 <= block_size <= N`` (default
-        ``k // 10`` clipped to ``[16, 256]``); each ``matmat`` gets at most this many columns.
+        ``k // 4`` clipped to ``[16, 256]``); each ``matmat`` gets at most this many columns.
       max_basis: block: basis columns kept (locked included) before a restart, default
-        ``min(N, 2.5k + 2 block_size)``; memory is ``2 · max_basis · N`` of K's dtype.
+        ``min(N, 4k)``, with a first look at ``2.5k + 2 block_size`` columns that stops there
+        when every pair has converged; memory is ``2 · max_basis · N`` of K's dtype.
       num_landmarks: nystrom: landmark columns ``m``, ``k <= m <= N`` (default ``min(N, 4k)``).
       driver: dense: LAPACK driver, ``"evr"`` (default) or ``"evx"``.
       max_dense_bytes: auto: largest dense matrix a handle's ``to_numpy()`` may produce
@@ -132,7 +134,8 @@ def top_eigenpairs(
       unit rows in K's working dtype (row ``i`` belongs to ``eigvals[i]``), each flipped so
       its largest-magnitude entry is positive (first index on ties); plus ``.residuals``
       ``(k,)``, ``.method``, ``.iterations``, ``.matvecs`` (all K-vector products, the final
-      residual product included), ``.converged``, ``.tol``.
+      residual product included), ``.converged``, ``.tol``, ``.seconds`` (wall seconds by
+      stage: where the time went).
 
     Raises:
       ValueError / TypeError: invalid K, k or options (before any work).
@@ -197,14 +200,24 @@ def top_eigenpairs(
 
     if method == "dense":
         vectors, _ = dense_eigenpairs(op, k, driver=driver)
-        result = finalize_pairs(op, vectors, method="dense", iterations=1, tol=tol)
+        spent = {"lapack": time.perf_counter() - started}
+        result = finalize_pairs(op, vectors, method="dense", iterations=1, tol=tol, seconds=spent)
         # float32 LAPACK loses accuracy with N (1.5e-5 · λmax at N = 12000): say so
         warn_unconverged(result, f"LAPACK in {op.dtype}; pass K in float64 or use 'block'")
         return finished(result)
     if method == "nystrom":
         vectors, values = nystrom_eigenpairs(op, k, num_landmarks=num_landmarks, seed=seed)
+        spent = {"nystrom": time.perf_counter() - started}
         return finished(
-            finalize_pairs(op, vectors, method="nystrom", iterations=1, tol=tol, eigvals=values)
+            finalize_pairs(
+                op,
+                vectors,
+                method="nystrom",
+                iterations=1,
+                tol=tol,
+                eigvals=values,
+                seconds=spent,
+            )
         )
     raw = block_eigenpairs(
         op,
@@ -215,8 +228,11 @@ def top_eigenpairs(
         block_size=block_size,
         max_basis=max_basis,
         guard=default_guard(k),
+        early_check=default_early_check(k, n, block_size),
         progress=progress,
     )
-    result = finalize_pairs(op, raw.vectors, method="block", iterations=raw.iterations, tol=tol)
+    result = finalize_pairs(
+        op, raw.vectors, method="block", iterations=raw.iterations, tol=tol, seconds=raw.seconds
+    )
     warn_unconverged(result, raw.reason)
     return finished(result)
