@@ -205,7 +205,13 @@ def matrix_product(K):
     """``V -> K @ V`` for a dense array or a handle (float32 in, float32 products)."""
     if isinstance(K, np.ndarray):
         return lambda v: K @ v
-    return lambda v: K.matmat(np.asarray(v, dtype=np.float32))
+
+    def product(v):
+        v = np.asarray(v, dtype=np.float32)
+        out = K.matmat(v.reshape(v.shape[0], -1))
+        return out.reshape(v.shape)
+
+    return product
 
 
 def arpack_tol(K, k: int, lam_k_over_max: float | None) -> float:
