@@ -32,6 +32,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,14 +194,11 @@ def check_gram_memory(
     Raises:
       MemoryError: naming the need, what is available, and the settings that move it.
     """
-    import ray
+    if "ray" in sys.modules:  # connected to a cluster only if Ray was imported
+        from raysweep.distributed.cluster import alive_nodes
 
-    if ray.is_initialized():
-        try:
-            if sum(1 for node in ray.nodes() if node.get("Alive")) > 1:
-                return
-        except Exception:  # noqa: BLE001 - a GCS hiccup must not stop a run; check as local
-            pass
+        if alive_nodes() > 1:
+            return
     ntk = config.ntk
     need = gram_memory(
         n,

@@ -535,6 +535,16 @@ class WorkerLayout:
     options: dict = field(default_factory=dict)
 
 
+def alive_nodes() -> int:
+    """Alive nodes of the Ray cluster this process is connected to (0 when it is not)."""
+    if not ray.is_initialized():
+        return 0
+    try:
+        return sum(1 for node in ray.nodes() if node.get("Alive"))
+    except Exception:  # noqa: BLE001 - a GCS hiccup: count as one node (checks stay local)
+        return 1
+
+
 def cpus_per_gpu() -> int:
     """CPUs a GPU actor may take: min over alive GPU nodes of floor(CPUs / GPUs), at least 1."""
     shares = []

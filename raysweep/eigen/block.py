@@ -43,6 +43,7 @@ columns each.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -81,19 +82,28 @@ _MIN_WIDTH = 8
 _STALL_CYCLES = 3
 _FLOOR_ULPS = 1e3
 
+# Projected eigenproblems from this size on use every BLAS thread.
+_THREADED_RITZ = 2000
+# From this N on, products dominate the solver's time: wide blocks (k // 4).
+_WIDE_FROM_N = 8000
+
 STAGES = ("products", "orthogonalization", "rayleigh_ritz", "restart")
 """The stages :attr:`BlockResult.seconds` splits the solver's wall time into."""
 
 
 def default_block_size(k: int, n: int) -> int:
-    """Block width ``b``: ``k // 4`` clipped to ``[16, 256]`` (and to N/4).
+    """Block width ``b``: ``k // 4`` from N = 8,000 on, ``k // 10`` below; clipped to
+    ``[16, 256]`` (and to N/4).
 
-    Narrower blocks can need a smaller Krylov space on fast-decaying spectra, but they make
-    more, narrower products (more round trips, lower BLAS-3 efficiency) and, on the CIFAR MLP
-    Gram (N = 16,000, k = 1,000), needed 5 restart cycles and 8,500 products at b = 100
-    against one cycle and 4,000 products at b = 256 (148 s against 46 s in all).
+    Narrower blocks can converge in a smaller Krylov space (synthetic N = 3,000, k = 300: one
+    cycle at 810 columns with b = 30, 0.9 s; b = 75 needed 1,200 columns, 1.3 s), which
+    matters where products are cheap and Rayleigh-Ritz dominates. But they make more, narrower
+    products (more round trips, lower BLAS-3 efficiency) and, on the CIFAR MLP Gram
+    (N = 16,000, k = 1,000), needed 5 restart cycles and 8,500 products at b = 100 against
+    one cycle and 4,000 products at b = 256 (148 s against 46 s in all).
     """
-    return max(1, min(max(16, k // 4), 256, n // 4))
+    width = k // 4 if n >= _WIDE_FROM_N else k // 10
+    return max(1, min(max(16, width), 256, n // 4))
 
 
 def default_guard(k: int) -> int:
@@ -176,9 +186,14 @@ def _widen(new: np.ndarray, width: int, rng, bases) -> np.ndarray:
 
 
 def _ritz(t: np.ndarray, m: np.ndarray, count: int):
-    """Top ``count`` pairs of ``T s = θ M s``: θ float64 descending, ``S`` ``(d, count)``."""
+    """Top ``count`` pairs of ``T s = θ M s``: θ float64 descending, ``S`` ``(d, count)``.
+
+    Below :data:`_THREADED_RITZ` columns on one BLAS thread (:mod:`raysweep.eigen.threads`);
+    from there on every thread: the products with K are not running then, and the
+    4,000-column problem took 11.3 s on one thread, 7.7 s on two.
+    """
     d = t.shape[0]
-    with one_blas_thread():
+    with one_blas_thread() if d < _THREADED_RITZ else contextlib.nullcontext():
         theta, s = scipy.linalg.eigh(
             t, m, subset_by_index=[d - count, d - 1], check_finite=False, driver="gvx"
         )

@@ -116,7 +116,8 @@ def top_eigenpairs(
       seed: block: seed of the random start block; nystrom: seed of the landmark sample. Same
         seed and input -> the same result. ``None`` draws fresh entropy.
       block_size: block: width of each Krylov block, ``1 <= block_size <= N`` (default
-        ``k // 4`` clipped to ``[16, 256]``); each ``matmat`` gets at most this many columns.
+        ``k // 4`` from N = 8,000 on, ``k // 10`` below, clipped to ``[16, 256]``); each
+        ``matmat`` gets at most this many columns.
       max_basis: block: basis columns kept (locked included) before a restart, default
         ``min(N, 4k)``, with a first look at ``2.5k + 2 block_size`` columns that stops there
         when every pair has converged; memory is ``2 · max_basis · N`` of K's dtype.

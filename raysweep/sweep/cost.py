@@ -108,8 +108,8 @@ _TABLE = {  # key: (what, seconds, CPU cores busy (0: a GPU figure), hardware, s
         "ResNet18 NTK Gram, 2,000 CIFAR-shaped inputs (contraction, 40 GB budget)",
         4.04, 0, H200, _GPU, ""),
     "eigen": (
-        "block eigensolver, top 1,000 of N = 12,000 (synthetic NTK-like spectrum)", 46.3, 2,
-        CPU_2CORE, f"{_PERF}, Eigensolvers (bench_eigen.py --large)", ""),
+        "block eigensolver, top 1,000 of the MLP Gram of N = 12,000 CIFAR-format images",
+        47.6, 2, CPU_2CORE, f"{_PERF}, Eigensolvers (bench_eigen.py --cases cifar)", ""),
     "nad.lenet5": ("LeNet5 NADs, k = 10, 32x32x1 (svds)", 9.0, 2, BUSY_2CORE, _NAD, ""),
     "nad.resnet18": (
         "ResNet18 (width 8) NADs, k = 10, 32x32x1 (svds)", 90.0, 2, BUSY_2CORE, _NAD, ""),
