@@ -4,9 +4,10 @@ Methods (``method=``):
 
 ``"dense"``
     LAPACK subset ``eigh`` (``?syevr``) of the dense matrix (numpy arrays, or handles with
-    ``to_numpy()``). ``O(N³)`` time, ``N²`` memory; accurate to LAPACK's precision in K's
-    dtype (float32: residual ~3e-7 · λmax at N = 3000 but ~1.5e-5 at N = 12000, which misses
-    the default tol and warns).
+    ``to_numpy()``). ``O(N³)`` time, ``N²`` memory. A float32 K of up to 4,096 rows is solved
+    in float64 (:mod:`raysweep.eigen.dense`); larger ones in float32, accurate to its
+    precision (residual ~3e-7 · λmax at N = 3000 but ~1.5e-5 at N = 12000, which misses the
+    default tol and warns).
 ``"block"``
     thick-restart block Lanczos with locking over ``matmat`` only
     (:mod:`raysweep.eigen.block`): the distributed workhorse, and on one machine several times
