@@ -180,9 +180,7 @@ def _data_bytes(ds: Dataset) -> int:
     return 2 * (np.asarray(ds.x_train).nbytes + np.asarray(ds.x_test).nbytes)
 
 
-def check_gram_memory(
-    config: Config, n: int, *, data_bytes: int = 0, workers: int | None = None
-) -> None:
+def check_gram_memory(config: Config, n: int, *, data_bytes: int = 0) -> None:
     """Refuse, before any work, an eigen step that cannot fit in this machine's memory.
 
     Applies when the Gram workers run here (a one-node Ray cluster, or Ray not started yet):
@@ -207,8 +205,8 @@ def check_gram_memory(
         dtype=ntk.dtype,
         keep_resident=ntk.keep_resident,
     )
-    if workers is None:  # as compute_gram lays them out on CPUs: one per CPU, <= row panels
-        workers = ntk.num_workers or min(os.cpu_count() or 1, -(-n // ntk.tile_size))
+    # as compute_gram lays them out on CPUs: one per CPU, at most one per row panel
+    workers = ntk.num_workers or min(os.cpu_count() or 1, -(-n // ntk.tile_size))
     overhead = workers * _WORKER_OVERHEAD + _DRIVER_OVERHEAD + data_bytes
     total = need["tiles"] + need["eigensolver"] + overhead
     avail = available_memory_bytes()
