@@ -3,10 +3,19 @@
     python benchmarks/bench_ntk.py                      # all CPU cases (tens of minutes)
     python benchmarks/bench_ntk.py --cases mlp:1000 lenet:1000
     python benchmarks/bench_ntk.py --gpu                # LeNet 10,000 and ResNet18 2,000
+    python benchmarks/bench_ntk.py --ten                # 10-logit MLP and LeNet5, traced and full
 
 Both sides compute the full (n, n) Gram of the *same* pure-JAX functions (``paper_mlp``,
 ``paper_lenet``, ``paper_resnet18`` from tools/nt_models.py) on the same inputs
-(``default_rng(0).standard_normal((n, 32, 32, 3))``). Every measurement runs in its own
+(``default_rng(0).standard_normal((n, 32, 32, 3))``). The 10-logit cases ``mlp10:n`` and
+``lenet10:n`` (``paper_mlp10``, ``paper_lenet10``) compute the traced kernel
+(``trace_axes=(-1,)``, ``(n, n)``); ``mlp10:n:full`` and ``lenet10:n:full`` the full one
+(``trace_axes=()``, ``(n, n, 10, 10)``): raysweep through ``empirical_ntk_fn(...,
+vmap_axes=0, implementation=method)``, neural-tangents through its own with the same axes.
+
+Memory guard: each measurement's resident memory is polled; one that passes ``--max-rss-gb``
+(default: 85 % of this machine's memory) is killed and recorded as out of memory, as is one
+killed by the system or failing with XLA's ``RESOURCE_EXHAUSTED``. Every measurement runs in its own
 subprocess, so peak memory (ru_maxrss) is per run and a crash or timeout costs one row.
 neural-tangents runs in the pinned environment (``$RAYSWEEP_NT_PYTHON``, default
 ``/work/nt-venv/bin/python``; see tools/README.md) and is skipped with a message if absent.
@@ -28,8 +37,9 @@ that failed (out of memory, timeout) at a smaller n is not retried at a larger o
 
 Columns: steady-state seconds, compilation seconds (first call minus steady state), the ratio
 to neural-tangents implementation 1 and to its fastest implementation, GFLOP/s, and peak RSS.
-GFLOP/s counts the work of the contraction method, n²·P (one triangle of 2·n²·P), for every
-row, so rows are comparable; "gemm%" is that rate over this machine's float32 GEMM rate
+GFLOP/s counts the work of the contraction method, n²·P (one triangle of 2·n²·P; times C for
+the traced and C² for the full kernel of C logits), for every row, so rows are comparable;
+"gemm%" is that rate over this machine's float32 GEMM rate
 measured just before the case. For rows that resolve to the contraction, a line below the table
 gives the rate of its tile product alone (one block's Jacobian times itself, 2·b²·P flops)
 against a plain float32 GEMM timed alternately with it in the same process.
@@ -43,15 +53,23 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NT_PYTHON = os.environ.get("RAYSWEEP_NT_PYTHON", "/work/nt-venv/bin/python")
-MODEL_NAMES = {"mlp": "paper_mlp", "lenet": "paper_lenet", "resnet18": "paper_resnet18"}
+MODEL_NAMES = {
+    "mlp": "paper_mlp",
+    "lenet": "paper_lenet",
+    "resnet18": "paper_resnet18",
+    "mlp10": "paper_mlp10",
+    "lenet10": "paper_lenet10",
+}
+LAYOUTS = {"traced": (-1,), "full": ()}  # trace_axes of the 10-logit cases
 METHODS = ("auto", "contraction", "structured", "ntvp")
-NT_IMPLS = ("nt impl 1", "nt impl 2", "nt impl 3")
 CPU_CASES = ("mlp:1000", "lenet:1000", "mlp:4000", "lenet:4000", "resnet18:256")
+TEN_CASES = ("mlp10:1000", "lenet10:1000", "mlp10:1000:full", "lenet10:1000:full")
 GPU_CASES = ("lenet:10000", "resnet18:2000")
 
 
@@ -59,8 +77,24 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def traced_trace(k, n: int) -> float:
+    """trace of the traced kernel: Σ_i Θ̄(x_i, x_i) from ``(n, n)`` or ``(n, n, C, C)``."""
+    import numpy as np
+
+    k = np.asarray(k, np.float64)
+    if k.ndim == 4:
+        return float(np.einsum("iicc->", k) / k.shape[-1])
+    return float(np.trace(k.reshape(n, n)))
+
+
 def run_raysweep(
-    model: str, n: int, method: str, repeats: int, budget_mb: float, max_repeat: float
+    model: str,
+    n: int,
+    method: str,
+    repeats: int,
+    budget_mb: float,
+    max_repeat: float,
+    layout: str = "traced",
 ) -> dict:
     """One measurement in this process (called through ``--worker``)."""
     import jax
@@ -69,28 +103,43 @@ def run_raysweep(
     sys.path.insert(0, str(ROOT / "tools"))
     from nt_models import get_model
 
-    from raysweep.ntk import NTKEngine, ntk_gram
+    from raysweep.ntk import NTKEngine, empirical_ntk_fn, ntk_gram
 
     params, _state, apply_fn = get_model(MODEL_NAMES[model], seed=0, input_shape=(32, 32, 3))
     x = np.random.default_rng(0).standard_normal((n, 32, 32, 3)).astype(np.float32)
+    trace_axes = LAYOUTS[layout]
+    if model.endswith("10"):  # the neural-tangents API: any layout
+        ntk_fn = empirical_ntk_fn(apply_fn, trace_axes, (), 0, method, memory_budget_mb=budget_mb)
+
+        def call():
+            return ntk_fn(x, None, params)
+
+    else:
+
+        def call():
+            return ntk_gram(apply_fn, params, x, method=method, memory_budget_mb=budget_mb)
+
     start = time.perf_counter()
-    gram = ntk_gram(apply_fn, params, x, method=method, memory_budget_mb=budget_mb)  # compiles
+    gram = call()  # compiles
     first = time.perf_counter() - start
     times = []
     for _ in range(max(repeats, 1)):
         start = time.perf_counter()
-        gram = ntk_gram(apply_fn, params, x, method=method, memory_budget_mb=budget_mb)
+        gram = call()
         times.append(time.perf_counter() - start)
         if times[-1] > max_repeat:
             break
     best = min(times)
-    # What ntk_gram resolved (an engine of the same options; builds, compiles nothing).
-    engine = NTKEngine(apply_fn, params, x[:1], method=method, memory_budget_mb=budget_mb)
+    # What the call resolved (an engine of the same options; builds, compiles nothing).
+    engine = NTKEngine(
+        apply_fn, params, x[:1], method=method, memory_budget_mb=budget_mb, trace_axes=trace_axes
+    )
     engine.fit_block_size(n)
     whole = engine.can_do_whole(n)
     if not whole:
         engine.fit_block_size(n, min_blocks=4)
-    tile = tile_gemm_rate(engine, x) if engine.method == "contraction" else {}
+    one_output = engine.outputs.size == 1
+    tile = tile_gemm_rate(engine, x) if engine.method == "contraction" and one_output else {}
     return {
         **tile,
         "side": "raysweep",
@@ -103,7 +152,9 @@ def run_raysweep(
         "compile_seconds": max(first - best, 0.0),
         "peak_rss_mb": _peak_rss_mb(),
         "params": engine.num_params,
-        "gram_trace": float(np.trace(gram.astype(np.float64))),
+        "outputs": engine.outputs.size,
+        "kernel_shape": list(np.shape(gram)),
+        "gram_trace": traced_trace(gram, n),
         "device": str(jax.devices()[0].platform),
     }
 
@@ -154,14 +205,55 @@ def gemm_rate(size: int = 2048, depth: int = 16384) -> float:
     return 2.0 * size * size * depth / best / 1e9
 
 
-def _subprocess_json(cmd: list[str], timeout: float) -> dict:
+def _rss_bytes(pid: int) -> int:
+    """Resident memory of a process (0 once it is gone)."""
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timeout after {timeout:.0f} s", "timeout": True}
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def default_max_rss_gb() -> float:
+    """85 % of this machine's memory."""
+    return 0.85 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+
+
+MAX_RSS_GB = default_max_rss_gb()
+
+
+def _subprocess_json(cmd: list[str], timeout: float, max_rss_gb: float | None = None) -> dict:
+    """Run ``cmd``; its last JSON line, or an error row (timeout, out of memory).
+
+    The child's resident memory is polled every 0.1 s and the child is killed when it passes
+    ``max_rss_gb`` (default ``MAX_RSS_GB``), before the system runs out of memory.
+    """
+    limit = (MAX_RSS_GB if max_rss_gb is None else max_rss_gb) * 1e9
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, cwd=ROOT)
+        start, peak, why = time.monotonic(), 0, None
+        while proc.poll() is None:
+            peak = max(peak, _rss_bytes(proc.pid))
+            if peak > limit:
+                why = f"out of memory: passed {limit / 1e9:.1f} GB resident (--max-rss-gb)"
+            elif time.monotonic() - start > timeout:
+                why = f"timeout after {timeout:.0f} s"
+            if why:
+                proc.kill()
+                proc.wait()
+                break
+            time.sleep(0.1)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if why:
+        return {"error": why, "oom": why.startswith("out of memory"), "timeout": "timeout" in why}
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
     if not lines:
-        tail = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        tail = stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
         return {
             "error": f"no result (exit {proc.returncode}; likely out of memory): {tail[0]}",
             "oom": True,
@@ -171,8 +263,10 @@ def _subprocess_json(cmd: list[str], timeout: float) -> dict:
 
 def _command(model: str, n: int, method: str, args, repeats: int) -> list[str]:
     if method.startswith("nt impl"):
-        cmd = [NT_PYTHON, str(ROOT / "benchmarks" / "nt_baseline.py"), "--model", model]
+        name, _, layout = model.partition(":")
+        cmd = [NT_PYTHON, str(ROOT / "benchmarks" / "nt_baseline.py"), "--model", name]
         cmd += ["--n", str(n), "--implementation", method[-1], "--repeats", str(repeats)]
+        cmd += ["--layout", layout or ("traced" if name.endswith("10") else "full")]
         return cmd + ["--max-repeat-seconds", str(args.max_repeat_seconds)]
     cmd = [sys.executable, __file__, "--worker", model, str(n), method]
     cmd += ["--repeats", str(repeats), "--budget-mb", str(args.budget_mb)]
@@ -184,7 +278,7 @@ def _measure_one(
 ) -> dict:
     side = "nt" if method.startswith("nt impl") else "raysweep"
     cmd = _command(model, n, method, args, args.repeats if repeats is None else repeats)
-    row = _subprocess_json(cmd, timeout or args.timeout)
+    row = _subprocess_json(cmd, timeout or args.timeout, args.max_rss_gb)
     if "error" in row and "oom" not in row:
         row["oom"] = "RESOURCE_EXHAUSTED" in row["error"] or "Out of memory" in row["error"]
     return {**row, "side": side, "method": method, "n": n}
@@ -239,7 +333,7 @@ def measure(model: str, n: int, args, history: dict) -> list[dict]:
     methods = list(args.methods)
     if not args.skip_nt:
         if Path(NT_PYTHON).exists():
-            methods += list(NT_IMPLS)
+            methods += [f"nt impl {i}" for i in args.nt_impls]
         else:
             print(f"  neural-tangents skipped: {NT_PYTHON} not found (tools/README.md)", flush=True)
     rows: dict[str, dict] = {}
@@ -276,6 +370,8 @@ def print_table(model: str, n: int, rows: list[dict], gemm: float) -> None:
         return r.get("seconds", r.get("estimate"))
 
     params = next((r["params"] for r in rows if r.get("params")), None)
+    outputs = 10 if model.split(":")[0].endswith("10") else 1
+    work = outputs**2 if model.endswith(":full") else outputs  # contraction flops per n²·P
     nt1_row = next((r for r in rows if r["method"] == "nt impl 1"), {})
     nt1 = sec(nt1_row)
     nt_rows = [r for r in rows if r["side"] == "nt" and sec(r) is not None]
@@ -295,7 +391,7 @@ def print_table(model: str, n: int, rows: list[dict], gemm: float) -> None:
             print(f"  {name:<26}  {r.get('skipped') or r.get('error', 'failed')}")
             continue
         est = "~" if "seconds" not in r else ""
-        flops = n * n * params / s / 1e9 if params else float("nan")
+        flops = n * n * params * work / s / 1e9 if params else float("nan")
         vs1 = f"{'~' if est or 'seconds' not in nt1_row else ''}{nt1 / s:.1f}x" if nt1 else "-"
         vsb = "-"
         if nt_best:
@@ -346,6 +442,20 @@ def main(argv=None) -> int:
     ap.add_argument("--probe-min", type=int, default=32, help="smallest probe n")
     ap.add_argument("--no-probe", action="store_true", help="estimate only from earlier cases")
     ap.add_argument("--skip-nt", action="store_true", help="raysweep only")
+    ap.add_argument(
+        "--nt-impls",
+        nargs="*",
+        default=["1", "2", "3"],
+        choices=["1", "2", "3"],
+        help="neural-tangents implementations to run (default all three)",
+    )
+    ap.add_argument("--ten", action="store_true", help="the 10-logit cases (traced and full)")
+    ap.add_argument(
+        "--max-rss-gb",
+        type=float,
+        default=MAX_RSS_GB,
+        help="kill a measurement past this resident memory: out of memory (default 85%% of RAM)",
+    )
     ap.add_argument("--json", type=Path, help="also write all rows to this file")
     ap.add_argument("--gemm-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker", nargs=3, metavar=("MODEL", "N", "METHOD"), help=argparse.SUPPRESS)
@@ -356,22 +466,40 @@ def main(argv=None) -> int:
         return 0
     if args.worker:
         model, n, method = args.worker
+        name, _, layout = model.partition(":")
         try:
             row = run_raysweep(
-                model, int(n), method, args.repeats, args.budget_mb, args.max_repeat_seconds
+                name,
+                int(n),
+                method,
+                args.repeats,
+                args.budget_mb,
+                args.max_repeat_seconds,
+                layout or "traced",
             )
         except Exception as err:  # noqa: BLE001 - reported as a row
             row = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
         print(json.dumps(row), flush=True)
         return 0
 
-    cases = args.cases or list(GPU_CASES if args.gpu else CPU_CASES)
+    cases = args.cases or list(GPU_CASES if args.gpu else TEN_CASES if args.ten else CPU_CASES)
+    parsed = []
     for case in cases:
-        if case.split(":")[0] not in MODEL_NAMES:
-            raise SystemExit(f"unknown model in {case!r}; choose {sorted(MODEL_NAMES)}")
+        parts = case.split(":")
+        if parts[0] not in MODEL_NAMES or len(parts) not in (2, 3) or not parts[1].isdigit():
+            raise SystemExit(
+                f"bad case {case!r}: write model:n or model:n:layout, model one of "
+                f"{sorted(MODEL_NAMES)}"
+            )
+        if len(parts) == 3 and (parts[2] not in LAYOUTS or not parts[0].endswith("10")):
+            raise SystemExit(
+                f"bad case {case!r}: a layout ({' or '.join(LAYOUTS)}) goes with a 10-logit "
+                "model (mlp10, lenet10)"
+            )
+        model = parts[0] if len(parts) == 2 else f"{parts[0]}:{parts[2]}"
+        parsed.append((model, parts[1]))
     everything, history = [], {}
-    for case in cases:
-        model, n = case.split(":")
+    for case, (model, n) in zip(cases, parsed, strict=True):
         print(f"\n== {case}", flush=True)
         # Measured again for every case (other jobs' load changes); in a subprocess: JAX in
         # this process would hold device memory the measurements need.

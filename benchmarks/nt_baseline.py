@@ -3,8 +3,8 @@
 Runs ONLY in the pinned oracle environment (jax 0.4.23 + neural-tangents 0.6.5, see
 tools/README.md); the project benchmark calls it as a subprocess::
 
-    /work/nt-venv/bin/python benchmarks/nt_baseline.py --model {mlp,lenet,resnet18} \
-        --n N --implementation {1,2,3} [--repeats 3] [--warmup 1] [--batch-size B] [--seed 0]
+    /work/nt-venv/bin/python benchmarks/nt_baseline.py --model {mlp,lenet,resnet18,mlp10,lenet10} \
+        --n N --implementation {1,2,3} [--layout {full,traced}] [--repeats 3] [--batch-size B]
 
 Models are the pure-JAX ``paper_mlp`` / ``paper_lenet`` / ``paper_resnet18`` from
 tools/nt_models.py (the project can run the very same functions), params from
@@ -13,6 +13,8 @@ inputs ``numpy.random.default_rng(seed).standard_normal((n, 32, 32, 3))`` float3
 
 Computes the (n, n) Gram Θ = J Jᵀ with
 ``nt.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0, implementation=k)(x, None, params)``
+(``--layout traced``: ``trace_axes=(-1,)``; for the 10-logit ``paper_mlp10`` /
+``paper_lenet10`` that is the traced ``(n, n)`` kernel, ``full`` gives ``(n, n, 10, 10)``)
 
 * without ``--batch-size`` (default): under ``jax.jit``; ``compile_seconds`` is the
   ``lower(...).compile()`` time, then ``--warmup`` untimed runs (default 1, as the project
@@ -48,7 +50,14 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-MODEL_NAMES = {"mlp": "paper_mlp", "lenet": "paper_lenet", "resnet18": "paper_resnet18"}
+MODEL_NAMES = {
+    "mlp": "paper_mlp",
+    "lenet": "paper_lenet",
+    "resnet18": "paper_resnet18",
+    "mlp10": "paper_mlp10",
+    "lenet10": "paper_lenet10",
+}
+LAYOUTS = {"traced": (-1,), "full": ()}
 INPUT_SHAPE = (32, 32, 3)
 
 
@@ -64,6 +73,12 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=0, help="0: no nt.batch (default)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--layout",
+        choices=sorted(LAYOUTS),
+        default="full",
+        help="trace_axes=(-1,) (traced) or () (full; for one logit the (n, n, 1, 1) Gram)",
+    )
     ap.add_argument("--warmup", type=int, default=1, help="untimed runs after compiling")
     ap.add_argument(
         "--max-repeat-seconds",
@@ -104,7 +119,10 @@ def main(argv=None) -> int:
         x = jax.device_put(x.astype(np.float32))
 
         kfn = nt.empirical_ntk_fn(
-            apply_fn, trace_axes=(), vmap_axes=0, implementation=args.implementation
+            apply_fn,
+            trace_axes=LAYOUTS[args.layout],
+            vmap_axes=0,
+            implementation=args.implementation,
         )
         times = []
         if args.batch_size:
@@ -142,9 +160,12 @@ def main(argv=None) -> int:
                     break
         rec["seconds"] = min(times) if times else None
         rec["all_seconds"] = times
-        k = np.asarray(k).reshape(args.n, args.n)
-        rec["gram_trace"] = float(np.trace(k.astype(np.float64)))
+        k = np.asarray(k, np.float64)
         rec["gram_shape"] = list(k.shape)
+        if k.ndim == 4:  # (n, n, C, C): the trace of the traced kernel
+            rec["gram_trace"] = float(np.einsum("iicc->", k) / k.shape[-1])
+        else:
+            rec["gram_trace"] = float(np.trace(k.reshape(args.n, args.n)))
         rec["peak_rss_mb"] = round(rss_mb(), 1)
         print(json.dumps(rec), flush=True)
         return 0

@@ -409,6 +409,54 @@ def test_conv_model_through_the_structured_path_matches_brute_force(ray_cluster,
     assert np.max(np.abs(theta - expected)) <= 1e-5 * np.max(np.abs(expected))
 
 
+def test_traced_gram_of_ten_logits_equals_empirical_ntk_fn(ray_cluster, tmp_path):
+    """A 10-logit LeNet5 on two workers: the traced kernel (mean over the logits), its store
+    records C = 10 and resumes, and the eigen step runs on it through the handle."""
+    from raysweep.eigen import top_eigenpairs
+    from raysweep.ntk import empirical_ntk_fn
+
+    module = get_model("lenet5", outputs=10)
+    variables = init_variables(module, (8, 8, 1), seed=3)
+    apply_fn, params = make_apply_fn(module, variables), variables["params"]
+    x = np.random.default_rng(6).standard_normal((40, 8, 8, 1)).astype(np.float32)
+    expected = empirical_ntk_fn(apply_fn, vmap_axes=0, implementation=1)(x, None, params)
+    store = tmp_path / "store"
+    options = dict(store_dir=store, tile_size=TILE, num_workers=2, progress=False)
+    with compute_gram(apply_fn, params, x, **options) as gram:
+        assert gram.method == "structured" and gram.shape == (40, 40)
+        theta = gram.to_numpy()
+        vals, vecs = top_eigenpairs(gram, 4, method="block")
+    scale = np.abs(expected).max()
+    assert np.abs(theta - expected).max() <= 1e-5 * scale
+    np.testing.assert_array_equal(theta, theta.T)
+    want = np.linalg.eigvalsh(expected.astype(np.float64))[::-1][:4]
+    np.testing.assert_allclose(vals, want, rtol=0, atol=1e-5 * scale)
+    residual = expected @ vecs.T - vecs.T * vals
+    assert np.abs(residual).max() <= 1e-4 * scale
+    assert json.loads((store / "manifest.json").read_text())["outputs"] == 10
+    with compute_gram(apply_fn, params, x, **options) as again:  # resumed: every tile verified
+        assert (again.tiles_computed, again.tiles_loaded) == (0, 6)
+        np.testing.assert_array_equal(again.to_numpy(), theta)
+    with pytest.raises(ValueError, match=r"shape \(n, C\).*returned \(1, 2, 5\)"):
+        compute_gram(lambda p, v: apply_fn(p, v).reshape(-1, 2, 5), params, x, **options)
+
+
+def test_manifest_without_outputs_reads_as_one_logit(tmp_path):
+    """Stores written before the ``outputs`` field reopen for one-logit models only."""
+    fields = dict(
+        n=20, tile_size=8, dtype=np.float32, method="structured", precision="highest",
+        example_shape=(8, 8, 1), dataset_fingerprint="d", params_fingerprint="p", model_id="",
+    )  # fmt: skip
+    TileStore.open_or_create(tmp_path / "t", TileStore.make_manifest(**fields))
+    path = tmp_path / "t" / "manifest.json"
+    old = json.loads(path.read_text())
+    del old["outputs"]
+    path.write_text(json.dumps(old))
+    assert TileStore.open_or_create(tmp_path / "t", TileStore.make_manifest(**fields)).n == 20
+    with pytest.raises(ValueError, match="outputs: store has 1, this call has 10"):
+        TileStore.open_or_create(tmp_path / "t", TileStore.make_manifest(**fields, outputs=10))
+
+
 def test_worker_killed_before_matmat_is_recovered(computed):
     gram, _, _ = computed
     dense = gram.to_numpy().astype(np.float64)

@@ -171,7 +171,7 @@ def test_engine_kernels_match_neural_tangents(file, config):
     cfg = fx.configs()[config]
     f = apply_fn_of(cfg)
     axes = (tuple(cfg["trace_axes"]), tuple(cfg["diagonal_axes"]))
-    for impl in (NtkImplementation.JACOBIAN_CONTRACTION, "ntvp"):
+    for impl in (NtkImplementation.JACOBIAN_CONTRACTION, "ntvp", 3):
         ntk_fn = nt.empirical_ntk_fn(f, *axes, 0, impl)
         for side in cfg["sides"]:
             got = ntk_fn(fx.x1, fx.x2 if side == "cross" else None, fx.params)
@@ -264,11 +264,15 @@ def test_engine_budget_counts_outputs():
     def f1(p, x):
         return f10(p, x)[:, :1]
 
+    def unstructured(f):  # weights scaled before use: no factored sites, P columns each
+        return lambda p, x: f(jax.tree_util.tree_map(lambda a: 1.0 * a, p), x)
+
     p = fx.num_params
     budget_mb = 40 * p * 4 / 2**20  # fits 2 blocks of 8 examples of P columns, not of 10 P
-    one = NTKEngine(f1, fx.params, fx.x1[:1], method="auto", memory_budget_mb=budget_mb)
-    ten = NTKEngine(f10, fx.params, fx.x1[:1], method="auto", memory_budget_mb=budget_mb)
-    assert one.method in ("contraction", "structured") and ten.method == "ntvp"
+    options = dict(method="auto", memory_budget_mb=budget_mb)
+    one = NTKEngine(unstructured(f1), fx.params, fx.x1[:1], **options)
+    ten = NTKEngine(unstructured(f10), fx.params, fx.x1[:1], **options)
+    assert one.method == "contraction" and ten.method == "ntvp"
     assert ten._ntvp_chunk < one._ntvp_chunk or ten._ntvp_chunk == 1
     full = NTKEngine(f10, fx.params, fx.x1[:1], method="contraction", trace_axes=())
     assert full.feature_width == 10 * p and full.outputs.tail == (10, 10)
@@ -431,7 +435,5 @@ def test_bad_arguments_raise_clear_errors():
         nt.taylor_expand(f, params, -1)
     with pytest.raises(ValueError, match="params has a different structure"):
         nt.linearize(f, params)({"w1": params["w1"]}, x1)
-    with pytest.raises(ValueError, match="method='structured' handles single-output models"):
-        NTKEngine(f, params, x1[:1], method="structured")
     with pytest.raises(ValueError, match="keeps the example axis"):
         NTKEngine(f, params, x1[:1], trace_axes=(0,))

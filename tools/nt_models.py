@@ -15,7 +15,8 @@ Model interface (``MODELS[name]`` is a :class:`ModelDef`):
   batch-norm statistics); ``{}`` for models without state.
 * ``make_apply_fn(state) -> apply_fn``; ``apply_fn(params, x) -> (n, 1)`` for NHWC float32
   ``x`` (the 10-logit API-fixture models ``mlp10``, ``mlp10_heads``, ``cnn10`` and
-  ``grid10`` return ``(n, 10)``, a pair of outputs, or ``(n, 2, 2, 10)``). The state
+  ``grid10`` return ``(n, 10)``, a pair of outputs, or ``(n, 2, 2, 10)``; ``paper_mlp10`` and
+  ``paper_lenet10``, the paper models with a 10-logit head, return ``(n, 10)``). The state
   is closed over and wrapped in ``jax.lax.stop_gradient``: it is never a differentiated
   argument.
 * ``get_model(name, seed, input_shape) -> (params, state, apply_fn)`` bundles the three.
@@ -168,7 +169,7 @@ def _no_state_apply(fn):
 # ---- small fixture models ------------------------------------------------------------
 
 
-def _mlp_factory(widths):
+def _mlp_factory(widths, outputs=1):
     def init_fn(key, input_shape):
         rng = _rng(key)
         d = int(np.prod(_hwc(input_shape)))
@@ -176,7 +177,7 @@ def _mlp_factory(widths):
         for i, w in enumerate(widths):
             params[f"dense_{i}"] = _dense_init(rng, d, w, gain=2.0)
             d = w
-        params[f"dense_{len(widths)}"] = _dense_init(rng, d, 1, gain=1.0)
+        params[f"dense_{len(widths)}"] = _dense_init(rng, d, outputs, gain=1.0)
         return _to_jnp(params)
 
     def apply_fn(params, x):
@@ -311,9 +312,10 @@ def _grid10_apply(params, x):
 # ---- paper models (CIFAR-shaped 32x32x3) -----------------------------------------------
 
 _paper_mlp_init, _paper_mlp_apply = _mlp_factory((100, 100))
+_paper_mlp10_init, _ = _mlp_factory((100, 100), outputs=10)
 
 
-def _paper_lenet_init(key, input_shape):
+def _lenet_init(key, input_shape, outputs):
     rng = _rng(key)
     h, w, c = _hwc(input_shape)
     params = {
@@ -321,9 +323,17 @@ def _paper_lenet_init(key, input_shape):
         "conv_1": _conv_init(rng, 5, 6, 16),
         "dense_0": _dense_init(rng, (h // 4) * (w // 4) * 16, 120),
         "dense_1": _dense_init(rng, 120, 84),
-        "dense_2": _dense_init(rng, 84, 1, gain=1.0),
+        "dense_2": _dense_init(rng, 84, outputs, gain=1.0),
     }
     return _to_jnp(params)
+
+
+def _paper_lenet_init(key, input_shape):
+    return _lenet_init(key, input_shape, 1)
+
+
+def _paper_lenet10_init(key, input_shape):
+    return _lenet_init(key, input_shape, 10)
 
 
 def _paper_lenet_apply(params, x):
@@ -462,6 +472,18 @@ MODELS: dict[str, ModelDef] = {
         _no_state_apply(_paper_lenet_apply),
         description="conv5x5 6 SAME, relu, avgpool2, conv5x5 16 SAME, relu, avgpool2, "
         "dense 120, relu, dense 84, relu, dense 1",
+    ),
+    "paper_mlp10": ModelDef(
+        "paper_mlp10",
+        _paper_mlp10_init,
+        _no_state_apply(_paper_mlp_apply),
+        description="paper_mlp with a 10-logit head: output (n, 10)",
+    ),
+    "paper_lenet10": ModelDef(
+        "paper_lenet10",
+        _paper_lenet10_init,
+        _no_state_apply(_paper_lenet_apply),
+        description="paper_lenet with a 10-logit head: output (n, 10)",
     ),
     "paper_resnet18": ModelDef(
         "paper_resnet18",

@@ -43,7 +43,7 @@ from raysweep.distributed.pool import WorkerPool
 from raysweep.distributed.schedule import PanelEvent, run_panels
 from raysweep.distributed.tile_store import TileStore
 from raysweep.ntk import NTKEngine
-from raysweep.ntk.ntk_checks import check_inputs, check_method, check_params, check_single_output
+from raysweep.ntk.ntk_checks import check_inputs, check_logits, check_method, check_params
 
 
 def _check_arguments(x, store_dir, tile_size, num_workers, memory_budget_mb, model_id, restarts):
@@ -88,7 +88,10 @@ def compute_gram(
 
     Args:
       apply_fn: ``apply_fn(params, x) -> (n, 1)``, picklable by cloudpickle (closures over
-        Flax modules and their variables are).
+        Flax modules and their variables are). A model with C logits, ``(n, C)``, gives
+        the traced kernel: the mean over the logits of each logit's NTK, what
+        ``empirical_ntk_fn(apply_fn)`` (``trace_axes=(-1,)``) returns; the manifest records
+        C.
       params: parameter pytree θ (floating leaves).
       x: inputs ``(N, ...)`` (NHWC float32 for images), numpy or JAX; sent to the object
         store once.
@@ -120,7 +123,7 @@ def compute_gram(
       and recomputed (damaged), counted from the workers' own reports, once per tile.
 
     Raises:
-      ValueError / TypeError: bad arguments, a model without one logit per example, a store
+      ValueError / TypeError: bad arguments, a model whose output is not ``(n, C)``, a store
         of other inputs — all before any worker starts.
       RuntimeError: every worker died and the restart budget is spent (tiles written so far
         stay in the store; call again to resume), or a worker's constructor raised.
@@ -130,7 +133,7 @@ def compute_gram(
     )
     check_method(method)
     check_params(params)
-    check_single_output(apply_fn, params, x)
+    outputs = check_logits(apply_fn, params, x)
     x = np.ascontiguousarray(x)
 
     engine = NTKEngine(
@@ -152,6 +155,7 @@ def compute_gram(
         dataset_fingerprint=dataset_fingerprint(x),
         params_fingerprint=params_fingerprint(params),
         model_id=model_id,
+        outputs=outputs,
     )
     store = TileStore.open_or_create(store_dir, manifest)
     done = store.done_tiles()

@@ -17,7 +17,9 @@ by default), shape ``(len(block i), len(block j))``. Diagonal tiles are exactly 
 Manifest fields (JSON object): ``format_version``, ``n``, ``tile_size``, ``num_blocks``,
 ``dtype`` (tile dtype, e.g. ``"float32"``), ``method`` (the resolved NTK method),
 ``precision``, ``example_shape``, ``dataset_fingerprint``, ``params_fingerprint``,
-``model_id``, and the informational ``created_utc`` and ``raysweep_version``. All fields except
+``model_id``, ``outputs`` (C: the model's logits, 1 for the NTK Gram, C > 1 for the traced
+kernel; absent in stores written before it existed, which read as 1), and the informational
+``created_utc`` and ``raysweep_version``. All fields except
 the informational ones must match for a store to be reused (:data:`IDENTITY_FIELDS`).
 
 Writes are atomic (:func:`raysweep.atomic.atomic_write`): a file is written to a hidden
@@ -71,7 +73,10 @@ IDENTITY_FIELDS = (
     "dataset_fingerprint",
     "params_fingerprint",
     "model_id",
+    "outputs",
 )
+# identity fields added after format 1's first stores: the value an older manifest implies
+IDENTITY_DEFAULTS = {"outputs": 1}
 
 
 def tile_name(i: int, j: int) -> str:
@@ -140,6 +145,7 @@ class TileStore:
         dataset_fingerprint: str,
         params_fingerprint: str,
         model_id: str,
+        outputs: int = 1,
     ) -> dict:
         """The manifest dict for a store with these identity fields."""
         from raysweep import __version__
@@ -156,6 +162,7 @@ class TileStore:
             "dataset_fingerprint": dataset_fingerprint,
             "params_fingerprint": params_fingerprint,
             "model_id": str(model_id),
+            "outputs": int(outputs),
             "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "raysweep_version": __version__,
         }
@@ -180,10 +187,10 @@ class TileStore:
                     "store_dir, or delete this one to recompute."
                 ) from err
             diffs = [
-                f"{key}: store has {_describe(stored.get(key))}, this call has "
-                f"{_describe(manifest[key])}"
+                f"{key}: store has {_describe(stored.get(key, IDENTITY_DEFAULTS.get(key)))}, "
+                f"this call has {_describe(manifest[key])}"
                 for key in IDENTITY_FIELDS
-                if stored.get(key) != manifest[key]
+                if stored.get(key, IDENTITY_DEFAULTS.get(key)) != manifest[key]
             ]
             if diffs:
                 raise ValueError(

@@ -23,7 +23,7 @@ import numpy as np
 
 from raysweep.argcheck import check_int
 
-__all__ = ["validate_batch", "validate_input_shape"]
+__all__ = ["check_outputs", "validate_batch", "validate_input_shape"]
 
 
 def validate_input_shape(input_shape: Any) -> tuple[int, int, int]:
@@ -88,3 +88,14 @@ def validate_batch(x: Any, *, where: str) -> None:
             f"{where}: x must have a floating dtype (float32 expected), got {x.dtype}; "
             "normalise integer images to floats first, e.g. x.astype(jnp.float32) / 255."
         )
+
+
+def check_outputs(module: Any, name: str) -> None:
+    """``module.outputs`` (logits per example) is a positive int; stored as a Python int."""
+    outputs = check_int(
+        module.outputs,
+        f"{name}.outputs",
+        minimum=1,
+        hint=" (1 for the paper's binary setup, 10 for a 10-class head)",
+    )
+    object.__setattr__(module, "outputs", outputs)

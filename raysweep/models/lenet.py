@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from raysweep.models.activations import DEFAULT_ACTIVATION, get_activation, normalize_activation
-from raysweep.models.inputs import validate_batch
+from raysweep.models.inputs import check_outputs, validate_batch
 
 __all__ = ["LeNet5", "lenet5_param_count"]
 
@@ -196,6 +196,9 @@ class LeNet5(nn.Module):
         convolutions are slow; see :func:`raysweep.models.training_variant`. Default ``False``:
         the NTK engine uses the default, whose jaxpr has the ``conv_general_dilated`` sites its
         structured method recognises and whose jaxpr hash keys the artifacts.
+      outputs: logits per example (default 1, the paper's binary setup). ``outputs=10`` gives
+        a 10-class head, whose traced, diagonal or full NTK the engine computes
+        (``raysweep.ntk``); training and the sweep use one logit.
 
     Call:
       ``module.apply(variables, x, train=False)`` with ``x`` of shape ``(n, H, W, C)``, floating,
@@ -208,9 +211,11 @@ class LeNet5(nn.Module):
 
     activation: str = DEFAULT_ACTIVATION
     patch_convs: bool = False
+    outputs: int = 1
 
     def __post_init__(self) -> None:
         normalize_activation(self.activation)
+        check_outputs(self, "LeNet5")
         super().__post_init__()
 
     @nn.compact
@@ -244,4 +249,4 @@ class LeNet5(nn.Module):
         x = x.reshape((x.shape[0], -1))
         for i, features in enumerate(_DENSE_FEATURES):
             x = act(nn.Dense(features, name=f"Dense_{i}")(x))
-        return nn.Dense(1, name=f"Dense_{len(_DENSE_FEATURES)}")(x)
+        return nn.Dense(self.outputs, name=f"Dense_{len(_DENSE_FEATURES)}")(x)

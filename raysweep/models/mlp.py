@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 
 from raysweep.models.activations import DEFAULT_ACTIVATION, get_activation, normalize_activation
-from raysweep.models.inputs import validate_batch
+from raysweep.models.inputs import check_outputs, validate_batch
 
 __all__ = ["MLP"]
 
@@ -30,6 +30,9 @@ class MLP(nn.Module):
       activation: activation name, one of
         :data:`raysweep.models.activations.ACTIVATION_NAMES` (default ``"relu"``).
       hidden_sizes: widths of the hidden Dense layers, default ``(100, 100)`` (the paper's).
+      outputs: logits per example (default 1, the paper's binary setup). ``outputs=10`` gives
+        a 10-class head, whose traced, diagonal or full NTK the engine computes
+        (``raysweep.ntk``); training and the sweep use one logit.
 
     Call:
       ``module.apply(variables, x, train=False)`` with ``x`` of shape ``(n, H, W, C)``, floating;
@@ -39,9 +42,11 @@ class MLP(nn.Module):
 
     activation: str = DEFAULT_ACTIVATION
     hidden_sizes: tuple[int, ...] = (100, 100)
+    outputs: int = 1
 
     def __post_init__(self) -> None:
         normalize_activation(self.activation)
+        check_outputs(self, "MLP")
         sizes = self.hidden_sizes
         if isinstance(sizes, int) or not all(
             isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes
@@ -61,4 +66,4 @@ class MLP(nn.Module):
         x = x.reshape((x.shape[0], -1))
         for i, width in enumerate(self.hidden_sizes):
             x = act(nn.Dense(int(width), name=f"Dense_{i}")(x))
-        return nn.Dense(1, name=f"Dense_{len(self.hidden_sizes)}")(x)
+        return nn.Dense(self.outputs, name=f"Dense_{len(self.hidden_sizes)}")(x)

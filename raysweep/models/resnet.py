@@ -51,7 +51,7 @@ import jax.numpy as jnp
 
 from raysweep.argcheck import check_int
 from raysweep.models.activations import DEFAULT_ACTIVATION, get_activation, normalize_activation
-from raysweep.models.inputs import validate_batch
+from raysweep.models.inputs import check_outputs, validate_batch
 
 __all__ = ["BasicBlock", "ResNet18", "resnet18_param_count"]
 
@@ -139,6 +139,9 @@ class ResNet18(nn.Module):
         the paper's reference Flax ResNet).
       bn_momentum: running-average momentum in the Flax convention (default 0.9).
       bn_epsilon: batch-norm epsilon (default 1e-5).
+      outputs: logits per example (default 1, the paper's binary setup). ``outputs=10`` gives
+        a 10-class head, whose traced, diagonal or full NTK the engine computes
+        (``raysweep.ntk``); training and the sweep use one logit.
 
     Call:
       ``module.apply(variables, x, train=False)`` with ``x`` of shape ``(n, H, W, C)``, floating,
@@ -156,9 +159,11 @@ class ResNet18(nn.Module):
     zero_init_residual: bool = True
     bn_momentum: float = BN_MOMENTUM
     bn_epsilon: float = BN_EPSILON
+    outputs: int = 1
 
     def __post_init__(self) -> None:
         normalize_activation(self.activation)
+        check_outputs(self, "ResNet18")
         width = check_int(
             self.width,
             "ResNet18.width",
@@ -202,4 +207,4 @@ class ResNet18(nn.Module):
                     name=f"stage{stage + 1}_block{j + 1}",
                 )(x, train=train)
         x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(1, name="head")(x)
+        return nn.Dense(self.outputs, name="head")(x)

@@ -27,8 +27,7 @@ class NtkImplementation(enum.IntEnum):
 
     AUTO (0) lets the engine pick (cheapest method that fits the memory budget);
     JACOBIAN_CONTRACTION (1) is the engine's ``"contraction"``; NTK_VECTOR_PRODUCTS (2) is
-    ``"ntvp"``; STRUCTURED_DERIVATIVES (3) is ``"structured"`` for single-output models and
-    ``"contraction"`` otherwise (structured multi-output derivatives are not built yet).
+    ``"ntvp"``; STRUCTURED_DERIVATIVES (3) is ``"structured"`` (any number of outputs).
     """
 
     AUTO = 0

@@ -140,7 +140,7 @@ def empirical_ntk_fn(
         outputs), a pytree, or ``(in_axes, out_axes, kwargs_axes)``. ``0`` enables the engine.
       implementation: ``None`` or ``0``/``"AUTO"`` (the engine picks), ``1``
         (``JACOBIAN_CONTRACTION``), ``2`` (``NTK_VECTOR_PRODUCTS``), ``3``
-        (``STRUCTURED_DERIVATIVES``: structured for one output, contraction otherwise), an
+        (``STRUCTURED_DERIVATIVES``, any number of outputs), an
         :class:`~raysweep.ntk.NtkImplementation`, or an engine method name. Traced calls use
         ntvp for ``2`` and the Jacobian contraction otherwise.
       batch_size: engine tile side (examples); ``None`` derives it from the budget.
@@ -184,8 +184,6 @@ def empirical_ntk_fn(
 def _engine_ntk(call, params, method, out, batch_size, memory_budget_mb, precision):
     check_inputs(call.x1, call.x2)
     check_params(params)
-    if method == "structured" and int(np.prod(call.fx1.shape[1:])) > 1:
-        method = "contraction"  # structured derivatives are single-output (for now)
     kwargs = call.kwargs1
     apply_fn = call.f if not kwargs else (lambda p, x: call.f(p, x, **kwargs))
     options = dict(

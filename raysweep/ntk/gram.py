@@ -36,8 +36,8 @@ parameter point of the same shapes reuses the compiled programs (``params=`` on
 :meth:`NTKEngine.features` / :meth:`NTKEngine.panel` / :func:`gram_with_engine`;
 :func:`ntk_gram` keeps a few engines per ``apply_fn`` and shape signature).
 
-Models with C outputs per example (``apply_fn(params, x) -> (n, *S)``): the contraction and
-ntvp methods compute neural-tangents' kernel layout for ``trace_axes`` / ``diagonal_axes``
+Models with C outputs per example (``apply_fn(params, x) -> (n, *S)``): every method
+computes neural-tangents' kernel layout for ``trace_axes`` / ``diagonal_axes``
 (:mod:`raysweep.ntk.multi_output`); tiles are ``(b1, b2, *tail)``, features hold ``C·P``
 numbers per example and the budget counts them (and the ``C²`` entries of a tile).
 
@@ -70,6 +70,7 @@ from raysweep.ntk.structured import (
     jacobian_columns,
     structured_feature_fn,
     structured_kernel,
+    structured_kernel_outputs,
 )
 
 _MIN_BLOCK = 8
@@ -209,23 +210,25 @@ class NTKEngine:
         example = jnp.zeros(self.example_shape, x_example.dtype)
         self.outputs = _output_spec(apply_fn, params, example, trace_axes, diagonal_axes)
         outputs = self.outputs.size
-        if outputs > 1 and method == "structured":
-            raise ValueError(
-                f"method='structured' handles single-output models; this one has {outputs} "
-                f"outputs per example (shape {self.outputs.shape}). Use 'contraction', 'ntvp' "
-                "or 'auto'."
-            )
+        # several outputs: cotangents and Jacobian columns are C per example
+        out_shape = self.outputs.shape if outputs > 1 else ()
+        full_layout = self.outputs.entries > 1
 
         sites, rest_index, structured_fn = [], [], None
-        if method in ("auto", "structured") and outputs == 1:
-            structured_fn, sites, rest_index = structured_feature_fn(apply_fn, params, example)
+        if method in ("auto", "structured"):
+            structured_fn, sites, rest_index = structured_feature_fn(
+                apply_fn, params, example, out_shape, full_layout
+            )
         dense = [s for s in sites if isinstance(s, DenseSite)]
         # per-example gradient columns: leaves through grad, convolution kernels from patches
         convs = [s for s in sites if isinstance(s, ConvSite)]
+        factored = [s for s in convs if s.factored_for(outputs, full_layout)]
         rest_params = sum(int(np.prod(self._leaf_specs[i][0])) for i in rest_index)
-        rest_params += sum(s.width for s in convs if not s.factored)
-        structured_width = rest_params + sum(s.in_features + s.out_features for s in dense)
-        structured_width += sum(s.width for s in convs if s.factored)
+        rest_params += sum(s.width_for(1) for s in convs if s not in factored)
+        rest_params *= outputs
+        structured_width = rest_params
+        structured_width += sum(s.in_features + outputs * s.out_features for s in dense)
+        structured_width += sum(s.width_for(outputs, full_layout) for s in factored)
         self.structured_sites = sites
 
         if method == "auto":
@@ -234,7 +237,7 @@ class NTKEngine:
                 return width * itemsize * 2 * _MIN_BLOCK <= budget
 
             # convolution kernels are cheaper from patches even at the full width
-            cheaper = structured_width < self.num_params or bool(convs)
+            cheaper = structured_width < self.num_params * outputs or bool(convs)
             if sites and cheaper and fits(structured_width):
                 method = "structured"
             elif fits(self.num_params * outputs):
@@ -272,6 +275,12 @@ class NTKEngine:
 
             def kernel(f1, f2):
                 return columns_kernel(f1, f2, spec, precision=prec)
+
+        elif method == "structured" and outputs > 1:
+            feat = structured_fn
+
+            def kernel(f1, f2):
+                return structured_kernel_outputs(f1, f2, spec, precision=prec)
 
         elif method == "structured":
             feat = structured_fn

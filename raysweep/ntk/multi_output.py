@@ -18,9 +18,12 @@ diagonal axes once and the others interleaved, e.g. ``(b1, b2, C, C')`` for
     ``jvp`` each through the row block gives ``Θ[:, j]`` for all outputs at once
     (:func:`ntvp_tile`). Memory is ``C`` parameter vectors per column example in flight.
 
-The structured method (factored dense layers) handles single-output models only; with
-``C = 1`` the engine keeps its single-output programs for every layout, since any layout of a
-one-output kernel is a reshape of the ``(b1, b2)`` Gram matrix.
+The structured method (:mod:`raysweep.ntk.structured`) takes C outputs too: layer inputs
+and patches stay one per example, cotangents and the remaining Jacobian columns become C per
+example, and each term's cotangent product takes the layout
+(:func:`~raysweep.ntk.structured.structured_kernel_outputs`). With ``C = 1`` the engine keeps
+its single-output programs for every layout, since any layout of a one-output kernel is a
+reshape of the ``(b1, b2)`` Gram matrix.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from raysweep.ntk.kernel_axes import (
     trace_and_diagonal,
     trace_size,
 )
-from raysweep.ntk.structured import SMALL_LEAF
+from raysweep.ntk.structured import jacobian_columns
 
 _tree = jax.tree_util
 
@@ -104,15 +107,10 @@ class OutputSpec:
 def output_columns(jacs: list, ndim: int) -> list:
     """Per-example Jacobians ``(b, *S, *leaf)`` as column groups ``(b, *S, P_g)``.
 
-    Leaves with fewer than ``SMALL_LEAF`` columns are concatenated into one group (as
-    :func:`raysweep.ntk.structured.jacobian_columns` does for one output).
+    Leaves with fewer than ``SMALL_LEAF`` columns are concatenated into one group (see
+    :func:`raysweep.ntk.structured.jacobian_columns`).
     """
-    flat = [jnp.reshape(j, (*j.shape[:ndim], -1)) for j in jacs]
-    big = [g for g in flat if g.shape[-1] >= SMALL_LEAF]
-    small = [g for g in flat if 0 < g.shape[-1] < SMALL_LEAF]
-    if len(small) > 1:
-        small = [jnp.concatenate(small, axis=-1)]
-    return big + small
+    return jacobian_columns(jacs, ndim)
 
 
 def jacobian_features(apply_fn, treedef, leaves, x_block, spec: OutputSpec) -> list:

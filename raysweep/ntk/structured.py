@@ -45,6 +45,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend import core as jex_core
 
+from raysweep.ntk.kernel_axes import contract_kernel
+
 _CALL_PRIMITIVES = ("jit", "pjit", "closed_call", "core_call")
 
 
@@ -95,14 +97,33 @@ class ConvSite:
 
     @property
     def factored(self) -> bool:
+        return self.factored_for(1)
+
+    def factored_for(self, outputs: int = 1, full_layout: bool = False) -> bool:
+        """Whether the factored form is cheaper for a model with ``outputs`` outputs.
+
+        With C outputs the patches stay one per example and the cotangents become C per
+        example: per pair of examples the factored form costs S²(K + C·C_out) against
+        C·K·C_out for kernel gradients (traced layout). Kernel layouts that keep pairs of
+        outputs (``full_layout``) use gradients: the factored form would hold S² position
+        pairs times C² output pairs per tile.
+        """
+        if outputs > 1 and full_layout:
+            return False
         positions, k, c = self.dims
-        return positions * positions * (k + c) < k * c
+        return positions * positions * (k + outputs * c) < outputs * k * c
+
+    def width_for(self, outputs: int = 1, full_layout: bool = False) -> int:
+        """Feature numbers per example with ``outputs`` outputs."""
+        positions, k, c = self.dims
+        if self.factored_for(outputs, full_layout):
+            return positions * (k + outputs * c)
+        return outputs * k * c
 
     @property
     def width(self) -> int:
-        """Feature numbers per example."""
-        positions, k, c = self.dims
-        return positions * (k + c) if self.factored else k * c
+        """Feature numbers per example (one output)."""
+        return self.width_for(1)
 
 
 def _conv_site(eqn, leaf: int) -> ConvSite | None:
@@ -134,23 +155,22 @@ def _conv_site(eqn, leaf: int) -> ConvSite | None:
     )
 
 
-def conv_factors(site: ConvSite, lhs, cot) -> tuple[jax.Array, jax.Array]:
-    """Input patches ``(b, S, K)`` and output cotangents ``(b, S, C)`` of one convolution.
+def _channels_last(a, spec):
+    """``(b, *one example)`` -> ``(b, *spatial, features)`` (the size-1 batch axis dropped)."""
+    perm = [0, *(1 + d for d in spec[2:]), 1 + spec[1], 1 + spec[0]]
+    a = jnp.transpose(a, perm)
+    return a.reshape(a.shape[:-1])
 
-    ``lhs``: the recorded inputs ``(b, *input shape of one example)``; ``cot``: the output
-    cotangents ``(b, *output shape of one example)`` (both keep the convolution's size-1
-    batch axis). The per-example kernel gradient is ``patchesᵀ cotangents`` (patch entries
-    ordered (filter offset, input feature), not the kernel's layout).
+
+def conv_patches(site: ConvSite, lhs) -> jax.Array:
+    """Input patches ``(b, S, K)`` of one convolution from its recorded inputs.
+
+    ``lhs``: ``(b, *input shape of one example)`` (with the convolution's size-1 batch
+    axis). Patch entries are ordered (filter offset, input feature), not the kernel's layout.
     """
-
-    def channels_last(a, spec):  # (b, *one example) -> (b, *spatial, features)
-        perm = [0, *(1 + d for d in spec[2:]), 1 + spec[1], 1 + spec[0]]
-        a = jnp.transpose(a, perm)
-        return a.reshape(a.shape[:-1])
-
-    x = channels_last(lhs, site.lhs_spec)
-    d = channels_last(cot, site.out_spec)
-    b, out_spatial, c_out = d.shape[0], d.shape[1:-1], d.shape[-1]
+    x = _channels_last(lhs, site.lhs_spec)
+    b = x.shape[0]
+    out_spatial = [site.out_shape[d] for d in site.out_spec[2:]]
     config = [(0, 0, 0)]
     for (lo, hi), dil in zip(site.padding, site.lhs_dilation, strict=True):
         config.append((lo, hi, dil - 1))
@@ -167,14 +187,43 @@ def conv_factors(site: ConvSite, lhs, cot) -> tuple[jax.Array, jax.Array]:
             lax.slice(x, (0, *start, 0), (b, *limit, x.shape[-1]), (1, *site.strides, 1))
         )
     positions = math.prod(out_spatial)
-    patches = jnp.stack(patches, axis=-2).reshape(b, positions, -1)
-    return patches, d.reshape(b, positions, c_out)
+    return jnp.stack(patches, axis=-2).reshape(b, positions, -1)
+
+
+def conv_cotangents(site: ConvSite, cot) -> jax.Array:
+    """Output cotangents ``(b, *S, P, C)`` of one convolution (P positions, C features).
+
+    ``cot``: ``(b, *S, *output shape of one example)``, S the model's per-example output
+    shape (``()`` for one output).
+    """
+    lead = cot.shape[: cot.ndim - len(site.out_shape)]
+    flat = cot.reshape(-1, *site.out_shape)
+    d = _channels_last(flat, site.out_spec)
+    return d.reshape(*lead, -1, d.shape[-1])
+
+
+def conv_factors(site: ConvSite, lhs, cot) -> tuple[jax.Array, jax.Array]:
+    """Input patches ``(b, S, K)`` and output cotangents ``(b, S, C)`` of one convolution.
+
+    ``lhs``: the recorded inputs ``(b, *input shape of one example)``; ``cot``: the output
+    cotangents ``(b, *output shape of one example)`` (both keep the convolution's size-1
+    batch axis). The per-example kernel gradient is ``patchesᵀ cotangents`` (patch entries
+    ordered (filter offset, input feature), not the kernel's layout).
+    """
+    return conv_patches(site, lhs), conv_cotangents(site, cot)
 
 
 def conv_kernel_gradients(site: ConvSite, lhs, cot) -> jax.Array:
-    """Per-example kernel gradients ``(b, K·C)`` of one convolution (see :func:`conv_factors`)."""
-    patches, d = conv_factors(site, lhs, cot)
-    return jnp.einsum("bpk,bpc->bkc", patches, d).reshape(patches.shape[0], -1)
+    """Per-example kernel gradients ``(b, *S, K·C)`` of one convolution.
+
+    ``cot`` may carry the model's output axes S after the example axis (see
+    :func:`conv_cotangents`); one output gives ``(b, K·C)``.
+    """
+    patches, d = conv_patches(site, lhs), conv_cotangents(site, cot)
+    lead = d.shape[:-2]
+    d = d.reshape(d.shape[0], -1, *d.shape[-2:])  # (b, C_out_model, P, C)
+    g = jnp.einsum("bpk,bopc->bokc", patches, d)
+    return g.reshape(*lead, -1)
 
 
 def _read(env: dict, var: Any) -> Any:
@@ -232,18 +281,19 @@ def _walk_uses(jaxpr, arg_alias: list[int | None], uses: Counter, candidates: di
             )
 
 
-def find_sites(apply_fn, params, x_example) -> tuple[Any, list]:
+def find_sites(apply_fn, params, x_example, out_shape=()) -> tuple[Any, list]:
     """Trace ``apply_fn`` on one example; return (closed jaxpr, structured sites).
 
     Sites are :class:`DenseSite` and :class:`ConvSite` objects, in leaf order.
-    ``x_example`` has the per-example shape (no batch axis). The jaxpr's inputs are the
-    flattened parameter leaves followed by the example.
+    ``x_example`` has the per-example shape (no batch axis); ``out_shape`` is the model's
+    per-example output shape S (``()``: one output). The jaxpr's inputs are the flattened
+    parameter leaves followed by the example; its output has shape S.
     """
     leaves, treedef = jax.tree_util.tree_flatten(params)
 
     def single(leaves, xi):
         out = apply_fn(jax.tree_util.tree_unflatten(treedef, leaves), xi[None])
-        return jnp.reshape(out, ())
+        return jnp.reshape(out, tuple(out_shape))
 
     closed = jax.make_jaxpr(single)(leaves, x_example)
     uses: Counter = Counter()
@@ -291,34 +341,40 @@ def _eval(jaxpr, consts, args, hooks: dict, perturb: dict, record: dict) -> list
     return [_read(env, v) for v in jaxpr.outvars]
 
 
-def structured_feature_fn(apply_fn, params, x_example):
+def structured_feature_fn(apply_fn, params, x_example, out_shape=(), full_layout=False):
     """Per-example NTK factors with dense weights in factored form.
 
     ``params`` fixes the tree structure, shapes and dtypes (the program is traced with them);
-    the values are not captured. Returns ``(feature_fn, sites, rest_index)``.
-    ``feature_fn(leaves, x_block)`` takes the flattened parameter leaves
-    (``jax.tree_util.tree_leaves(params)`` of any point with those shapes) and a block of
-    examples ``(b, ...)``, and returns a dict with
+    the values are not captured. ``out_shape`` is the model's per-example output shape S
+    (``()``: one output); ``full_layout`` says whether the kernel keeps pairs of outputs
+    (decides the form of convolutions, :meth:`ConvSite.factored_for`). Returns
+    ``(feature_fn, sites, rest_index)``. ``feature_fn(leaves, x_block)`` takes the flattened
+    parameter leaves (``jax.tree_util.tree_leaves(params)`` of any point with those shapes)
+    and a block of examples ``(b, ...)``, and returns a dict with
 
     - ``"a"``: list, per dense site, of layer inputs ``(b, k)``;
-    - ``"d"``: list, per dense site, of output cotangents ``(b, m)``;
-    - ``"pa"``, ``"pd"``: lists, per factored convolution, of input patches ``(b, S, K)`` and
-      output cotangents ``(b, S, C)`` (see :class:`ConvSite`);
+    - ``"d"``: list, per dense site, of output cotangents ``(b, *S, m)``, one per output;
+    - ``"pa"``, ``"pd"``: lists, per factored convolution, of input patches ``(b, P, K)`` and
+      output cotangents ``(b, *S, P, C)`` (see :class:`ConvSite`);
     - ``"j"``: the Jacobian of all other leaves (other convolution kernels from their
-      patches, the rest by ``grad``) as column groups ``(b, P_g)`` (see
-      :func:`jacobian_columns`).
+      patches, the rest by ``grad``, or ``jacrev`` for several outputs) as column groups
+      ``(b, *S, P_g)`` (see :func:`jacobian_columns`).
 
-    ``rest_index`` lists the leaves whose gradients come from ``grad``. Θ of two blocks is
-    ``Σ_dense (A₁A₂ᵀ) ⊙ (D₁D₂ᵀ) + Σ_factored Σ_st (P₁P₂ᵀ ⊙ D₁D₂ᵀ)_st + J₁J₂ᵀ`` (see
-    :func:`structured_kernel`).
+    ``rest_index`` lists the leaves whose gradients come from ``grad``. For one output, Θ of
+    two blocks is ``Σ_dense (A₁A₂ᵀ) ⊙ (D₁D₂ᵀ) + Σ_factored Σ_st (P₁P₂ᵀ ⊙ D₁D₂ᵀ)_st + J₁J₂ᵀ``
+    (see :func:`structured_kernel`); with several outputs the products of cotangents and
+    Jacobians take the kernel's output layout (:func:`structured_kernel_outputs`).
     """
-    closed, sites = find_sites(apply_fn, params, x_example)
+    out_shape = tuple(out_shape)
+    outputs = math.prod(out_shape)
+    closed, sites = find_sites(apply_fn, params, x_example, out_shape)
     dense = [s for s in sites if isinstance(s, DenseSite)]
     convs = [s for s in sites if isinstance(s, ConvSite)]
     num_leaves = len(jax.tree_util.tree_leaves(params))
     structured = {s.leaf for s in sites}
     rest_index = [i for i in range(num_leaves) if i not in structured]
     hooks = {s.eqn_id: s for s in sites}
+    ndim = 1 + len(out_shape)
 
     def one(rest_leaves, perturb, leaves, xi):
         full = list(leaves)
@@ -328,9 +384,13 @@ def structured_feature_fn(apply_fn, params, x_example):
         (out,) = _eval(closed.jaxpr, closed.consts, [*full, xi], hooks, perturb, record)
         return out, record
 
-    grad_one = jax.grad(one, argnums=(0, 1), has_aux=True)
+    # one output: one reverse pass; C outputs: C of them (jacrev's vmap over a basis)
+    derivative = jax.jacrev if out_shape else jax.grad
+    grad_one = derivative(one, argnums=(0, 1), has_aux=True)
 
-    def feature_fn(leaves, x_block):
+    def passes(leaves, x_block):
+        """The per-example forward and backward passes: recorded inputs, cotangents and the
+        other leaves' gradients, before any convolution is turned into features."""
         leaves = list(leaves)
         if len(leaves) != num_leaves:
             raise ValueError(f"expected {num_leaves} parameter leaves, got {len(leaves)}.")
@@ -349,13 +409,15 @@ def structured_feature_fn(apply_fn, params, x_example):
                 "conv_cot": [g_perturb[s.leaf] for s in convs],
             }
 
-        feats = jax.vmap(per_example)(x_block)
+        return jax.vmap(per_example)(x_block)
+
+    def feature_fn(leaves, x_block):
+        feats = passes(leaves, x_block)
         grads, patches, cots = [], [], []
         for s, lhs, cot in zip(convs, feats["conv_in"], feats["conv_cot"], strict=True):
-            if s.factored:
-                p, d = conv_factors(s, lhs, cot)
-                patches.append(p)
-                cots.append(d)
+            if s.factored_for(outputs, full_layout):
+                patches.append(conv_patches(s, lhs))
+                cots.append(conv_cotangents(s, cot))
             else:
                 grads.append(conv_kernel_gradients(s, lhs, cot))
         return {
@@ -363,9 +425,10 @@ def structured_feature_fn(apply_fn, params, x_example):
             "d": feats["d"],
             "pa": patches,
             "pd": cots,
-            "j": jacobian_columns(grads + feats["j"]),
+            "j": jacobian_columns(grads + feats["j"], ndim),
         }
 
+    feature_fn.passes = passes  # for profiling the stages (benchmarks/profile_structured.py)
     return feature_fn, sites, rest_index
 
 
@@ -374,18 +437,19 @@ def structured_feature_fn(apply_fn, params, x_example):
 SMALL_LEAF = 1 << 15
 
 
-def jacobian_columns(grads: list) -> list:
-    """Per-example gradients of some leaves ``(b, *shape)`` as 2-D column groups ``(b, P_g)``.
+def jacobian_columns(grads: list, ndim: int = 1) -> list:
+    """Per-example gradients ``(b, *S, *shape)`` as column groups ``(b, *S, P_g)``.
 
-    Big leaves are reshaped (free), small ones concatenated into a single group, so the
-    Jacobian block is never copied into one ``(b, P)`` array; ``J₁J₂ᵀ`` is the sum of one
-    product per group (:func:`columns_product`).
+    ``ndim`` counts the example axis and the output axes S (1: one output). Big leaves are
+    reshaped (free), small ones concatenated into a single group, so the Jacobian block is
+    never copied into one ``(b, *S, P)`` array; ``J₁J₂ᵀ`` is the sum of one product per
+    group (:func:`columns_product`).
     """
-    flat = [jnp.reshape(g, (g.shape[0], -1)) for g in grads]
-    big = [g for g in flat if g.shape[1] >= SMALL_LEAF]
-    small = [g for g in flat if 0 < g.shape[1] < SMALL_LEAF]
+    flat = [jnp.reshape(g, (*g.shape[:ndim], -1)) for g in grads]
+    big = [g for g in flat if g.shape[-1] >= SMALL_LEAF]
+    small = [g for g in flat if 0 < g.shape[-1] < SMALL_LEAF]
     if len(small) > 1:
-        small = [jnp.concatenate(small, axis=1)]
+        small = [jnp.concatenate(small, axis=-1)]
     return big + small
 
 
@@ -428,3 +492,48 @@ def structured_kernel(f1: dict, f2: dict, precision=None) -> jax.Array:
     if out is None:  # a model without parameters cannot reach here (check_params)
         raise ValueError("structured features hold no parameters.")
     return out
+
+
+def _by_position(d):
+    """Cotangents ``(b, *S, P, C)`` -> ``(b·P, *S, C)``: positions join the example axis."""
+    d = jnp.moveaxis(d, -2, 1)
+    return d.reshape(d.shape[0] * d.shape[1], *d.shape[2:])
+
+
+def structured_kernel_outputs(f1: dict, f2: dict, spec, precision=None) -> jax.Array:
+    """Θ ``(b1, b2, *spec.tail)`` between two blocks of structured features of a model with
+    several outputs (``spec``: its :class:`~raysweep.ntk.multi_output.OutputSpec`).
+
+    Every term is a product of an output-free Gram (layer inputs, patches) and a kernel of
+    the cotangents in the output layout, or a Jacobian kernel: for a dense site
+    ``Θ_cc'(i, j) = (a_i · a_j)(d_ic · d_jc')``, which traced and diagonal axes reduce like
+    any kernel since ``a_i · a_j`` does not depend on the outputs.
+    """
+    ndim, tail = spec.ndim, spec.tail
+
+    def mm(u, v):
+        return jnp.matmul(u, v.T, precision=precision)
+
+    def outputs_kernel(u, v):
+        return contract_kernel(u, v, ndim, spec.trace, spec.diagonal, precision)
+
+    def times(g, h):  # (b1, b2) ⊙ (b1, b2, *tail)
+        return g.reshape(*g.shape, *(1,) * len(tail)) * h
+
+    dense = [
+        times(mm(a1, a2), outputs_kernel(d1, d2))
+        for a1, a2, d1, d2 in zip(f1["a"], f2["a"], f1["d"], f2["d"], strict=True)
+    ]
+    factored = []
+    for p1, p2, d1, d2 in zip(f1["pa"], f2["pa"], f1["pd"], f2["pd"], strict=True):
+        (b1, s, _), b2 = p1.shape, p2.shape[0]
+
+        g = mm(p1.reshape(b1 * s, -1), p2.reshape(b2 * s, -1))
+        h = outputs_kernel(_by_position(d1), _by_position(d2))
+        factored.append(times(g, h).reshape(b1, s, b2, s, *tail).sum(axis=(1, 3)))
+    jac = [outputs_kernel(g1, g2) for g1, g2 in zip(f1["j"], f2["j"], strict=True)]
+    parts = [_sum(jac), _sum(dense), _sum(factored)]
+    out = _sum([p for p in parts if p is not None])
+    if out is None:
+        raise ValueError("structured features hold no parameters.")
+    return out / spec.divisor

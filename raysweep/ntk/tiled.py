@@ -18,7 +18,7 @@ import numpy as np
 
 from raysweep.ntk.gram import NTKEngine, leaf_spec
 from raysweep.ntk.multi_output import prepare_out
-from raysweep.ntk.ntk_checks import check_inputs, check_method, check_params, check_single_output
+from raysweep.ntk.ntk_checks import check_inputs, check_logits, check_method, check_params
 
 
 def block_slices(n: int, block_size: int) -> list[slice]:
@@ -70,10 +70,12 @@ def ntk_gram(
     memory_budget_mb: float = 2048,
     precision: str = "highest",
 ) -> np.ndarray:
-    """Empirical NTK Gram matrix Θ(x1, x2) = ∇θf(x1) · ∇θf(x2)ᵀ of a single-logit model.
+    """Empirical NTK Gram matrix Θ(x1, x2) = ∇θf(x1) · ∇θf(x2)ᵀ of a single-logit model
+    (of C logits: their traced kernel, the mean over the logits).
 
     Args:
-      apply_fn: ``apply_fn(params, x) -> (n, 1)`` (inference mode; batch-norm statistics are
+      apply_fn: ``apply_fn(params, x) -> (n, 1)``, or ``(n, C)`` for the traced kernel of C
+        logits (the mean of each logit's NTK) (inference mode; batch-norm statistics are
         whatever apply_fn closes over, i.e. frozen).
       params: any pytree of floating-point arrays; the Jacobian is taken with respect to all
         of its leaves.
@@ -99,7 +101,7 @@ def ntk_gram(
     check_method(method)
     check_inputs(x1, x2)
     check_params(params)
-    check_single_output(apply_fn, params, x1)
+    check_logits(apply_fn, params, x1)
     options = dict(method=method, memory_budget_mb=memory_budget_mb, precision=precision)
     return engine_gram(apply_fn, params, x1, x2, batch_size=batch_size, **options)
 
