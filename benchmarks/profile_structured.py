@@ -80,13 +80,16 @@ def main(argv=None) -> int:
         apply_fn, params, x[:1], method="structured", memory_budget_mb=args.budget_mb
     )
     n, leaves = args.n, engine.leaves()
-    feature_fn = jax.jit(structured_feature_fn(apply_fn, params, x[0])[0])
+    structured_fn = structured_feature_fn(apply_fn, params, x[0])[0]
+    feature_fn = jax.jit(structured_fn)
+    gathers = structured_fn.gathers
     sites = engine.structured_sites
     convs = [s for s in sites if isinstance(s, ConvSite)]
     print(
         f"{args.model}: n={n}, P={engine.num_params:,}, feature width {engine.feature_width:,}, "
         f"{len(sites)} structured sites ({len(convs)} convolutions, "
-        f"{sum(s.factored for s in convs)} factored)",
+        f"{sum(s.factored for s in convs)} factored, "
+        f"{sum(s.factored and s.input_form for s in convs)} of them in input form)",
         flush=True,
     )
     gemm = gemm_gflops()
@@ -98,12 +101,11 @@ def main(argv=None) -> int:
     t_feat = best_of(feature_fn, leaves, xs, repeats=args.repeats)
     rows.append(("features (all)", t_feat, None))
 
-    raw_fn = structured_feature_fn(apply_fn, params, x[0])[0]
-    t_pass = best_of(jax.jit(raw_fn.passes), leaves, xs, repeats=args.repeats)
+    t_pass = best_of(jax.jit(structured_fn.passes), leaves, xs, repeats=args.repeats)
     rows.append(("per-example passes", t_pass, None))
     rows.append(("kernel gradients and patches (difference)", t_feat - t_pass, None))
 
-    kernel = jax.jit(lambda f1, f2: structured_kernel(f1, f2, precision="highest"))
+    kernel = jax.jit(lambda f1, f2: structured_kernel(f1, f2, "highest", gathers))
     t_prod = best_of(kernel, feats, feats, repeats=args.repeats)
     width = engine.feature_width
     rows.append(("products (full n x n)", t_prod, 2.0 * n * n * width / t_prod / 1e9))
@@ -118,7 +120,8 @@ def main(argv=None) -> int:
             lambda f1, f2: structured_kernel(
                 {**empty, "pa": f1["pa"], "pd": f1["pd"]},
                 {**empty, "pa": f2["pa"], "pd": f2["pd"]},
-                precision="highest",
+                "highest",
+                gathers,
             )
         )
         t_f = best_of(fac, feats, feats, repeats=args.repeats)

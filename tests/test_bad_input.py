@@ -225,21 +225,22 @@ def truncated(blob: bytes) -> bytes:
     return blob[: len(blob) // 2]
 
 
-def linear_fn(params, x):
-    """A linear model: (n, outputs) with outputs the columns of params["w"]."""
-    return x.reshape(x.shape[0], -1) @ params["w"]
-
-
-def api_call(name: str, *, outputs: int, nan: bool) -> Callable[[Ctx], Callable[[], object]]:
+def api_call(
+    name: str, *, outputs: int | tuple[int, ...], nan: bool
+) -> Callable[[Ctx], Callable[[], object]]:
     """``name`` (compute_gram, ntk_gram or alignment) on a linear model with ``outputs``
-    logits, with one NaN pixel if asked."""
+    logits (a tuple: outputs of that shape per example), with one NaN pixel if asked."""
+    shape = (outputs,) if isinstance(outputs, int) else tuple(outputs)
+
+    def linear_fn(params, x):
+        return (x.reshape(x.shape[0], -1) @ params["w"]).reshape(x.shape[0], *shape)
 
     def make(ctx: Ctx):
         x = np.random.default_rng(0).normal(size=(12, 4, 4, 1)).astype(np.float32)
         if nan:
             x[5, 1, 2, 0] = np.nan
-        params = {"w": np.ones((16, outputs), np.float32)}
-        if name == "compute_gram":  # the eigen step's Gram: one logit per example
+        params = {"w": np.ones((16, int(np.prod(shape))), np.float32)}
+        if name == "compute_gram":  # the eigen step's Gram: (n, C) logits, traced
             from raysweep.distributed import compute_gram
 
             store = ctx.results / "gram_api"
@@ -410,9 +411,11 @@ CASES = [
              d, mnist_blobs(test_labels=idx_bytes(np.arange(19) % 10, 0x801)))),
          r"19 labels but t10k-images-idx3-ubyte holds 20 images"),
     # --- the Python API: what no command line expresses
-    Case("api-two-outputs-compute-gram", "api", api_call("compute_gram", outputs=2, nan=False),
-         r"apply_fn must return one logit per example, shape \(n, 1\); on 1 example it "
-         r"returned \(1, 2\)\. For a multi-output model, select one output"),
+    Case("api-grid-outputs-compute-gram", "api",
+         api_call("compute_gram", outputs=(2, 2), nan=False),
+         r"apply_fn must return logits of shape \(n, C\): C = 1 for the NTK Gram, C > 1 for "
+         r"the traced kernel .*returned \(1, 2, 2\)\. For other output shapes or kernel "
+         r"layouts use raysweep\.ntk\.empirical_ntk_fn"),
     Case("api-two-outputs-alignment", "api", api_call("alignment", outputs=2, nan=False),
          r"apply_fn must return one logit per example.*returned \(1, 2\)"),
     Case("api-nan-ntk-gram", "api", api_call("ntk_gram", outputs=1, nan=True),

@@ -500,8 +500,8 @@ def test_bad_inputs_fail_before_anything_is_written(mlp, data, tmp_path):
         compute_gram(*mlp, data[:0], store_dir=store, tile_size=TILE)
     with pytest.raises(TypeError, match="floating point"):
         compute_gram(*mlp, data.astype(np.int32), store_dir=store, tile_size=TILE)
-    with pytest.raises(ValueError, match="one logit per example"):
-        compute_gram(lambda p, x: x.reshape(x.shape[0], -1), mlp[1], data, store_dir=store)
+    with pytest.raises(ValueError, match=r"logits of shape \(n, C\).*returned \(1, 8, 8\)"):
+        compute_gram(lambda p, x: x.reshape(x.shape[0], 8, -1), mlp[1], data, store_dir=store)
     assert not store.exists()
 
 

@@ -25,7 +25,13 @@ from raysweep.ntk import (
     ntk_gram,
 )
 from raysweep.ntk.gram import symmetric_product
-from raysweep.ntk.structured import ConvSite, DenseSite, conv_kernel_gradients
+from raysweep.ntk.structured import (
+    ConvSite,
+    DenseSite,
+    conv_kernel_gradients,
+    conv_patches,
+    position_gram,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -205,6 +211,51 @@ def test_conv_kernel_gradients_from_patches_match_brute_force(case):
     got = np.asarray(conv_kernel_gradients(site, lhs, cot))
     assert got.shape == (len(x), brute[0].size)
     assert rel_err(got, brute.reshape(len(x), -1)) <= RTOL
+
+
+@pytest.mark.parametrize("case", sorted(c for c in CONV_CASES if c != "transposed"))
+def test_patch_gram_from_the_inputs_gram_matches_the_patches(case):
+    """W shifted blocks of the inputs' Gram (zero where a patch reads the padding) are the
+    patches' Gram, for strides, dilations, uneven padding and channels-first layouts."""
+    apply_fn, params, *_ = conv_model(case)
+    x = np.random.default_rng(3).normal(size=(2, 7, 8, 2)).astype(np.float32)
+    (site,) = NTKEngine(apply_fn, params, x[:1], method="structured").structured_sites
+    lhs = jax.random.normal(jax.random.PRNGKey(4), (3, *site.lhs_shape))
+    patches = conv_patches(site, lhs)
+    u, c_in = site.input_size
+    spec = site.lhs_spec  # (batch of 1, features, spatial...) -> (spatial..., features)
+    inputs = jnp.transpose(lhs, [0, 1 + spec[0], *(1 + d for d in spec[2:]), 1 + spec[1]])
+    inputs = inputs.reshape(3, u, c_in)
+    got = position_gram(inputs, inputs, site.input_gather())
+    want = np.einsum("isk,jtk->isjt", np.asarray(patches, np.float64), np.asarray(patches))
+    assert_close_f32(got, want.reshape(got.shape))
+
+
+def test_few_positions_many_channels_use_the_input_form():
+    """A stride-1 3x3 convolution on 2x2 positions with 32 channels: factored, in input form
+    (U²·C_in + W·S² = 656 products per pair instead of S²·K = 4,608); the Gram is exact."""
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(8), 3)
+    params = {
+        "k1": jax.random.normal(k1, (3, 3, 2, 32)) / np.sqrt(18.0),
+        "k2": jax.random.normal(k2, (3, 3, 32, 32)) / np.sqrt(288.0),
+        "w": jax.random.normal(k3, (128, 1)) / np.sqrt(128.0),
+    }
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def apply_fn(p, x):
+        h = jnp.tanh(jax.lax.conv_general_dilated(x, p["k1"], (4, 4), "SAME", dimension_numbers=dn))
+        h = jnp.tanh(jax.lax.conv_general_dilated(h, p["k2"], (1, 1), "SAME", dimension_numbers=dn))
+        return h.reshape(h.shape[0], -1) @ p["w"]
+
+    x = np.random.default_rng(5).normal(size=(7, 8, 8, 2)).astype(np.float32)
+    engine = NTKEngine(apply_fn, params, x[:1], method="structured")
+    convs = {s.leaf: s for s in engine.structured_sites if isinstance(s, ConvSite)}
+    assert not convs[0].factored and convs[1].factored and convs[1].input_form
+    assert convs[1].width == 4 * 32 + 4 * 32  # the inputs and the cotangents
+    jac = brute_jacobian(apply_fn, params, x)
+    assert rel_err(ntk_gram(apply_fn, params, x, method="structured"), jac @ jac.T) <= RTOL
+    tiles = ntk_gram(apply_fn, params, x, x[:3], method="structured", batch_size=4)
+    assert rel_err(tiles, jac @ jac[:3].T) <= RTOL
 
 
 # ----------------------------------------------------------------------------- neural-tangents
@@ -541,8 +592,8 @@ def test_bad_input_raises_clear_errors(data):
         ntk_gram(apply_fn, params, x1, x2[:, :1])
     with pytest.raises(ValueError, match="x1 is empty"):
         ntk_gram(apply_fn, params, x1[:0])
-    with pytest.raises(ValueError, match="one logit per example"):
-        ntk_gram(lambda p, x: jnp.concatenate([apply_fn(p, x)] * 2, axis=1), params, x1)
+    with pytest.raises(ValueError, match=r"logits of shape \(n, C\).*returned \(1, 1, 2\)"):
+        ntk_gram(lambda p, x: jnp.stack([apply_fn(p, x)] * 2, axis=-1), params, x1)
     bad = dict(params, b1=params["b1"].at[0].set(jnp.nan))
     with pytest.raises(ValueError, match=r"\['b1'\] contains NaN or inf"):
         ntk_gram(apply_fn, bad, x1)

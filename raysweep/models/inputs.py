@@ -8,7 +8,8 @@ Conventions (every model in :mod:`raysweep.models`):
   rejected: normalise them to floats before calling a model.
 * A single example's ``input_shape`` is ``(H, W, C)``, *without* the batch axis — e.g.
   ``(32, 32, 3)`` for CIFAR-10, ``(28, 28, 1)`` for MNIST, ``(8, 8, 1)`` for sklearn digits.
-* Every model returns one logit per example: shape ``(n, 1)``, float32.
+* Every model returns one logit per example: shape ``(n, 1)``, float32 (the built-ins'
+  ``outputs=C`` option gives ``(n, C)`` for the NTK library; training uses one logit).
 
 All checks here look only at static shape/dtype information, so they are safe to call on tracers
 inside ``jax.jit``/``jax.vmap``/``jax.grad``.

@@ -280,13 +280,13 @@ class NTKEngine:
             feat = structured_fn
 
             def kernel(f1, f2):
-                return structured_kernel_outputs(f1, f2, spec, precision=prec)
+                return structured_kernel_outputs(f1, f2, spec, prec, structured_fn.gathers)
 
         elif method == "structured":
             feat = structured_fn
 
             def kernel(f1, f2):
-                return structured_kernel(f1, f2, precision=prec)
+                return structured_kernel(f1, f2, prec, structured_fn.gathers)
 
         elif method == "contraction":
             feat = self._contraction_features

@@ -42,6 +42,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.extend import core as jex_core
 
@@ -74,6 +75,15 @@ class ConvSite:
     (patches ``(S, K)`` and cotangents ``(S, C)`` per example) Θ costs S²(K + C) per pair and
     the features hold S(K + C) numbers. The cheaper form is used: factored for deep layers
     with few positions and many channels (ResNet18's last stage), gradients elsewhere.
+
+    *Input form* of a factored convolution: a patch holds the input at W filter offsets, so
+    the patch Gram is a sum of W shifted blocks of the inputs' Gram,
+    ``(P₁P₂ᵀ)[s, t] = Σ_o (X₁X₂ᵀ)[u(s, o), u(t, o)]`` with ``u(s, o)`` the input position
+    that offset o of output position s reads (zero in the padding). With U input positions
+    and C_in input features that costs U²·C_in + W·S² per pair instead of S²·K = S²·W·C_in,
+    and the features hold the U·C_in inputs instead of the S·K patches: 6.6x fewer
+    products for ResNet18's stride-1 4x4 layers. Used when cheaper (never for transposed
+    convolutions, ``lhs_dilation > 1``).
     """
 
     leaf: int
@@ -87,6 +97,7 @@ class ConvSite:
     rhs_dilation: tuple[int, ...]
     out_shape: tuple[int, ...]
     rhs_shape: tuple[int, ...]
+    lhs_shape: tuple[int, ...]
 
     @property
     def dims(self) -> tuple[int, int, int]:
@@ -94,6 +105,59 @@ class ConvSite:
         positions = math.prod(self.out_shape[d] for d in self.out_spec[2:])
         c_out = self.rhs_shape[self.rhs_spec[0]]
         return positions, math.prod(self.rhs_shape) // c_out, c_out
+
+    @property
+    def window(self) -> int:
+        """W: filter offsets."""
+        return math.prod(self.rhs_shape[d] for d in self.rhs_spec[2:])
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(U, C_in): input positions and input features of one example."""
+        positions = math.prod(self.lhs_shape[d] for d in self.lhs_spec[2:])
+        return positions, self.lhs_shape[self.lhs_spec[1]]
+
+    @property
+    def input_form(self) -> bool:
+        """Whether the patch Gram comes cheaper from the inputs' Gram (class docstring)."""
+        if any(d != 1 for d in self.lhs_dilation):
+            return False
+        positions, k, _ = self.dims
+        u, c_in = self.input_size
+        return u * u * c_in + self.window * positions * positions < positions * positions * k
+
+    def _position_cost(self) -> int:
+        """Products per pair of examples for the (S, S) patch Gram."""
+        positions, k, _ = self.dims
+        if self.input_form:
+            u, c_in = self.input_size
+            return u * u * c_in + self.window * positions * positions
+        return positions * positions * k
+
+    def input_gather(self) -> np.ndarray:
+        """``(W, S)`` int32: the input position ``u(s, o)`` each offset o of output position
+        s reads, in the channels-last row-major order of the inputs and cotangents; ``U``
+        (a zero row) where it reads the padding."""
+        out_spatial = [self.out_shape[d] for d in self.out_spec[2:]]
+        in_spatial = [self.lhs_shape[d] for d in self.lhs_spec[2:]]
+        window = [self.rhs_shape[d] for d in self.rhs_spec[2:]]
+        rows = []
+        for offset in itertools.product(*(range(w) for w in window)):
+            coords = [
+                np.arange(n) * st + o * dil - lo
+                for n, st, o, dil, (lo, _) in zip(
+                    out_spatial, self.strides, offset, self.rhs_dilation, self.padding, strict=True
+                )
+            ]
+            grids = np.meshgrid(*coords, indexing="ij")
+            valid = np.ones(grids[0].shape, bool)
+            for g, size in zip(grids, in_spatial, strict=True):
+                valid &= (g >= 0) & (g < size)
+            index = np.ravel_multi_index(
+                [np.clip(g, 0, n - 1) for g, n in zip(grids, in_spatial, strict=True)], in_spatial
+            )
+            rows.append(np.where(valid, index, math.prod(in_spatial)).ravel())
+        return np.asarray(rows, np.int32)
 
     @property
     def factored(self) -> bool:
@@ -111,14 +175,15 @@ class ConvSite:
         if outputs > 1 and full_layout:
             return False
         positions, k, c = self.dims
-        return positions * positions * (k + outputs * c) < outputs * k * c
+        return self._position_cost() + positions * positions * outputs * c < outputs * k * c
 
     def width_for(self, outputs: int = 1, full_layout: bool = False) -> int:
         """Feature numbers per example with ``outputs`` outputs."""
         positions, k, c = self.dims
-        if self.factored_for(outputs, full_layout):
-            return positions * (k + outputs * c)
-        return outputs * k * c
+        if not self.factored_for(outputs, full_layout):
+            return outputs * k * c
+        u, c_in = self.input_size
+        return (u * c_in if self.input_form else positions * k) + positions * outputs * c
 
     @property
     def width(self) -> int:
@@ -152,6 +217,7 @@ def _conv_site(eqn, leaf: int) -> ConvSite | None:
         rhs_dilation=tuple(p.get("rhs_dilation") or (1,) * spatial),
         out_shape=tuple(eqn.outvars[0].aval.shape),
         rhs_shape=tuple(rhs.shape),
+        lhs_shape=tuple(lhs.shape),
     )
 
 
@@ -354,8 +420,11 @@ def structured_feature_fn(apply_fn, params, x_example, out_shape=(), full_layout
 
     - ``"a"``: list, per dense site, of layer inputs ``(b, k)``;
     - ``"d"``: list, per dense site, of output cotangents ``(b, *S, m)``, one per output;
-    - ``"pa"``, ``"pd"``: lists, per factored convolution, of input patches ``(b, P, K)`` and
-      output cotangents ``(b, *S, P, C)`` (see :class:`ConvSite`);
+    - ``"pa"``, ``"pd"``: lists, per factored convolution, of input patches ``(b, P, K)``
+      (or, in input form, the inputs ``(b, U, C_in)``) and output cotangents
+      ``(b, *S, P, C)`` (see :class:`ConvSite`); ``feature_fn.gathers`` says which, per
+      factored convolution: its :meth:`ConvSite.input_gather` or ``None`` (patches), for the
+      kernels' ``gathers=``;
     - ``"j"``: the Jacobian of all other leaves (other convolution kernels from their
       patches, the rest by ``grad``, or ``jacrev`` for several outputs) as column groups
       ``(b, *S, P_g)`` (see :func:`jacobian_columns`).
@@ -415,7 +484,11 @@ def structured_feature_fn(apply_fn, params, x_example, out_shape=(), full_layout
         feats = passes(leaves, x_block)
         grads, patches, cots = [], [], []
         for s, lhs, cot in zip(convs, feats["conv_in"], feats["conv_cot"], strict=True):
-            if s.factored_for(outputs, full_layout):
+            if s.factored_for(outputs, full_layout) and s.input_form:
+                u, c_in = s.input_size
+                patches.append(_channels_last(lhs, s.lhs_spec).reshape(lhs.shape[0], u, c_in))
+                cots.append(conv_cotangents(s, cot))
+            elif s.factored_for(outputs, full_layout):
                 patches.append(conv_patches(s, lhs))
                 cots.append(conv_cotangents(s, cot))
             else:
@@ -429,6 +502,12 @@ def structured_feature_fn(apply_fn, params, x_example, out_shape=(), full_layout
         }
 
     feature_fn.passes = passes  # for profiling the stages (benchmarks/profile_structured.py)
+    # per factored convolution: its input positions (input form) or None (patches)
+    feature_fn.gathers = [
+        s.input_gather() if s.input_form else None
+        for s in convs
+        if s.factored_for(outputs, full_layout)
+    ]
     return feature_fn, sites, rest_index
 
 
@@ -469,8 +548,30 @@ def _sum(terms: list) -> jax.Array | None:
     return out
 
 
-def structured_kernel(f1: dict, f2: dict, precision=None) -> jax.Array:
-    """Θ between two blocks of structured features (see :func:`structured_feature_fn`)."""
+def position_gram(p1, p2, gather, precision=None) -> jax.Array:
+    """The patch Gram ``(b1·S, b2·S)`` of one factored convolution, from patches
+    (``gather=None``) or, in input form, from the inputs ``(b, U, C_in)`` and the ``(W, S)``
+    positions of :meth:`ConvSite.input_gather`: W shifted blocks of the inputs' Gram."""
+    (b1, u, c), b2 = p1.shape, p2.shape[0]
+    r = jnp.matmul(p1.reshape(b1 * u, c), p2.reshape(b2 * u, c).T, precision=precision)
+    if gather is None:
+        return r
+    r = jnp.pad(r.reshape(b1, u, b2, u), ((0, 0), (0, 1), (0, 0), (0, 1)))  # u = U: padding
+    g = None
+    for index in np.asarray(gather):  # one filter offset: the same shift on both sides
+        t = jnp.take(jnp.take(r, index, axis=1), index, axis=3)
+        g = t if g is None else g + t
+    s = gather.shape[1]
+    return g.reshape(b1 * s, b2 * s)
+
+
+def _gathers(f: dict, gathers) -> list:
+    return [None] * len(f["pa"]) if gathers is None else list(gathers)
+
+
+def structured_kernel(f1: dict, f2: dict, precision=None, gathers=None) -> jax.Array:
+    """Θ between two blocks of structured features (see :func:`structured_feature_fn`;
+    ``gathers``: its ``feature_fn.gathers``, needed when a convolution is in input form)."""
 
     def mm(u, v):
         return jnp.matmul(u, v.T, precision=precision)
@@ -480,9 +581,11 @@ def structured_kernel(f1: dict, f2: dict, precision=None) -> jax.Array:
         for a1, a2, d1, d2 in zip(f1["a"], f2["a"], f1["d"], f2["d"], strict=True)
     ]
     factored = []
-    for p1, p2, d1, d2 in zip(f1["pa"], f2["pa"], f1["pd"], f2["pd"], strict=True):
-        (b1, s, _), b2 = p1.shape, p2.shape[0]
-        g = mm(p1.reshape(b1 * s, -1), p2.reshape(b2 * s, -1))
+    for p1, p2, d1, d2, gather in zip(
+        f1["pa"], f2["pa"], f1["pd"], f2["pd"], _gathers(f1, gathers), strict=True
+    ):
+        (b1, s, _), b2 = d1.shape, d2.shape[0]
+        g = position_gram(p1, p2, gather, precision)
         h = mm(d1.reshape(b1 * s, -1), d2.reshape(b2 * s, -1))
         factored.append((g * h).reshape(b1, s, b2, s).sum(axis=(1, 3)))
     # Each part summed on its own first: accumulating the factored terms onto the Jacobian
@@ -500,7 +603,7 @@ def _by_position(d):
     return d.reshape(d.shape[0] * d.shape[1], *d.shape[2:])
 
 
-def structured_kernel_outputs(f1: dict, f2: dict, spec, precision=None) -> jax.Array:
+def structured_kernel_outputs(f1: dict, f2: dict, spec, precision=None, gathers=None) -> jax.Array:
     """Θ ``(b1, b2, *spec.tail)`` between two blocks of structured features of a model with
     several outputs (``spec``: its :class:`~raysweep.ntk.multi_output.OutputSpec`).
 
@@ -525,10 +628,11 @@ def structured_kernel_outputs(f1: dict, f2: dict, spec, precision=None) -> jax.A
         for a1, a2, d1, d2 in zip(f1["a"], f2["a"], f1["d"], f2["d"], strict=True)
     ]
     factored = []
-    for p1, p2, d1, d2 in zip(f1["pa"], f2["pa"], f1["pd"], f2["pd"], strict=True):
-        (b1, s, _), b2 = p1.shape, p2.shape[0]
-
-        g = mm(p1.reshape(b1 * s, -1), p2.reshape(b2 * s, -1))
+    for p1, p2, d1, d2, gather in zip(
+        f1["pa"], f2["pa"], f1["pd"], f2["pd"], _gathers(f1, gathers), strict=True
+    ):
+        b1, s, b2 = d1.shape[0], d1.shape[-2], d2.shape[0]
+        g = position_gram(p1, p2, gather, precision)
         h = outputs_kernel(_by_position(d1), _by_position(d2))
         factored.append(times(g, h).reshape(b1, s, b2, s, *tail).sum(axis=(1, 3)))
     jac = [outputs_kernel(g1, g2) for g1, g2 in zip(f1["j"], f2["j"], strict=True)]
