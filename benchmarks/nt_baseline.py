@@ -50,14 +50,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-MODEL_NAMES = {
-    "mlp": "paper_mlp",
-    "lenet": "paper_lenet",
-    "resnet18": "paper_resnet18",
-    "mlp10": "paper_mlp10",
-    "lenet10": "paper_lenet10",
-}
-LAYOUTS = {"traced": (-1,), "full": ()}
+# the case names and layouts of bench_ntk.py (its module imports only the standard library)
+from bench_ntk import LAYOUTS, MODEL_NAMES  # noqa: E402
+
 INPUT_SHAPE = (32, 32, 3)
 
 

@@ -685,9 +685,17 @@ def check_model(config: Config, ds: Dataset) -> None:
             f"(shape {tuple(x.shape[1:])}): {err}"
         ) from None
     if out.shape != (2, 1) or not np.isfinite(out).all():
+        hint = ""
+        if out.shape[1:] != (1,) and "outputs" in json.loads(config.model.options):
+            hint = (
+                " model.options 'outputs' gives several logits for the NTK library "
+                "(raysweep.ntk, e.g. the traced kernel of a 10-class head); the sweep trains "
+                "one logit: drop it."
+            )
         raise ValueError(
             f"model {config.model.name!r} gave {out.shape} outputs with values {out.ravel()[:4]} "
             f"on two images of {ds.name}; expected one finite logit per example, shape (n, 1)."
+            + hint
         )
 
 

@@ -317,6 +317,9 @@ CASES = [
          r"data.name='imagenet' is not supported; choose one of digits"),
     Case("cfg-unknown-model", "job", job("model.name=vgg16"),
          r"model.name='vgg16' is not supported; choose one of mlp, lenet5, resnet18"),
+    Case("cfg-ten-logit-model", "job", job('model.options={"outputs": 10}'),
+         r"model 'mlp' gave \(2, 10\) outputs.*expected one finite logit per example.*"
+         r"'outputs' gives several logits for the NTK library.*the sweep trains one logit"),
     Case("cfg-storage-uri", "job", job("sweep.storage_path=s3://bucket"),
          r"s3:// URI", out=False),
     Case("cfg-num-train-above-split", "job", job("data.num_train=5000"),

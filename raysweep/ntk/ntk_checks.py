@@ -77,20 +77,26 @@ def check_params(params) -> None:
             )
 
 
-def check_single_output(apply_fn, params, x) -> None:
-    """``apply_fn(params, x[:1])`` has shape (1, 1): one logit per example."""
+def _output_shape(apply_fn, params, x):
+    """Shape of ``apply_fn(params, x[:1])`` (``None`` for a non-array), without computing it."""
     try:
         out = jax.eval_shape(apply_fn, params, x[:1])
     except Exception as err:  # noqa: BLE001 - re-raised with context
         raise ValueError(
             f"apply_fn(params, x) failed on one example of shape {np.shape(x)[1:]}: {err}"
         ) from err
-    if not hasattr(out, "shape") or tuple(out.shape) != (1, 1):
-        shape = getattr(out, "shape", type(out))
+    shape = getattr(out, "shape", None)
+    return None if shape is None else tuple(shape), type(out).__name__
+
+
+def check_single_output(apply_fn, params, x) -> None:
+    """``apply_fn(params, x[:1])`` has shape (1, 1): one logit per example."""
+    shape, kind = _output_shape(apply_fn, params, x)
+    if shape != (1, 1):
         raise ValueError(
             "apply_fn must return one logit per example, shape (n, 1); on 1 example it returned "
-            f"{shape}. For a multi-output model, select one output, e.g. "
-            "lambda p, x: f(p, x)[:, :1]."
+            f"{shape if shape is not None else kind}. For a multi-output model, select one "
+            "output, e.g. lambda p, x: f(p, x)[:, :1]."
         )
 
 
@@ -100,18 +106,12 @@ def check_logits(apply_fn, params, x) -> int:
     One logit gives the NTK Gram; C logits give the traced kernel, the mean over the logits
     of each logit's NTK (neural-tangents' default ``trace_axes=(-1,)``).
     """
-    try:
-        out = jax.eval_shape(apply_fn, params, x[:1])
-    except Exception as err:  # noqa: BLE001 - re-raised with context
-        raise ValueError(
-            f"apply_fn(params, x) failed on one example of shape {np.shape(x)[1:]}: {err}"
-        ) from err
-    shape = getattr(out, "shape", None)
+    shape, kind = _output_shape(apply_fn, params, x)
     if shape is None or len(shape) != 2 or shape[0] != 1 or shape[1] < 1:
         raise ValueError(
             "apply_fn must return logits of shape (n, C): C = 1 for the NTK Gram, C > 1 for the "
             f"traced kernel (mean over the logits); on 1 example it returned "
-            f"{shape if shape is not None else type(out).__name__}. For other output shapes "
-            "or kernel layouts use raysweep.ntk.empirical_ntk_fn."
+            f"{shape if shape is not None else kind}. For other output shapes or kernel "
+            "layouts use raysweep.ntk.empirical_ntk_fn."
         )
     return int(shape[1])

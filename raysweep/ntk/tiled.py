@@ -1,6 +1,7 @@
 """Θ(x1, x2) through an :class:`~raysweep.ntk.gram.NTKEngine`: the whole matrix or tile by tile.
 
-- :func:`ntk_gram`: the public single-output Gram matrix (engines shared across calls).
+- :func:`ntk_gram`: the public Gram matrix of a one-logit model, or the traced kernel of C
+  logits (engines shared across calls).
 - :func:`gram_with_engine`: any engine (any output layout), into a new array or ``out=``
   (a ``numpy.memmap`` for Grams larger than memory).
 - :func:`block_slices`: the contiguous blocks the tiles are made of.
