@@ -167,8 +167,9 @@ class ConvSite:
         """Whether the factored form is cheaper for a model with ``outputs`` outputs.
 
         With C outputs the patches stay one per example and the cotangents become C per
-        example: per pair of examples the factored form costs S²(K + C·C_out) against
-        C·K·C_out for kernel gradients (traced layout). Kernel layouts that keep pairs of
+        example: per pair of examples the factored form costs the patch Gram's products (S²·K,
+        or U²·C_in + W·S² in input form) plus S²·C·C_out, against C·K·C_out for kernel
+        gradients (traced layout). Kernel layouts that keep pairs of
         outputs (``full_layout``) use gradients: the factored form would hold S² position
         pairs times C² output pairs per tile.
         """
