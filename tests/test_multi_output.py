@@ -128,6 +128,9 @@ def test_resnet18_convolutions_with_ten_logits(layout):
     convs = [s for s in engine.structured_sites if isinstance(s, ConvSite)]
     factored = [s.factored_for(C, layout == "full") for s in convs]
     assert len(convs) >= 17 and (any(factored) == (layout == "traced"))
+    # the budget's width is what the features hold per example
+    feats, _ = engine.features(x1[:2])
+    assert engine.feature_width == sum(a[0].size for a in jax.tree_util.tree_leaves(feats))
     num_params = ravel_pytree(params)[0].size
     reduction = num_params * (C if layout == "traced" else 1)
     assert_kernel_close(engine.whole(x1), layout_of(full_self, layout), reduction, "self")

@@ -70,7 +70,6 @@ from raysweep.ntk.structured import (
     jacobian_columns,
     structured_feature_fn,
     structured_kernel,
-    structured_kernel_outputs,
 )
 
 _MIN_BLOCK = 8
@@ -222,13 +221,12 @@ class NTKEngine:
         dense = [s for s in sites if isinstance(s, DenseSite)]
         # per-example gradient columns: leaves through grad, convolution kernels from patches
         convs = [s for s in sites if isinstance(s, ConvSite)]
-        factored = [s for s in convs if s.factored_for(outputs, full_layout)]
-        rest_params = sum(int(np.prod(self._leaf_specs[i][0])) for i in rest_index)
-        rest_params += sum(s.width_for(1) for s in convs if s not in factored)
-        rest_params *= outputs
-        structured_width = rest_params
+        factored = [s.factored_for(outputs, full_layout) for s in convs]
+        widths = [s.width_for(outputs, full_layout) for s in convs]
+        rest_params = outputs * sum(int(np.prod(self._leaf_specs[i][0])) for i in rest_index)
+        rest_params += sum(w for w, f in zip(widths, factored, strict=True) if not f)
+        structured_width = rest_params + sum(w for w, f in zip(widths, factored, strict=True) if f)
         structured_width += sum(s.in_features + outputs * s.out_features for s in dense)
-        structured_width += sum(s.width_for(outputs, full_layout) for s in factored)
         self.structured_sites = sites
 
         if method == "auto":
@@ -276,17 +274,12 @@ class NTKEngine:
             def kernel(f1, f2):
                 return columns_kernel(f1, f2, spec, precision=prec)
 
-        elif method == "structured" and outputs > 1:
-            feat = structured_fn
-
-            def kernel(f1, f2):
-                return structured_kernel_outputs(f1, f2, spec, prec, structured_fn.gathers)
-
         elif method == "structured":
             feat = structured_fn
+            layout = spec if outputs > 1 else None
 
             def kernel(f1, f2):
-                return structured_kernel(f1, f2, prec, structured_fn.gathers)
+                return structured_kernel(f1, f2, prec, structured_fn.gathers, layout)
 
         elif method == "contraction":
             feat = self._contraction_features

@@ -21,9 +21,9 @@ diagonal axes once and the others interleaved, e.g. ``(b1, b2, C, C')`` for
 The structured method (:mod:`raysweep.ntk.structured`) takes C outputs too: layer inputs
 and patches stay one per example, cotangents and the remaining Jacobian columns become C per
 example, and each term's cotangent product takes the layout
-(:func:`~raysweep.ntk.structured.structured_kernel_outputs`). With ``C = 1`` the engine keeps
-its single-output programs for every layout, since any layout of a one-output kernel is a
-reshape of the ``(b1, b2)`` Gram matrix.
+(:func:`~raysweep.ntk.structured.structured_kernel` given the ``spec``). With ``C = 1`` the
+engine keeps its single-output programs for every layout, since any layout of a one-output
+kernel is a reshape of the ``(b1, b2)`` Gram matrix.
 """
 
 from __future__ import annotations

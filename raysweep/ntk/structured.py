@@ -117,22 +117,24 @@ class ConvSite:
         positions = math.prod(self.lhs_shape[d] for d in self.lhs_spec[2:])
         return positions, self.lhs_shape[self.lhs_spec[1]]
 
+    def _input_cost(self) -> int | None:
+        """Products per pair for the patch Gram in input form (``None``: not applicable)."""
+        if any(d != 1 for d in self.lhs_dilation):
+            return None
+        u, c_in = self.input_size
+        return u * u * c_in + self.window * self.dims[0] ** 2
+
     @property
     def input_form(self) -> bool:
         """Whether the patch Gram comes cheaper from the inputs' Gram (class docstring)."""
-        if any(d != 1 for d in self.lhs_dilation):
-            return False
         positions, k, _ = self.dims
-        u, c_in = self.input_size
-        return u * u * c_in + self.window * positions * positions < positions * positions * k
+        cost = self._input_cost()
+        return cost is not None and cost < positions * positions * k
 
     def _position_cost(self) -> int:
-        """Products per pair of examples for the (S, S) patch Gram."""
+        """Products per pair of examples for the (S, S) patch Gram, in the cheaper form."""
         positions, k, _ = self.dims
-        if self.input_form:
-            u, c_in = self.input_size
-            return u * u * c_in + self.window * positions * positions
-        return positions * positions * k
+        return min(c for c in (positions * positions * k, self._input_cost()) if c is not None)
 
     def input_gather(self) -> np.ndarray:
         """``(W, S)`` int32: the input position ``u(s, o)`` each offset o of output position
@@ -267,17 +269,6 @@ def conv_cotangents(site: ConvSite, cot) -> jax.Array:
     flat = cot.reshape(-1, *site.out_shape)
     d = _channels_last(flat, site.out_spec)
     return d.reshape(*lead, -1, d.shape[-1])
-
-
-def conv_factors(site: ConvSite, lhs, cot) -> tuple[jax.Array, jax.Array]:
-    """Input patches ``(b, S, K)`` and output cotangents ``(b, S, C)`` of one convolution.
-
-    ``lhs``: the recorded inputs ``(b, *input shape of one example)``; ``cot``: the output
-    cotangents ``(b, *output shape of one example)`` (both keep the convolution's size-1
-    batch axis). The per-example kernel gradient is ``patchesᵀ cotangents`` (patch entries
-    ordered (filter offset, input feature), not the kernel's layout).
-    """
-    return conv_patches(site, lhs), conv_cotangents(site, cot)
 
 
 def conv_kernel_gradients(site: ConvSite, lhs, cot) -> jax.Array:
@@ -433,7 +424,7 @@ def structured_feature_fn(apply_fn, params, x_example, out_shape=(), full_layout
     ``rest_index`` lists the leaves whose gradients come from ``grad``. For one output, Θ of
     two blocks is ``Σ_dense (A₁A₂ᵀ) ⊙ (D₁D₂ᵀ) + Σ_factored Σ_st (P₁P₂ᵀ ⊙ D₁D₂ᵀ)_st + J₁J₂ᵀ``
     (see :func:`structured_kernel`); with several outputs the products of cotangents and
-    Jacobians take the kernel's output layout (:func:`structured_kernel_outputs`).
+    Jacobians take the kernel's output layout (``structured_kernel(..., spec=...)``).
     """
     out_shape = tuple(out_shape)
     outputs = math.prod(out_shape)
@@ -445,6 +436,15 @@ def structured_feature_fn(apply_fn, params, x_example, out_shape=(), full_layout
     rest_index = [i for i in range(num_leaves) if i not in structured]
     hooks = {s.eqn_id: s for s in sites}
     ndim = 1 + len(out_shape)
+    # per convolution: "gradients", or factored from "patches" or from its "inputs"
+    forms = [
+        "gradients"
+        if not s.factored_for(outputs, full_layout)
+        else "inputs"
+        if s.input_form
+        else "patches"
+        for s in convs
+    ]
 
     def one(rest_leaves, perturb, leaves, xi):
         full = list(leaves)
@@ -484,16 +484,18 @@ def structured_feature_fn(apply_fn, params, x_example, out_shape=(), full_layout
     def feature_fn(leaves, x_block):
         feats = passes(leaves, x_block)
         grads, patches, cots = [], [], []
-        for s, lhs, cot in zip(convs, feats["conv_in"], feats["conv_cot"], strict=True):
-            if s.factored_for(outputs, full_layout) and s.input_form:
+        for s, form, lhs, cot in zip(
+            convs, forms, feats["conv_in"], feats["conv_cot"], strict=True
+        ):
+            if form == "gradients":
+                grads.append(conv_kernel_gradients(s, lhs, cot))
+                continue
+            if form == "inputs":
                 u, c_in = s.input_size
                 patches.append(_channels_last(lhs, s.lhs_spec).reshape(lhs.shape[0], u, c_in))
-                cots.append(conv_cotangents(s, cot))
-            elif s.factored_for(outputs, full_layout):
-                patches.append(conv_patches(s, lhs))
-                cots.append(conv_cotangents(s, cot))
             else:
-                grads.append(conv_kernel_gradients(s, lhs, cot))
+                patches.append(conv_patches(s, lhs))
+            cots.append(conv_cotangents(s, cot))
         return {
             "a": feats["a"],
             "d": feats["d"],
@@ -505,9 +507,9 @@ def structured_feature_fn(apply_fn, params, x_example, out_shape=(), full_layout
     feature_fn.passes = passes  # for profiling the stages (benchmarks/profile_structured.py)
     # per factored convolution: its input positions (input form) or None (patches)
     feature_fn.gathers = [
-        s.input_gather() if s.input_form else None
-        for s in convs
-        if s.factored_for(outputs, full_layout)
+        s.input_gather() if form == "inputs" else None
+        for s, form in zip(convs, forms, strict=True)
+        if form != "gradients"
     ]
     return feature_fn, sites, rest_index
 
@@ -570,56 +572,28 @@ def _gathers(f: dict, gathers) -> list:
     return [None] * len(f["pa"]) if gathers is None else list(gathers)
 
 
-def structured_kernel(f1: dict, f2: dict, precision=None, gathers=None) -> jax.Array:
-    """Θ between two blocks of structured features (see :func:`structured_feature_fn`;
-    ``gathers``: its ``feature_fn.gathers``, needed when a convolution is in input form)."""
+def structured_kernel(f1: dict, f2: dict, precision=None, gathers=None, spec=None) -> jax.Array:
+    """Θ between two blocks of structured features (see :func:`structured_feature_fn`).
 
-    def mm(u, v):
-        return jnp.matmul(u, v.T, precision=precision)
-
-    dense = [
-        mm(a1, a2) * mm(d1, d2)
-        for a1, a2, d1, d2 in zip(f1["a"], f2["a"], f1["d"], f2["d"], strict=True)
-    ]
-    factored = []
-    for p1, p2, d1, d2, gather in zip(
-        f1["pa"], f2["pa"], f1["pd"], f2["pd"], _gathers(f1, gathers), strict=True
-    ):
-        (b1, s, _), b2 = d1.shape, d2.shape[0]
-        g = position_gram(p1, p2, gather, precision)
-        h = mm(d1.reshape(b1 * s, -1), d2.reshape(b2 * s, -1))
-        factored.append((g * h).reshape(b1, s, b2, s).sum(axis=(1, 3)))
-    # Each part summed on its own first: accumulating the factored terms onto the Jacobian
-    # product made XLA's CPU backend pick a ~10x slower program (measured on ResNet18).
-    parts = [columns_product(f1["j"], f2["j"], precision=precision), _sum(dense), _sum(factored)]
-    out = _sum([p for p in parts if p is not None])
-    if out is None:  # a model without parameters cannot reach here (check_params)
-        raise ValueError("structured features hold no parameters.")
-    return out
-
-
-def _by_position(d):
-    """Cotangents ``(b, *S, P, C)`` -> ``(b·P, *S, C)``: positions join the example axis."""
-    d = jnp.moveaxis(d, -2, 1)
-    return d.reshape(d.shape[0] * d.shape[1], *d.shape[2:])
-
-
-def structured_kernel_outputs(f1: dict, f2: dict, spec, precision=None, gathers=None) -> jax.Array:
-    """Θ ``(b1, b2, *spec.tail)`` between two blocks of structured features of a model with
-    several outputs (``spec``: its :class:`~raysweep.ntk.multi_output.OutputSpec`).
-
-    Every term is a product of an output-free Gram (layer inputs, patches) and a kernel of
-    the cotangents in the output layout, or a Jacobian kernel: for a dense site
+    ``gathers``: its ``feature_fn.gathers``, needed when a convolution is in input form.
+    ``spec``: ``None`` for one output, ``(b1, b2)``; for several outputs their
+    :class:`~raysweep.ntk.multi_output.OutputSpec`, ``(b1, b2, *spec.tail)``. Every term is
+    a product of an output-free Gram (layer inputs, patches) and a kernel of the cotangents
+    in the output layout, or a Jacobian kernel: for a dense site
     ``Θ_cc'(i, j) = (a_i · a_j)(d_ic · d_jc')``, which traced and diagonal axes reduce like
     any kernel since ``a_i · a_j`` does not depend on the outputs.
     """
-    ndim, tail = spec.ndim, spec.tail
 
     def mm(u, v):
         return jnp.matmul(u, v.T, precision=precision)
 
-    def outputs_kernel(u, v):
-        return contract_kernel(u, v, ndim, spec.trace, spec.diagonal, precision)
+    if spec is None:
+        tail, outputs_kernel = (), mm
+    else:
+        tail = spec.tail
+
+        def outputs_kernel(u, v):
+            return contract_kernel(u, v, spec.ndim, spec.trace, spec.diagonal, precision)
 
     def times(g, h):  # (b1, b2) ⊙ (b1, b2, *tail)
         return g.reshape(*g.shape, *(1,) * len(tail)) * h
@@ -637,8 +611,16 @@ def structured_kernel_outputs(f1: dict, f2: dict, spec, precision=None, gathers=
         h = outputs_kernel(_by_position(d1), _by_position(d2))
         factored.append(times(g, h).reshape(b1, s, b2, s, *tail).sum(axis=(1, 3)))
     jac = [outputs_kernel(g1, g2) for g1, g2 in zip(f1["j"], f2["j"], strict=True)]
+    # Each part summed on its own first: accumulating the factored terms onto the Jacobian
+    # product made XLA's CPU backend pick a ~10x slower program (measured on ResNet18).
     parts = [_sum(jac), _sum(dense), _sum(factored)]
     out = _sum([p for p in parts if p is not None])
-    if out is None:
+    if out is None:  # a model without parameters cannot reach here (check_params)
         raise ValueError("structured features hold no parameters.")
-    return out / spec.divisor
+    return out if spec is None else out / spec.divisor
+
+
+def _by_position(d):
+    """Cotangents ``(b, *S, P, C)`` -> ``(b·P, *S, C)``: positions join the example axis."""
+    d = jnp.moveaxis(d, -2, 1)
+    return d.reshape(d.shape[0] * d.shape[1], *d.shape[2:])
