@@ -6,9 +6,11 @@ dense eigensolve of the exact Gram) and built once per module that asks for it.
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 import ray
+from jax.flatten_util import ravel_pytree
 
 from raysweep.config import apply_overrides, get_preset
 from raysweep.distributed import ensure_ray
@@ -18,6 +20,26 @@ from raysweep.models import make_apply_fn
 from raysweep.ntk import ntk_gram
 
 F32_EPS = float(np.finfo(np.float32).eps)
+
+
+def assert_f32_close(got, want, reduction: int, what: str = "", ulps: float = 8) -> None:
+    """max|Δ| ≤ ulps · eps32 · sqrt(reduction) · max|want| (entry by entry, one tree): float32
+    rounding of a sum of ``reduction`` products grows like its square root."""
+    got_leaves, want_leaves = jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)
+    assert len(got_leaves) == len(want_leaves), what
+    for g, w in zip(got_leaves, want_leaves, strict=True):
+        g, w = np.asarray(g, np.float64), np.asarray(w, np.float64)
+        assert g.shape == w.shape, f"{what}: shape {g.shape} != {w.shape}"
+        tol = ulps * F32_EPS * np.sqrt(reduction) * np.max(np.abs(w))
+        err = np.max(np.abs(g - w))
+        assert err <= tol, f"{what}: max|Δ| {err:.3g} > {tol:.3g} ({ulps} eps sqrt({reduction}))"
+
+
+def flat_jacobian(apply_fn, params, x):
+    """``(n, *outputs, P)``: ``jax.jacobian`` of the whole batch with respect to the
+    parameters flattened by ``ravel_pytree`` (brute force for the NTK tests)."""
+    flat, unravel = ravel_pytree(params)
+    return jax.jacobian(lambda q: apply_fn(unravel(q), x))(flat)
 
 
 def assert_close_f32(actual, desired, *, ulps: float = 64) -> None:

@@ -1,7 +1,7 @@
 """Multi-output NTKs of the Flax paper models with a 10-logit head, every method and layout.
 
-References are brute force: per-example Jacobians from ``jax.jacrev`` of the flattened
-parameters, contracted in float64. Tolerances: float32 rounding of a sum of ``L`` products
+References are brute force: ``jax.jacobian`` of the whole batch with respect to the
+flattened parameters, contracted in float64. Tolerances: float32 rounding of a sum of ``L`` products
 grows like ``sqrt(L)`` units of the largest entry; ``L`` is the parameter count times the
 traced outputs.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
+from conftest import assert_f32_close, flat_jacobian
 from jax.flatten_util import ravel_pytree
 
 import raysweep.ntk as nt
@@ -18,7 +19,6 @@ from raysweep.models import get_model, init_variables, make_apply_fn
 from raysweep.ntk import NTKEngine
 from raysweep.ntk.structured import ConvSite, DenseSite
 
-EPS32 = float(np.finfo(np.float32).eps)
 C = 10
 LAYOUTS = {  # name: (trace_axes, diagonal_axes)
     "traced": ((-1,), ()),
@@ -28,25 +28,11 @@ LAYOUTS = {  # name: (trace_axes, diagonal_axes)
 METHODS = ("contraction", "structured", "ntvp", "auto")
 
 
-def assert_kernel_close(got, want, reduction: int, what: str, ulps: float = 8) -> None:
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
-    tol = ulps * EPS32 * np.sqrt(reduction) * np.abs(want).max()
-    err = np.abs(got - want).max()
-    assert err <= tol, f"{what}: max|Δ| {err:.3g} > {tol:.3g}"
-
-
 def brute_full(apply_fn, params, x1, x2) -> np.ndarray:
-    """Θ ``(n1, n2, C, C)`` from per-example Jacobians ``(n, C, P)`` (float64 products)."""
-    flat, unravel = ravel_pytree(params)
-
-    def jac(x):
-        return np.asarray(
-            jax.vmap(lambda xi: jax.jacrev(lambda q: apply_fn(unravel(q), xi[None])[0])(flat))(x),
-            np.float64,
-        )
-
-    return np.einsum("icp,jdp->ijcd", jac(x1), jac(x2))
+    """Θ ``(n1, n2, C, C)`` from Jacobians ``(n, C, P)`` (float64 products)."""
+    j1 = np.asarray(flat_jacobian(apply_fn, params, x1), np.float64)
+    j2 = np.asarray(flat_jacobian(apply_fn, params, x2), np.float64)
+    return np.einsum("icp,jdp->ijcd", j1, j2)
 
 
 def layout_of(full: np.ndarray, layout: str) -> np.ndarray:
@@ -94,8 +80,8 @@ def test_paper_models_with_ten_logits_every_method(name, layout):
         got_cross = ntk_fn(x1, x2, params)
         what = f"{name} {layout} {method}"
         assert isinstance(got_self, np.ndarray), f"{what}: not the engine"
-        assert_kernel_close(got_self, layout_of(full_self, layout), reduction, what + " self")
-        assert_kernel_close(got_cross, layout_of(full_cross, layout), reduction, what + " cross")
+        assert_f32_close(got_self, layout_of(full_self, layout), reduction, what + " self")
+        assert_f32_close(got_cross, layout_of(full_cross, layout), reduction, what + " cross")
     engine = NTKEngine(
         apply_fn, params, x1[:1], method="auto", trace_axes=trace, diagonal_axes=diagonal
     )
@@ -133,7 +119,7 @@ def test_resnet18_convolutions_with_ten_logits(layout):
     assert engine.feature_width == sum(a[0].size for a in jax.tree_util.tree_leaves(feats))
     num_params = ravel_pytree(params)[0].size
     reduction = num_params * (C if layout == "traced" else 1)
-    assert_kernel_close(engine.whole(x1), layout_of(full_self, layout), reduction, "self")
-    assert_kernel_close(engine.whole(x1, x2), layout_of(full_cross, layout), reduction, "cross")
+    assert_f32_close(engine.whole(x1), layout_of(full_self, layout), reduction, "self")
+    assert_f32_close(engine.whole(x1, x2), layout_of(full_cross, layout), reduction, "cross")
     tiles = nt.empirical_ntk_fn(apply_fn, trace, diagonal, 0, "structured", batch_size=4)
-    assert_kernel_close(tiles(x1, None, params), layout_of(full_self, layout), reduction, "tiles")
+    assert_f32_close(tiles(x1, None, params), layout_of(full_self, layout), reduction, "tiles")

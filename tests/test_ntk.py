@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_close_f32
+from conftest import assert_close_f32, flat_jacobian
 from jax.flatten_util import ravel_pytree
 
 import raysweep.ntk.gram as gram_module
@@ -49,9 +49,7 @@ def rel_err(a, b) -> float:
 
 def brute_jacobian(apply_fn, params, x) -> np.ndarray:
     """(n, P) Jacobian by jax.jacobian of the whole batch, flattened with ravel_pytree."""
-    flat, unravel = ravel_pytree(params)
-    jac = jax.jacobian(lambda p: apply_fn(unravel(p), x)[:, 0])(flat)
-    return np.asarray(jac, np.float64)
+    return np.asarray(flat_jacobian(apply_fn, params, x)[:, 0], np.float64)
 
 
 def tiny_mlp():

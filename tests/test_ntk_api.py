@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.flatten_util import ravel_pytree
+from conftest import assert_f32_close, flat_jacobian
 
 import raysweep.ntk as nt
 from raysweep.ntk import NTKEngine, NtkImplementation
@@ -25,19 +25,6 @@ sys.path.insert(0, str(ROOT / "tools"))
 import nt_models  # noqa: E402
 
 FIXTURES = {p.stem: p for p in sorted((ROOT / "tests" / "fixtures" / "nt_api").glob("*.npz"))}
-EPS32 = float(np.finfo(np.float32).eps)
-
-
-def assert_f32_close(got, want, reduction: int, what: str = "", ulps: float = 8) -> None:
-    """max|Δ| ≤ ulps · eps32 · sqrt(reduction) · max|want| (entry by entry, one tree)."""
-    got_leaves, want_leaves = jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)
-    assert len(got_leaves) == len(want_leaves), what
-    for g, w in zip(got_leaves, want_leaves, strict=True):
-        g, w = np.asarray(g, np.float64), np.asarray(w, np.float64)
-        assert g.shape == w.shape, f"{what}: shape {g.shape} != {w.shape}"
-        tol = ulps * EPS32 * np.sqrt(reduction) * np.max(np.abs(w))
-        err = np.max(np.abs(g - w))
-        assert err <= tol, f"{what}: max|Δ| {err:.3g} > {tol:.3g} ({ulps} eps sqrt({reduction}))"
 
 
 class Fixture:
@@ -299,9 +286,7 @@ def tiny_model():
 
 def brute_ntk(f, params, x1, x2):
     """(n1, n2, C, C') from jax.jacobian of the flattened parameters."""
-    flat, unravel = ravel_pytree(params)
-    j1 = jax.jacobian(lambda q: f(unravel(q), x1))(flat)
-    j2 = jax.jacobian(lambda q: f(unravel(q), x2))(flat)
+    j1, j2 = flat_jacobian(f, params, x1), flat_jacobian(f, params, x2)
     return jnp.einsum("icp,jdp->ijcd", j1, j2, precision="highest")
 
 
