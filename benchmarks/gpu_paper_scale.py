@@ -67,7 +67,6 @@ from raysweep.models import get_model, init_variables, make_apply_fn  # noqa: E4
 from raysweep.ntk import NTKEngine, ntk_gram  # noqa: E402
 from raysweep.training import train_pack  # noqa: E402
 
-SECTIONS = ("resnet18_gram", "lenet_gram", "lenet_eigen", "packed_sweep", "packed_resnet18")
 CIFAR_N = 60_000
 PAPER_EPOCHS = 100
 
@@ -83,14 +82,7 @@ SIZES = {
     "resnet_packs": ((1, 4, 8), (1, 2)),
     "budget_mb": (40_000, 512),
 }
-# minimum seconds left for a section to start (full size)
-MIN_SECONDS = {
-    "resnet18_gram": 60,
-    "lenet_gram": 60,
-    "lenet_eigen": 60,
-    "packed_sweep": 60,
-    "packed_resnet18": 60,
-}
+MIN_SECONDS = 60  # left before the deadline for a section to start (full size)
 
 
 def size(name: str, smoke: bool):
@@ -331,6 +323,7 @@ RUNNERS = {
     "packed_sweep": packed_sweep,
     "packed_resnet18": packed_resnet18,
 }
+SECTIONS = tuple(RUNNERS)  # in priority order
 
 
 def main(argv=None) -> int:
@@ -380,7 +373,7 @@ def main(argv=None) -> int:
         save()
         for name in sections:
             left = args.deadline_seconds - (time.monotonic() - launch)
-            if not smoke and left < MIN_SECONDS[name]:
+            if not smoke and left < MIN_SECONDS:
                 results[name] = {"skipped": f"{left:.0f} s left before the deadline"}
                 print(f"[{name}] skipped: {left:.0f} s left", flush=True)
                 save()
